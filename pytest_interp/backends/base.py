@@ -1,0 +1,323 @@
+"""The Backend protocol: what every adapter offers, in model terms (no hook names).
+
+Shapes (B = batch rows, P = positions, D = d_model, H = heads, V = vocab):
+
+- resid_pre, resid_mid, resid_post, attn_out, mlp_out: [B, P, D]
+- head_out: [B, P, H, D], each head's output written into the residual stream
+  (``z_h @ W_O[h]``, without the output bias, as TransformerLens's ``hook_result``)
+- attn_pattern: [B, H, P_query, P_key], softmaxed attention weights
+- logits: [B, P, V]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, get_args, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from ..errors import InterpError, SiteError
+
+Component = Literal[
+    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "attn_pattern"
+]
+COMPONENTS: tuple[Component, ...] = get_args(Component)
+EDITABLE: tuple[Component, ...] = tuple(c for c in COMPONENTS if c != "attn_pattern")
+# The order in which a block computes its sites; adapters read and edit in this order.
+EXECUTION_ORDER: dict[Component, int] = {
+    "resid_pre": 0, "head_out": 1, "attn_pattern": 2, "attn_out": 3,
+    "resid_mid": 4, "mlp_out": 5, "resid_post": 6,
+}
+
+
+@dataclass(frozen=True, order=True)
+class Site:
+    """A place in the model: block ``layer`` (0-based, non-negative) and a component."""
+
+    layer: int
+    component: Component
+
+    def __post_init__(self) -> None:
+        if self.component not in COMPONENTS:
+            raise SiteError(
+                f"unknown site component {self.component!r}: use one of {', '.join(COMPONENTS)}"
+            )
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
+            raise SiteError(f"site layer must be an int, got {self.layer!r}")
+
+    def __str__(self) -> str:
+        return f"{self.component}@{self.layer}"
+
+
+def all_sites(n_layers: int, components: Iterable[Component] = COMPONENTS) -> tuple[Site, ...]:
+    """Every (layer, component) site of a model with ``n_layers`` blocks."""
+    comps = tuple(components)
+    return tuple(Site(layer, c) for layer in range(n_layers) for c in comps)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A batch of token-id rows of equal length (no padding), with their token strings."""
+
+    ids: tuple[tuple[int, ...], ...]
+    strs: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            raise InterpError("an empty batch has no tokens: pass at least one prompt")
+        lengths = {len(row) for row in self.ids}
+        if len(lengths) != 1:
+            raise InterpError(
+                f"batch rows have different lengths {sorted(lengths)}: batch only prompts "
+                "that tokenize to the same number of tokens"
+            )
+        if 0 in lengths:
+            raise InterpError("a prompt tokenized to no tokens: pass a non-empty prompt")
+
+    @property
+    def batch(self) -> int:
+        return len(self.ids)
+
+    @property
+    def length(self) -> int:
+        return len(self.ids[0])
+
+    def tensor(self, device: torch.device | str = "cpu") -> Tensor:
+        """The ids as a [B, P] long tensor."""
+        return torch.tensor(self.ids, dtype=torch.long, device=device)
+
+    def row(self, index: int) -> Tokens:
+        return Tokens((self.ids[index],), (self.strs[index],))
+
+    @staticmethod
+    def stack(rows: Sequence[Tokens]) -> Tokens:
+        """Concatenate batches row-wise."""
+        return Tokens(
+            tuple(r for t in rows for r in t.ids), tuple(s for t in rows for s in t.strs)
+        )
+
+    def repeat(self, n: int) -> Tokens:
+        return Tokens(self.ids * n, self.strs * n)
+
+
+@dataclass(frozen=True, eq=False)
+class Edit:
+    """Replace or add ``value`` at ``site`` for chosen batch rows, positions and head.
+
+    ``value`` broadcasts to the edited slice: [len(rows), len(positions), D] for residual
+    sites and for one head of head_out (``head`` set). ``rows``/``positions`` None = all;
+    negative positions count from the end of the sequence.
+    """
+
+    site: Site
+    value: Tensor
+    mode: Literal["replace", "add"] = "replace"
+    positions: tuple[int, ...] | None = None
+    rows: tuple[int, ...] | None = None
+    head: int | None = None
+    _key: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("replace", "add"):
+            raise InterpError(f"edit mode {self.mode!r} is not 'replace' or 'add'")
+        if self.site.component == "attn_pattern":
+            raise SiteError(
+                "attn_pattern is read-only: edit head_out or attn_out to change what a head writes"
+            )
+        if self.site.component == "head_out" and self.head is None:
+            raise SiteError("a head_out edit needs head=H (which head to edit)")
+        if self.site.component != "head_out" and self.head is not None:
+            raise SiteError(f"head={self.head} only applies to head_out edits, not {self.site}")
+        if not isinstance(self.value, Tensor):
+            raise InterpError(f"edit value must be a torch.Tensor, got {type(self.value).__name__}")
+        for name in ("positions", "rows"):
+            got = getattr(self, name)
+            if got is not None:
+                object.__setattr__(self, name, tuple(int(i) for i in got))
+        value = self.value.detach()
+        digest = hashlib.sha1(value.to(torch.float32).contiguous().cpu().numpy().tobytes())
+        digest.update(repr((self.site, self.mode, self.positions, self.rows, self.head,
+                            tuple(value.shape), str(value.dtype))).encode())
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "_key", digest.hexdigest())
+
+    @property
+    def key(self) -> str:
+        """A content hash: two edits with equal keys change a run identically."""
+        return self._key
+
+
+def edits_key(edits: Sequence[Edit]) -> tuple[str, ...]:
+    return tuple(e.key for e in edits)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is, for headers, snapshots and validation."""
+
+    name: str
+    revision: str
+    architecture: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_vocab: int
+    n_ctx: int
+    dtype: str
+    device: str
+    backend: str
+
+    def check_layer(self, layer: int, what: str = "layer") -> int:
+        """Normalise a (possibly negative) block index or raise naming the valid range."""
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise SiteError(f"{what} must be an int, got {layer!r}")
+        if not -self.n_layers <= layer < self.n_layers:
+            raise SiteError(
+                f"{what} {layer} is out of range for {self.name} with {self.n_layers} layers: "
+                f"use 0..{self.n_layers - 1} (or -{self.n_layers}..-1 from the end)"
+            )
+        return layer % self.n_layers
+
+    def check_head(self, head: int) -> int:
+        if not isinstance(head, int) or isinstance(head, bool) or not 0 <= head < self.n_heads:
+            raise SiteError(
+                f"head {head!r} is out of range for {self.name} with {self.n_heads} heads: "
+                f"use 0..{self.n_heads - 1}"
+            )
+        return head
+
+
+@dataclass(frozen=True)
+class Run:
+    """The outcome of one batched forward pass: logits and the activations that were read."""
+
+    tokens: Tokens
+    logits: Tensor
+    acts: Mapping[Site, Tensor]
+
+    def nbytes(self) -> int:
+        return self.logits.nbytes + sum(t.nbytes for t in self.acts.values())
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a probe may ask of a model. Adapters implement it; probes use nothing else."""
+
+    info: ModelInfo
+
+    def tokenize(self, text: str) -> Tokens: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def run(
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = ()
+    ) -> Run: ...
+
+    def unembed(self, hidden: Tensor) -> Tensor: ...
+
+    def generate(
+        self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
+    ) -> Tokens: ...
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by the adapters, so edit semantics are written once.
+
+
+def check_sites(info: ModelInfo, sites: Collection[Site]) -> None:
+    for site in sites:
+        if not 0 <= site.layer < info.n_layers:
+            raise SiteError(
+                f"site {site} is out of range for {info.name} with {info.n_layers} layers: "
+                f"use layers 0..{info.n_layers - 1}"
+            )
+
+
+def check_edits(info: ModelInfo, tokens: Tokens, edits: Sequence[Edit]) -> None:
+    check_sites(info, [e.site for e in edits])
+    for edit in edits:
+        if edit.head is not None:
+            info.check_head(edit.head)
+        for pos in edit.positions or ():
+            if not -tokens.length <= pos < tokens.length:
+                raise SiteError(
+                    f"edit position {pos} is outside the {tokens.length}-token prompt: "
+                    f"use 0..{tokens.length - 1} or -{tokens.length}..-1"
+                )
+        for row in edit.rows or ():
+            if not 0 <= row < tokens.batch:
+                raise SiteError(
+                    f"edit row {row} is outside the batch of {tokens.batch}: "
+                    f"use 0..{tokens.batch - 1}"
+                )
+
+
+def _index(edit: Edit, batch: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    rows = range(batch) if edit.rows is None else edit.rows
+    positions = range(length) if edit.positions is None else [p % length for p in edit.positions]
+    r = torch.tensor(list(rows), dtype=torch.long, device=device)
+    p = torch.tensor(list(positions), dtype=torch.long, device=device)
+    return r[:, None], p[None, :]
+
+
+def apply_edits(x: Tensor, edits: Iterable[Edit], *, per_head: bool = False) -> Tensor:
+    """Return ``x`` ([B, P, D], or [B, P, H, D] when ``per_head``) with the edits applied.
+
+    The input is not modified; a new tensor is returned only when there is an edit.
+    """
+    edits = list(edits)
+    if not edits:
+        return x
+    out = x.clone()
+    batch, length = x.shape[0], x.shape[1]
+    for edit in edits:
+        r, p = _index(edit, batch, length, x.device)
+        target = out[r, p, edit.head] if per_head else out[r, p]
+        value = edit.value.to(device=x.device, dtype=x.dtype)
+        try:
+            new = value.expand_as(target) if edit.mode == "replace" else target + value
+        except RuntimeError:
+            raise InterpError(
+                f"edit value of shape {tuple(value.shape)} does not fit {edit.site}: "
+                f"it must broadcast to [rows, positions, d_model] = {list(target.shape)}"
+            ) from None
+        if per_head:
+            out[r, p, edit.head] = new
+        else:
+            out[r, p] = new
+    return out
+
+
+def resid_mid_as_attn_out(
+    attn_out: Tensor, resid_pre: Tensor, edits: Iterable[Edit]
+) -> Tensor:
+    """Apply resid_mid edits by changing attn_out (resid_mid = resid_pre + attn_out)."""
+    edits = list(edits)
+    if not edits:
+        return attn_out
+    mid = resid_pre + attn_out
+    return attn_out + (apply_edits(mid, edits) - mid)  # exactly attn_out where unedited
+
+
+def greedy_generate(
+    backend: Backend, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
+) -> Tokens:
+    """Greedy decoding by full forward passes, so edits act on every step.
+
+    Edits with explicit positions act on those prompt positions; edits with
+    ``positions=None`` act on every position, generated ones included.
+    """
+    if max_new_tokens < 0:
+        raise InterpError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    current = tokens
+    for _ in range(max_new_tokens):
+        logits = backend.run(current, edits=edits).logits[:, -1]
+        nxt = logits.argmax(-1).tolist()
+        current = Tokens(
+            tuple(row + (t,) for row, t in zip(current.ids, nxt)),
+            tuple(s + (backend.decode([t]),) for s, t in zip(current.strs, nxt)),
+        )
+    return current

@@ -1,0 +1,171 @@
+"""What both adapters share: tokenization policy, ModelInfo, and grouping of reads/edits."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InterpError
+import torch
+from torch import Tensor
+
+from .base import Component, Edit, ModelInfo, Site, Tokens, apply_edits, resid_mid_as_attn_out
+from .loading import LoadedHF
+
+
+def hf_tokenize(tokenizer: Any, text: str, prepend_bos: bool | None) -> Tokens:
+    """Tokenize as the HF tokenizer does by default; ``prepend_bos`` forces BOS on or off."""
+    if not isinstance(text, str):
+        raise InterpError(f"a prompt must be a string, got {type(text).__name__}: {text!r}")
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if prepend_bos is True:
+        if bos is None:
+            raise InterpError(
+                "interp_prepend_bos is true but this tokenizer has no BOS token: "
+                "set interp_prepend_bos = auto"
+            )
+        if not ids or ids[0] != bos:
+            ids.insert(0, bos)
+    elif prepend_bos is False and bos is not None and ids and ids[0] == bos:
+        ids.pop(0)
+    if not ids:
+        raise InterpError("the prompt tokenized to no tokens: pass a non-empty prompt")
+    strs = tuple(tokenizer.decode([i]) for i in ids)
+    return Tokens((tuple(ids),), (strs,))
+
+
+def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
+    config = loaded.model.config
+    param = next(loaded.model.parameters())
+    n_ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions")
+    return ModelInfo(
+        name=loaded.resolved.name,
+        revision=loaded.revision,
+        architecture=(config.architectures or [type(loaded.model).__name__])[0],
+        n_layers=config.num_hidden_layers,
+        n_heads=config.num_attention_heads,
+        d_model=config.hidden_size,
+        d_vocab=config.vocab_size,
+        n_ctx=int(n_ctx),
+        dtype=str(param.dtype).removeprefix("torch."),
+        device=str(param.device),
+        backend=backend,
+    )
+
+
+def check_context(info: ModelInfo, tokens: Tokens) -> None:
+    if tokens.length > info.n_ctx:
+        raise InterpError(
+            f"the prompt has {tokens.length} tokens but {info.name} takes at most {info.n_ctx}: "
+            "shorten the prompt"
+        )
+
+
+@dataclass
+class LayerPlan:
+    """What to read and edit in one block, by component."""
+
+    reads: set[Component] = field(default_factory=set)
+    edits: dict[Component, list[Edit]] = field(default_factory=lambda: defaultdict(list))
+
+    def touches(self, component: Component) -> bool:
+        return component in self.reads or bool(self.edits.get(component))
+
+
+class BlockHooks:
+    """Read and edit one block, called by an adapter at each point in execution order.
+
+    The points, in order: ``resid_pre`` (block input), ``z`` (attention heads' mixed values
+    [B, P, H, Dh], before the output projection), ``attn_pattern``, ``attn_out``, ``resid_mid``
+    (read only), ``mlp_out``, ``resid_post``. Methods that return a tensor return the value
+    that must flow on. head_out and resid_mid edits act through attn_out, exactly: where
+    nothing is edited attn_out is left bit-identical.
+    """
+
+    def __init__(
+        self, layer: int, plan: LayerPlan, w_o: Callable[[int], Tensor],
+        saved: dict[Site, Tensor],
+    ) -> None:
+        self.layer = layer
+        self.plan = plan
+        self.w_o = w_o  # layer -> [H, Dh, D]
+        self.saved = saved
+        self._resid_pre: Tensor | None = None
+        self._head_delta: Tensor | None = None
+
+    @property
+    def points(self) -> set[str]:
+        """The points this block needs an adapter to call."""
+        plan, points = self.plan, set()
+        mid = bool(plan.edits.get("resid_mid"))
+        if plan.touches("resid_pre") or mid:
+            points.add("resid_pre")
+        if plan.touches("head_out"):
+            points.add("z")
+        if plan.touches("attn_out") or mid or plan.edits.get("head_out"):
+            points.add("attn_out")
+        for name in ("attn_pattern", "resid_mid", "mlp_out", "resid_post"):
+            if plan.touches(name):  # type: ignore[arg-type]
+                points.add(name)
+        return points
+
+    def _keep(self, component: Component, value: Tensor) -> None:
+        if component in self.plan.reads:
+            self.saved[Site(self.layer, component)] = value.detach().clone()
+
+    def _edit(self, component: Component, x: Tensor) -> Tensor:
+        out = apply_edits(x, self.plan.edits.get(component, ()))
+        self._keep(component, out)
+        return out
+
+    def resid_pre(self, x: Tensor) -> Tensor:
+        out = self._edit("resid_pre", x)
+        self._resid_pre = out
+        return out
+
+    def z(self, z: Tensor) -> None:
+        per_head = torch.einsum("bphd,hdm->bphm", z, self.w_o(self.layer).to(z.dtype))
+        edits = self.plan.edits.get("head_out", ())
+        new = apply_edits(per_head, edits, per_head=True)
+        if edits:
+            self._head_delta = new.sum(2) - per_head.sum(2)  # exactly 0 where unedited
+        self._keep("head_out", new)
+
+    def attn_pattern(self, pattern: Tensor) -> None:
+        self._keep("attn_pattern", pattern)
+
+    def attn_out(self, x: Tensor) -> Tensor:
+        if self._head_delta is not None:
+            x = x + self._head_delta
+        x = apply_edits(x, self.plan.edits.get("attn_out", ()))
+        mid = self.plan.edits.get("resid_mid", ())
+        if mid:
+            assert self._resid_pre is not None
+            x = resid_mid_as_attn_out(x, self._resid_pre, mid)
+        self._keep("attn_out", x)
+        return x
+
+    def resid_mid(self, x: Tensor) -> None:
+        self._keep("resid_mid", x)
+
+    def mlp_out(self, x: Tensor) -> Tensor:
+        return self._edit("mlp_out", x)
+
+    def resid_post(self, x: Tensor) -> Tensor:
+        return self._edit("resid_post", x)
+
+
+def plan_blocks(
+    read: Collection[Site], edits: Sequence[Edit], w_o: Callable[[int], Tensor],
+    saved: dict[Site, Tensor],
+) -> dict[int, BlockHooks]:
+    """Group reads and edits by layer (edits keep their given order) into BlockHooks."""
+    plans: dict[int, LayerPlan] = defaultdict(LayerPlan)
+    for site in read:
+        plans[site.layer].reads.add(site.component)
+    for edit in edits:
+        plans[edit.site.layer].edits[edit.site.component].append(edit)
+    return {layer: BlockHooks(layer, plans[layer], w_o, saved) for layer in sorted(plans)}

@@ -1,0 +1,145 @@
+"""Adapter over nnsight 0.8 ``TransformersModel``: the only place HF module paths live."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ModelSpecError
+from .base import Edit, ModelInfo, Run, Site, Tokens, check_edits, check_sites, greedy_generate
+from .common import BlockHooks, check_context, hf_tokenize, model_info, plan_blocks
+from .loading import LoadedHF
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a Hugging Face architecture keeps its blocks and their parts."""
+
+    blocks: str  # path from the root module to the ModuleList of blocks
+    attn: str
+    o_proj: str  # inside attn; its input is the heads' mixed values z
+    ln2: str  # its input is resid_mid
+    mlp: str
+    final_norm: str
+    o_proj_in_out: bool  # weight stored [in, out] (HF Conv1D) rather than [out, in]
+
+
+_LAYOUTS = {
+    "LlamaForCausalLM": _Layout(
+        "model.layers", "self_attn", "o_proj", "post_attention_layernorm", "mlp", "model.norm",
+        False,
+    ),
+    "GPT2LMHeadModel": _Layout(
+        "transformer.h", "attn", "c_proj", "ln_2", "mlp", "transformer.ln_f", True
+    ),
+}
+
+
+def _get(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+class NNsightBackend:
+    """Backend over an nnsight ``TransformersModel`` wrapping a pre-loaded HF model."""
+
+    def __init__(self, loaded: LoadedHF, *, prepend_bos: bool | None = None) -> None:
+        from nnsight import TransformersModel
+
+        self.info: ModelInfo = model_info(loaded, "nnsight")
+        if self.info.architecture not in _LAYOUTS:
+            raise ModelSpecError(
+                f"the nnsight backend does not support {self.info.architecture}: "
+                f"use --interp-backend transformer_lens, or a model of {', '.join(_LAYOUTS)}"
+            )
+        self._layout = _LAYOUTS[self.info.architecture]
+        self._hf = loaded.model
+        self._tokenizer = loaded.tokenizer
+        self._prepend_bos = prepend_bos
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.lm = TransformersModel(
+                loaded.model, task="text-generation", tokenizer=loaded.tokenizer
+            )
+        self._blocks = _get(self.lm, self._layout.blocks)
+        hf_blocks = _get(self._hf, self._layout.blocks)
+        self._w_o_cache: dict[int, Tensor] = {}
+        self._hf_o_proj = [_get(b, f"{self._layout.attn}.{self._layout.o_proj}") for b in hf_blocks]
+        self._final_norm = _get(self._hf, self._layout.final_norm)
+
+    def tokenize(self, text: str) -> Tokens:
+        return hf_tokenize(self._tokenizer, text, self._prepend_bos)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids))
+
+    def _w_o(self, layer: int) -> Tensor:
+        """The output projection per head, [H, Dh, D]."""
+        if layer not in self._w_o_cache:
+            weight = self._hf_o_proj[layer].weight.detach()
+            if not self._layout.o_proj_in_out:
+                weight = weight.T  # nn.Linear stores [out, in]
+            self._w_o_cache[layer] = weight.reshape(self.info.n_heads, -1, self.info.d_model)
+        return self._w_o_cache[layer]
+
+    @torch.inference_mode()
+    def run(
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = ()
+    ) -> Run:
+        check_context(self.info, tokens)
+        check_sites(self.info, read)
+        check_edits(self.info, tokens, edits)
+        saved: dict[Site, Tensor] = {}
+        blocks = plan_blocks(read, edits, self._w_o, saved)
+        with self.lm.trace(tokens.tensor(self.info.device)):
+            for layer, block in blocks.items():
+                self._visit(self._blocks[layer], block)
+            logits = self.lm.lm_head.output.save()
+        return Run(tokens, logits.detach().clone(), saved)
+
+    def _visit(self, envoy: Any, block: BlockHooks) -> None:
+        """Call the block's points on the live values, in execution order (nnsight needs it)."""
+        points, layout, n_heads = block.points, self._layout, self.info.n_heads
+        attn = getattr(envoy, layout.attn)
+        if "resid_pre" in points:
+            x = envoy.input
+            _write(x, block.resid_pre(x))
+        if "z" in points:
+            z = getattr(attn, layout.o_proj).input
+            block.z(z.reshape(*z.shape[:2], n_heads, -1))
+        if "attn_pattern" in points:
+            block.attn_pattern(attn.output[1])
+        if "attn_out" in points:
+            out = attn.output[0]
+            _write(out, block.attn_out(out))
+        if "resid_mid" in points:
+            block.resid_mid(getattr(envoy, layout.ln2).input)
+        if "mlp_out" in points:
+            out = getattr(envoy, layout.mlp).output
+            _write(out, block.mlp_out(out))
+        if "resid_post" in points:
+            out = envoy.output
+            out = out[0] if isinstance(out, tuple) else out
+            _write(out, block.resid_post(out))
+
+    @torch.inference_mode()
+    def unembed(self, hidden: Tensor) -> Tensor:
+        """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
+        return self._hf.lm_head(self._final_norm(hidden))
+
+    def generate(
+        self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
+    ) -> Tokens:
+        return greedy_generate(self, tokens, max_new_tokens=max_new_tokens, edits=edits)
+
+
+def _write(live: Tensor, new: Tensor) -> None:
+    """Write an edited value into the live tensor in place, so the model runs on with it."""
+    if new is not live:
+        live[...] = new

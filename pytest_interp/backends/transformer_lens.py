@@ -1,0 +1,99 @@
+"""Adapter over TransformerLens 4.x ``TransformerBridge``: the only place TL hook names live."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import Edit, ModelInfo, Run, Site, Tokens, check_edits, check_sites, greedy_generate
+from .common import check_context, hf_tokenize, model_info, plan_blocks
+from .loading import LoadedHF
+
+Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
+
+_HOOK = {
+    "resid_pre": "blocks.{}.hook_resid_pre",
+    "z": "blocks.{}.attn.hook_z",
+    "attn_pattern": "blocks.{}.attn.hook_pattern",
+    "attn_out": "blocks.{}.hook_attn_out",
+    "resid_mid": "blocks.{}.hook_resid_mid",
+    "mlp_out": "blocks.{}.hook_mlp_out",
+    "resid_post": "blocks.{}.hook_resid_post",
+}
+
+
+class TransformerLensBackend:
+    """Backend over a ``TransformerBridge`` booted on a pre-loaded HF model (no download)."""
+
+    def __init__(self, loaded: LoadedHF, *, prepend_bos: bool | None = None) -> None:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        self._tokenizer = loaded.tokenizer
+        self._prepend_bos = prepend_bos
+        device = str(next(loaded.model.parameters()).device)
+        dtype = next(loaded.model.parameters()).dtype
+        tl_logger = logging.getLogger("transformer_lens")
+        previous = tl_logger.level
+        tl_logger.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.bridge = TransformerBridge.boot_transformers(
+                    loaded.hf_name, hf_model=loaded.model, tokenizer=loaded.tokenizer,
+                    device=device, dtype=dtype,
+                )
+        finally:
+            tl_logger.setLevel(previous)
+        self.bridge.eval()
+        self.info: ModelInfo = model_info(loaded, "transformer_lens")
+
+    def tokenize(self, text: str) -> Tokens:
+        return hf_tokenize(self._tokenizer, text, self._prepend_bos)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids))
+
+    @torch.inference_mode()
+    def run(
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = ()
+    ) -> Run:
+        check_context(self.info, tokens)
+        check_sites(self.info, read)
+        check_edits(self.info, tokens, edits)
+        saved: dict[Site, Tensor] = {}
+        hooks: list[Hook] = []
+        for layer, block in plan_blocks(read, edits, self._w_o, saved).items():
+            for point in block.points:
+                hooks.append((_HOOK[point].format(layer), _as_hook(getattr(block, point))))
+        logits = self.bridge.run_with_hooks(
+            tokens.tensor(self.info.device), fwd_hooks=hooks, return_type="logits"
+        )
+        return Run(tokens, logits.detach().clone(), saved)
+
+    def _w_o(self, layer: int) -> Tensor:
+        return self.bridge.blocks[layer].attn.W_O.detach()
+
+    @torch.inference_mode()
+    def unembed(self, hidden: Tensor) -> Tensor:
+        """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
+        return self.bridge.unembed(self.bridge.ln_final(hidden))
+
+    def generate(
+        self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
+    ) -> Tokens:
+        return greedy_generate(self, tokens, max_new_tokens=max_new_tokens, edits=edits)
+
+
+def _as_hook(point: Callable[[Tensor], Tensor | None]) -> Callable[[Tensor, Any], Tensor]:
+    """A TL hook calling a BlockHooks point; read-only points pass the input through."""
+
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        out = point(x)
+        return x if out is None else out
+
+    return hook

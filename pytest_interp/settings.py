@@ -1,0 +1,81 @@
+"""Session settings read from options/ini, free of torch so the plugin stays cheap."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from .errors import InterpError
+
+BackendName = Literal["transformer_lens", "nnsight"]
+DeviceName = Literal["cpu", "cuda", "auto"]
+DtypeName = Literal["float32", "bfloat16", "float16"]
+
+BACKENDS: tuple[BackendName, ...] = ("transformer_lens", "nnsight")
+DEVICES: tuple[DeviceName, ...] = ("cpu", "cuda", "auto")
+DTYPES: tuple[DtypeName, ...] = ("float32", "bfloat16", "float16")
+DEFAULT_MEMO_BYTES = 2 * 1024**3
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_bytes(text: str) -> int:
+    """Parse a memory size such as ``2GiB``, ``512MB`` or ``1000000``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise InterpError(
+            f"interp_memory {text!r} is not a size: write it like 2GiB, 512MiB or 1000000"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_bool(text: str | bool | None, what: str) -> bool | None:
+    """Parse ``true``/``false``/``auto`` (auto and empty mean None: the tokenizer decides)."""
+    if text is None or isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("", "auto", "none", "default"):
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise InterpError(f"{what} {text!r} is not a boolean: write true, false or auto")
+
+
+def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise InterpError(f"{what} {value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Which model a test wants: one loaded instance per distinct request per session."""
+
+    spec: str
+    backend: BackendName = "transformer_lens"
+    device: DeviceName = "cpu"
+    dtype: DtypeName = "float32"
+    prepend_bos: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec.strip():
+            raise InterpError(
+                "no model given: pass --interp-model SPEC, set interp_model in the ini file, "
+                "or mark the test with @pytest.mark.interp_model('SPEC')"
+            )
+        _choice(self.backend, BACKENDS, "interp backend")
+        _choice(self.device, DEVICES, "interp device")
+        _choice(self.dtype, DTYPES, "interp dtype")
+
+    def with_overrides(self, **overrides: object) -> ModelRequest:
+        """A copy with the given fields replaced (None values are ignored)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def describe(self) -> str:
+        bos = "tokenizer default" if self.prepend_bos is None else str(self.prepend_bos).lower()
+        return (f"model {self.spec}, backend {self.backend}, device {self.device}, "
+                f"dtype {self.dtype}, prepend_bos {bos}")
