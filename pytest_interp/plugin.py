@@ -1,1 +1,218 @@
-def pytest_addoption(parser): pass
+"""pytest shell: options and ini keys, markers, fixtures, header and summary.
+
+Imports neither torch nor a backend at module level: pytest loads every installed plugin in
+every session, and a project that does not use pytest-interp must not pay for torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Generator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .errors import InterpError
+from .markers import MARKERS, parse_interp_model
+from .settings import (
+    BACKENDS,
+    DEFAULT_MEMO_BYTES,
+    DEVICES,
+    DTYPES,
+    ModelRequest,
+    parse_bool,
+    parse_bytes,
+)
+
+if TYPE_CHECKING:
+    from .model import ActivationCache, InterpModel
+
+_OPTIONS: tuple[tuple[str, str, str, str | None], ...] = (
+    # (name, ini help, metavar, default)
+    ("model", "model spec: alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), "
+              "local HF directory or .gguf file", "SPEC", None),
+    ("backend", f"backend: {' | '.join(BACKENDS)}", "NAME", "transformer_lens"),
+    ("device", f"device: {' | '.join(DEVICES)}", "NAME", "cpu"),
+    ("dtype", f"dtype: {' | '.join(DTYPES)}", "NAME", "float32"),
+    ("prepend_bos", "prepend BOS: true | false | auto (the tokenizer's default)", "BOOL", "auto"),
+    ("memory", "memory budget of the memoised run cache per model, e.g. 2GiB", "SIZE", "2GiB"),
+)
+
+
+@dataclass(frozen=True)
+class InterpConfig:
+    """The session's settings, from command line over ini over defaults."""
+
+    spec: str | None
+    backend: str
+    device: str
+    dtype: str
+    prepend_bos: bool | None
+    memory_bytes: int
+
+    def request(self, spec: str | None = None, **overrides: Any) -> ModelRequest:
+        """The model request for a test (raises "no model given" if there is no spec)."""
+        return ModelRequest(
+            spec=spec or self.spec or "", backend=self.backend,  # type: ignore[arg-type]
+            device=self.device, dtype=self.dtype, prepend_bos=self.prepend_bos,  # type: ignore[arg-type]
+        ).with_overrides(**overrides)
+
+
+CONFIG_KEY = pytest.StashKey[InterpConfig]()
+POOL_KEY = pytest.StashKey["ModelPool"]()
+OVERRIDE_KEY = pytest.StashKey[Any]()  # ModelOverride | None, set at collection
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("interp", "pytest-interp: tests of model internals")
+    for name, help_text, metavar, default in _OPTIONS:
+        flag = "--interp-" + name.replace("_", "-")
+        group.addoption(flag, dest=f"interp_{name}", metavar=metavar, default=None,
+                        help=f"{help_text} (ini: interp_{name}; default {default})")
+        parser.addini(f"interp_{name}", help_text, default=default)
+
+
+def _setting(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(f"interp_{name}")
+    if value is None:
+        value = config.getini(f"interp_{name}")
+    return value if value not in ("", None) else None
+
+
+def _read_config(config: pytest.Config) -> InterpConfig:
+    try:
+        backend = _setting(config, "backend") or "transformer_lens"
+        device = _setting(config, "device") or "cpu"
+        dtype = _setting(config, "dtype") or "float32"
+        for name, value, choices in (("backend", backend, BACKENDS), ("device", device, DEVICES),
+                                     ("dtype", dtype, DTYPES)):
+            if value not in choices:
+                raise InterpError(
+                    f"--interp-{name} {value!r} is not one of: {', '.join(choices)}"
+                )
+        memory = _setting(config, "memory")
+        return InterpConfig(
+            spec=_setting(config, "model"), backend=backend, device=device, dtype=dtype,
+            prepend_bos=parse_bool(_setting(config, "prepend_bos"), "--interp-prepend-bos"),
+            memory_bytes=parse_bytes(memory) if memory else DEFAULT_MEMO_BYTES,
+        )
+    except InterpError as exc:
+        raise pytest.UsageError(f"pytest-interp: {exc}") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", f"{marker.usage}: {marker.help}")
+    interp = _read_config(config)
+    config.stash[CONFIG_KEY] = interp
+    from .model import ModelPool  # torch-free module; torch loads with the first model
+
+    config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail at once, in one line, if the configured model spec cannot be used."""
+    spec = session.config.stash[CONFIG_KEY].spec
+    if spec is None:
+        return
+    from .backends.loading import resolve_spec, validate
+
+    try:
+        validate(resolve_spec(spec))
+    except InterpError as exc:
+        raise pytest.UsageError(f"pytest-interp: {exc}") from None
+
+
+def _versions() -> str:
+    parts = []
+    for dist in ("torch", "transformers", "transformer-lens", "nnsight", "syrupy"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} missing")
+    return ", ".join(parts)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    interp = config.stash[CONFIG_KEY]
+    bos = "auto" if interp.prepend_bos is None else str(interp.prepend_bos).lower()
+    return [
+        f"interp: model {interp.spec or '(none: set --interp-model)'}, backend {interp.backend}, "
+        f"device {interp.device}, dtype {interp.dtype}, prepend_bos {bos}, "
+        f"memo {interp.memory_bytes / 1024**3:.2f} GiB",
+        f"interp libraries: {_versions()}",
+    ]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, Any, Any]:
+    """Read interp markers into frozen dataclasses; a bad one is a collection error."""
+    result = yield
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if isinstance(item, pytest.Function):
+            _read_marks(item)
+    return result
+
+
+def _read_marks(item: pytest.Function) -> None:
+    mark = item.get_closest_marker("interp_model")
+    try:
+        item.stash[OVERRIDE_KEY] = (
+            parse_interp_model(mark.args, dict(mark.kwargs)) if mark is not None else None
+        )
+    except InterpError as exc:
+        raise pytest.Collector.CollectError(
+            f"{item.nodeid}: @pytest.mark.interp_model: {exc}"
+        ) from None
+
+
+def _request_for(item: pytest.Item) -> ModelRequest:
+    interp = item.config.stash[CONFIG_KEY]
+    override = item.stash.get(OVERRIDE_KEY, None)
+    if override is None:
+        return interp.request()
+    return interp.request(
+        override.spec, backend=override.backend, device=override.device,
+        dtype=override.dtype, prepend_bos=override.prepend_bos,
+    )
+
+
+@pytest.fixture
+def interp_model(request: pytest.FixtureRequest) -> InterpModel:
+    """The model under test (one instance per spec/backend/device/dtype per session)."""
+    __tracebackhide__ = True
+    try:
+        model_request = _request_for(request.node)
+        return request.config.stash[POOL_KEY].get(model_request)
+    except InterpError as exc:
+        pytest.fail(f"pytest-interp: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def interp_cache(
+    interp_model: InterpModel,
+) -> Callable[..., ActivationCache]:
+    """``interp_cache(prompt)``: the memoised activations of one run, read-only."""
+
+    def cache(prompt: str, *, components: Collection[str] | None = None) -> ActivationCache:
+        __tracebackhide__ = True
+        return interp_model.cache(prompt, components=components)  # type: ignore[arg-type]
+
+    return cache
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    pool = config.stash.get(POOL_KEY, None)
+    if pool is None or not pool.loaded():
+        return
+    for model in pool.loaded():
+        info, stats = model.info, model.memo.stats
+        terminalreporter.write_line(
+            f"interp: {info.name} rev {info.revision} ({info.architecture}, {info.n_layers} "
+            f"layers) via {info.backend}: {stats.misses} forward passes, {stats.hits} memo hits, "
+            f"{model.memo.nbytes / 1024**2:.1f} MiB held"
+        )

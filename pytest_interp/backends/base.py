@@ -317,7 +317,7 @@ def greedy_generate(
         logits = backend.run(current, edits=edits).logits[:, -1]
         nxt = logits.argmax(-1).tolist()
         current = Tokens(
-            tuple(row + (t,) for row, t in zip(current.ids, nxt)),
-            tuple(s + (backend.decode([t]),) for s, t in zip(current.strs, nxt)),
+            tuple((*row, t) for row, t in zip(current.ids, nxt, strict=True)),
+            tuple((*s, backend.decode([t])) for s, t in zip(current.strs, nxt, strict=True)),
         )
     return current

@@ -7,10 +7,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InterpError
 import torch
 from torch import Tensor
 
+from ..errors import InterpError
 from .base import Component, Edit, ModelInfo, Site, Tokens, apply_edits, resid_mid_as_attn_out
 from .loading import LoadedHF
 
@@ -40,7 +40,7 @@ def hf_tokenize(tokenizer: Any, text: str, prepend_bos: bool | None) -> Tokens:
 def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
     config = loaded.model.config
     param = next(loaded.model.parameters())
-    n_ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions")
+    n_ctx = getattr(config, "max_position_embeddings", None) or config.n_positions
     return ModelInfo(
         name=loaded.resolved.name,
         revision=loaded.revision,

@@ -130,7 +130,7 @@ def resolve_spec(spec: str) -> ResolvedSpec:
             f"model spec {spec!r} is a file but not a .gguf file: pass its directory "
             "(config.json + weights) or a .gguf file"
         )
-    if spec.endswith(".gguf") or os.sep in spec and not _looks_like_hub_id(spec):
+    if spec.endswith(".gguf") or (os.sep in spec and not _looks_like_hub_id(spec)):
         raise ModelSpecError(f"model spec {spec!r}: no such file or directory: {_WHAT_TO_PASS}")
     if _looks_like_hub_id(spec):
         raise ModelSpecError(
@@ -267,7 +267,7 @@ def _from_directory(resolved: ResolvedSpec, directory: Path, device: str, dtype:
         model = AutoModelForCausalLM.from_pretrained(
             directory, dtype=dtype, attn_implementation="eager", local_files_only=True
         ).to(device)
-    except Exception as exc:  # noqa: BLE001 - any loader failure is one user-facing line
+    except Exception as exc:
         raise ModelSpecError(
             f"model spec {resolved.spec!r}: could not load weights from {directory} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
@@ -275,7 +275,7 @@ def _from_directory(resolved: ResolvedSpec, directory: Path, device: str, dtype:
         ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelSpecError(
             f"model spec {resolved.spec!r}: {directory} has no usable tokenizer "
             f"({type(exc).__name__}): save the tokenizer beside the model with "
@@ -303,7 +303,7 @@ def _converted_gguf(resolved: ResolvedSpec) -> Path:
             model = AutoModelForCausalLM.from_pretrained(
                 resolved.path.parent, gguf_file=resolved.path.name, dtype=torch.float32
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelSpecError(
                 f"model spec {resolved.spec!r}: could not read {resolved.path} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "

@@ -1,0 +1,94 @@
+"""Markers -> frozen dataclasses at collection time (no torch here).
+
+Each marker is declared once: a signature (for binding and error messages) and a one-line
+usage for ``pytest --markers``. Binding errors name the marker, the problem and the usage.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InterpError
+from .settings import BACKENDS, DEVICES, DTYPES, parse_bool
+
+
+@dataclass(frozen=True)
+class MarkerDef:
+    """A marker: its name, its signature (a stub function) and its one-line usage."""
+
+    name: str
+    signature: Callable[..., None]
+    help: str
+
+    @property
+    def usage(self) -> str:
+        params = []
+        for p in inspect.signature(self.signature).parameters.values():
+            if p.kind is p.KEYWORD_ONLY and "*" not in params:
+                params.append("*")
+            params.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+        return f"@pytest.mark.{self.name}({', '.join(params)})"
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Bind marker arguments to the signature (defaults applied) or raise InterpError."""
+        sig = inspect.signature(self.signature)
+        known = list(sig.parameters)
+        for key in kwargs:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise InterpError(f"unknown keyword {key!r}{hint}; usage: {self.usage}")
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InterpError(f"{exc}; usage: {self.usage}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+
+def _interp_model(
+    spec: str, *, backend: str | None = None, device: str | None = None,
+    dtype: str | None = None, prepend_bos: bool | None = None,
+) -> None: ...
+
+
+INTERP_MODEL = MarkerDef(
+    "interp_model", _interp_model,
+    "run this test (class, module) on another model or backend; spec is an alias, "
+    "a local HF directory or a .gguf file.",
+)
+MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL,)
+
+
+@dataclass(frozen=True)
+class ModelOverride:
+    """What an ``interp_model`` marker changes about the session's model request."""
+
+    spec: str
+    backend: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    prepend_bos: bool | None = None
+
+
+def parse_interp_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ModelOverride:
+    """Read an ``interp_model`` marker, validating every field (the spec must resolve)."""
+    from .backends.loading import resolve_spec, validate
+
+    bound = INTERP_MODEL.bind(args, kwargs)
+    spec = bound["spec"]
+    if not isinstance(spec, str) or not spec.strip():
+        raise InterpError(f"spec must be a non-empty string, got {spec!r}")
+    for name, choices in (("backend", BACKENDS), ("device", DEVICES), ("dtype", DTYPES)):
+        value = bound[name]
+        if value is not None and value not in choices:
+            raise InterpError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+    validate(resolve_spec(spec))
+    return ModelOverride(
+        spec=spec, backend=bound["backend"], device=bound["device"], dtype=bound["dtype"],
+        prepend_bos=parse_bool(bound["prepend_bos"], "prepend_bos"),
+    )

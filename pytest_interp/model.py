@@ -1,0 +1,248 @@
+"""The ``interp_model`` facade: one loaded model, a memoised run cache, probes as methods."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import InterpError, ModelSpecError
+from .settings import DEFAULT_MEMO_BYTES, ModelRequest
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .backends.base import Backend, Component, Edit, ModelInfo, Run, Site, Tokens
+
+
+
+@dataclass
+class MemoStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+
+
+@dataclass
+class RunMemo:
+    """LRU memo of runs keyed by (token ids, edits), bounded by the bytes it holds."""
+
+    max_bytes: int = DEFAULT_MEMO_BYTES
+    stats: MemoStats = field(default_factory=MemoStats)
+    _runs: OrderedDict[tuple, Run] = field(default_factory=OrderedDict)
+    _bytes: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, key: tuple, read: Collection[Site]) -> Run | None:
+        run = self._runs.get(key)
+        if run is None or not all(site in run.acts for site in read):
+            return None
+        self._runs.move_to_end(key)
+        self.stats.hits += 1
+        return run
+
+    def sites(self, key: tuple) -> set[Site]:
+        run = self._runs.get(key)
+        return set(run.acts) if run is not None else set()
+
+    def put(self, key: tuple, run: Run) -> None:
+        self.stats.misses += 1
+        if key in self._runs:
+            self._bytes -= self._runs.pop(key).nbytes()
+        size = run.nbytes()
+        if size > self.max_bytes:
+            return  # larger than the whole budget: returned to the caller, never kept
+        self._runs[key] = run
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._runs.popitem(last=False)
+            self._bytes -= old.nbytes()
+            self.stats.evictions += 1
+
+    def clear(self) -> None:
+        self._runs.clear()
+        self._bytes = 0
+
+
+class ActivationCache(Mapping["Site", "Tensor"]):
+    """Read-only view of one memoised run: ``cache["resid_pre", 3]`` or ``cache[Site(3, ...)]``.
+
+    Tensors keep the batch dimension (TransformerLens's convention) and are copies, so
+    changing one never changes the memo.
+    """
+
+    def __init__(self, run: Run, info: ModelInfo) -> None:
+        self._run = run
+        self._info = info
+
+    def _site(self, key: object) -> Site:
+        from .backends.base import Site
+
+        if isinstance(key, Site):
+            return key
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str):
+            return Site(self._info.check_layer(key[1]), key[0])  # type: ignore[arg-type]
+        raise KeyError(f"use cache[component, layer] or cache[Site(layer, component)], not {key!r}")
+
+    def __getitem__(self, key: object) -> Tensor:
+        site = self._site(key)
+        if site not in self._run.acts:
+            raise KeyError(f"{site} was not recorded for this prompt")
+        return self._run.acts[site].clone()
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(sorted(self._run.acts))
+
+    def __len__(self) -> int:
+        return len(self._run.acts)
+
+    @property
+    def logits(self) -> Tensor:
+        """[1, P, V]"""
+        return self._run.logits.clone()
+
+    @property
+    def tokens(self) -> Tokens:
+        return self._run.tokens
+
+    @property
+    def str_tokens(self) -> tuple[str, ...]:
+        return self._run.tokens.strs[0]
+
+
+class InterpModel:
+    """A loaded model as tests see it: tokenize, memoised runs, activations, generation."""
+
+    def __init__(
+        self, backend: Backend, *, request: ModelRequest | None = None,
+        memory_bytes: int = DEFAULT_MEMO_BYTES,
+    ) -> None:
+        self.backend = backend
+        self.request = request
+        self.memo = RunMemo(memory_bytes)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (f"<InterpModel {i.name} ({i.architecture}, {i.n_layers} layers) via {i.backend} "
+                f"on {i.device}/{i.dtype}>")
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    def tokens(self, prompts: str | Sequence[str] | Tokens) -> Tokens:
+        """Tokenize one prompt or a batch of prompts of equal token length."""
+        from .backends.base import Tokens
+
+        if isinstance(prompts, Tokens):
+            return prompts
+        if isinstance(prompts, str):
+            return self.backend.tokenize(prompts)
+        if not isinstance(prompts, Sequence) or not prompts:
+            raise InterpError(f"expected a prompt or a list of prompts, got {prompts!r}")
+        return Tokens.stack([self.backend.tokenize(p) for p in prompts])
+
+    def to_str_tokens(self, prompt: str) -> tuple[str, ...]:
+        return self.backend.tokenize(prompt).strs[0]
+
+    def run(
+        self, prompts: str | Sequence[str] | Tokens, *, read: Collection[Site] = (),
+        edits: Sequence[Edit] = (),
+    ) -> Run:
+        """One batched forward pass, memoised per (tokens, edits); never repeated."""
+        from .backends.base import edits_key
+
+        tokens = self.tokens(prompts)
+        key = (tokens.ids, edits_key(edits))
+        read = set(read)
+        hit = self.memo.get(key, read)
+        if hit is not None:
+            return hit
+        run = self.backend.run(tokens, read=read | self.memo.sites(key), edits=edits)
+        self.memo.put(key, run)
+        return run
+
+    def cache(
+        self, prompt: str, *, components: Collection[Component] | None = None
+    ) -> ActivationCache:
+        """All activations of one prompt (every layer; all components unless given)."""
+        from .backends.base import COMPONENTS, all_sites
+
+        tokens = self.tokens(prompt)
+        if tokens.batch != 1:
+            raise InterpError("interp_cache takes one prompt; call it once per prompt")
+        comps = tuple(components) if components is not None else COMPONENTS
+        run = self.run(tokens, read=all_sites(self.info.n_layers, comps))
+        return ActivationCache(run, self.info)
+
+    def generate_tokens(
+        self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,
+        edits: Sequence[Edit] = (),
+    ) -> Tokens:
+        """Greedy continuation of each row (prompt included)."""
+        return self.backend.generate(
+            self.tokens(prompts), max_new_tokens=max_new_tokens, edits=edits
+        )
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 20) -> str:
+        """Greedy continuation text of one prompt (the prompt itself excluded)."""
+        tokens = self.tokens(prompt)
+        out = self.generate_tokens(tokens, max_new_tokens=max_new_tokens)
+        return self.backend.decode(out.ids[0][tokens.length:])
+
+
+def load_backend(request: ModelRequest) -> Backend:
+    """Resolve, load and wrap a model as the requested backend."""
+    import torch
+
+    from .backends.loading import load_hf, resolve_spec
+
+    device = request.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise ModelSpecError(
+            "--interp-device cuda, but torch sees no CUDA device here: "
+            "use --interp-device cpu (or auto)"
+        )
+    loaded = load_hf(resolve_spec(request.spec), device=device, dtype=request.dtype)
+    if request.backend == "nnsight":
+        from .backends.nnsight import NNsightBackend
+
+        return NNsightBackend(loaded, prepend_bos=request.prepend_bos)
+    from .backends.transformer_lens import TransformerLensBackend
+
+    return TransformerLensBackend(loaded, prepend_bos=request.prepend_bos)
+
+
+@dataclass
+class ModelPool:
+    """One InterpModel per distinct request for the whole session (per xdist worker)."""
+
+    memory_bytes: int = DEFAULT_MEMO_BYTES
+    _models: dict[ModelRequest, InterpModel] = field(default_factory=dict)
+    _failures: dict[ModelRequest, InterpError] = field(default_factory=dict)
+
+    def get(self, request: ModelRequest) -> InterpModel:
+        if request in self._failures:
+            raise self._failures[request]
+        if request not in self._models:
+            try:
+                backend = load_backend(request)
+            except InterpError as exc:
+                self._failures[request] = exc
+                raise
+            self._models[request] = InterpModel(
+                backend, request=request, memory_bytes=self.memory_bytes
+            )
+        return self._models[request]
+
+    def loaded(self) -> list[InterpModel]:
+        return list(self._models.values())

@@ -1,0 +1,40 @@
+"""Shared fixtures: each backend and raw HF model is loaded once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+SPECS = ("tiny-random-llama", "tiny-random-gpt2", "smollm2-135m")
+BACKENDS = ("transformer_lens", "nnsight")
+
+
+@pytest.fixture(scope="session")
+def load_backend():
+    """``load_backend(spec, backend)``: a cached Backend (each with its own HF instance)."""
+    from pytest_interp.model import load_backend as load
+    from pytest_interp.settings import ModelRequest
+
+    cache = {}
+
+    def get(spec: str, backend: str = "transformer_lens", **kwargs):
+        key = (spec, backend, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = load(ModelRequest(spec, backend, **kwargs))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def load_raw_hf():
+    """``load_raw_hf(spec)``: a plain HF model instance no adapter has touched."""
+    from pytest_interp.backends.loading import load_hf, resolve_spec
+
+    cache = {}
+
+    def get(spec: str):
+        if spec not in cache:
+            cache[spec] = load_hf(resolve_spec(spec))
+        return cache[spec]
+
+    return get

@@ -1,0 +1,94 @@
+"""An independent reference: raw Hugging Face forward hooks, no pytest-interp internals.
+
+Reads every site of every layer, optionally with one replace edit (at a block's input) and
+one add edit (at an MLP's output), written the plain PyTorch way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PARTS = {  # architecture -> (blocks, attn, o_proj, ln2, mlp, o_proj stores [in, out])
+    "LlamaForCausalLM": ("model.layers", "self_attn", "o_proj", "post_attention_layernorm",
+                         "mlp", False),
+    "GPT2LMHeadModel": ("transformer.h", "attn", "c_proj", "ln_2", "mlp", True),
+}
+
+
+def _get(root, path):
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+@torch.inference_mode()
+def hf_run(model: nn.Module, ids: torch.Tensor, *, replace_resid_pre=None, add_mlp_out=None):
+    """Run ``model`` on ``ids`` and return (logits, {(layer, component): tensor}).
+
+    ``replace_resid_pre=(layer, pos, vector)`` replaces the block input at one position;
+    ``add_mlp_out=(layer, pos, vector)`` adds to the MLP output at one position.
+    """
+    arch = model.config.architectures[0]
+    blocks_path, attn_name, o_name, ln2_name, mlp_name, in_out = PARTS[arch]
+    blocks = _get(model, blocks_path)
+    n_heads = model.config.num_attention_heads
+    acts: dict[tuple[int, str], torch.Tensor] = {}
+    handles = []
+
+    for layer, block in enumerate(blocks):
+        attn, mlp = getattr(block, attn_name), getattr(block, mlp_name)
+        o_proj, ln2 = getattr(attn, o_name), getattr(block, ln2_name)
+
+        def block_pre(module, args, kwargs, layer=layer):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if replace_resid_pre is not None and replace_resid_pre[0] == layer:
+                hidden = hidden.clone()
+                hidden[:, replace_resid_pre[1]] = replace_resid_pre[2]
+            acts[layer, "resid_pre"] = hidden.clone()
+            if args:
+                return (hidden, *args[1:]), kwargs
+            kwargs["hidden_states"] = hidden
+            return args, kwargs
+
+        def o_pre(module, args, layer=layer, o_proj=o_proj):
+            z = args[0]
+            w = o_proj.weight if in_out else o_proj.weight.T  # [H*Dh, D]
+            z4 = z.reshape(*z.shape[:2], n_heads, -1)
+            w3 = w.reshape(n_heads, -1, w.shape[-1])
+            acts[layer, "head_out"] = torch.stack(
+                [z4[:, :, h] @ w3[h] for h in range(n_heads)], dim=2
+            )
+
+        def attn_post(module, args, output, layer=layer):
+            acts[layer, "attn_out"] = output[0].clone()
+            acts[layer, "attn_pattern"] = output[1].clone()
+
+        def ln2_pre(module, args, layer=layer):
+            acts[layer, "resid_mid"] = args[0].clone()
+
+        def mlp_post(module, args, output, layer=layer):
+            if add_mlp_out is not None and add_mlp_out[0] == layer:
+                output = output.clone()
+                output[:, add_mlp_out[1]] += add_mlp_out[2]
+            acts[layer, "mlp_out"] = output.clone()
+            return output
+
+        def block_post(module, args, output, layer=layer):
+            hidden = output[0] if isinstance(output, tuple) else output
+            acts[layer, "resid_post"] = hidden.clone()
+
+        handles += [
+            block.register_forward_pre_hook(block_pre, with_kwargs=True),
+            o_proj.register_forward_pre_hook(o_pre),
+            attn.register_forward_hook(attn_post),
+            ln2.register_forward_pre_hook(ln2_pre),
+            mlp.register_forward_hook(mlp_post),
+            block.register_forward_hook(block_post),
+        ]
+    try:
+        logits = model(ids).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, acts

@@ -1,0 +1,128 @@
+"""The adapters' contract: same model, same numbers through TL, nnsight and raw HF hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_interp.backends.base import COMPONENTS, Edit, Site, all_sites
+
+from .conftest import SPECS
+from .hf_reference import hf_run
+
+TOL = 1e-4
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a - b).abs().max().item()
+
+
+def _edits(d_model: int, layer: int):
+    g = torch.Generator().manual_seed(1)
+    replace = torch.randn(d_model, generator=g)
+    add = torch.randn(d_model, generator=g)
+    return replace, add
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("edited", [False, True], ids=["clean", "replace+add"])
+def test_adapters_agree_with_raw_hf_on_every_site(spec, edited, load_backend, load_raw_hf):
+    tl, nn = load_backend(spec, "transformer_lens"), load_backend(spec, "nnsight")
+    raw = load_raw_hf(spec).model
+    tokens = tl.tokenize(PROMPT)
+    assert tokens == nn.tokenize(PROMPT)
+    n_layers, d_model = tl.info.n_layers, tl.info.d_model
+    layer = n_layers // 2
+    replace, add = _edits(d_model, layer)
+    edits, ref_kwargs = [], {}
+    if edited:
+        edits = [
+            Edit(Site(layer, "resid_pre"), replace, positions=(3,)),
+            Edit(Site(layer, "mlp_out"), add, mode="add", positions=(-1,)),
+        ]
+        ref_kwargs = dict(replace_resid_pre=(layer, 3, replace),
+                          add_mlp_out=(layer, tokens.length - 1, add))
+    sites = all_sites(n_layers)
+    ref_logits, ref_acts = hf_run(raw, tokens.tensor(), **ref_kwargs)
+    runs = {"transformer_lens": tl.run(tokens, read=sites, edits=edits),
+            "nnsight": nn.run(tokens, read=sites, edits=edits)}
+    worst = {}
+    for name, run in runs.items():
+        worst[name, "logits"] = _max_diff(run.logits, ref_logits)
+        for site in sites:
+            worst[name, str(site)] = _max_diff(run.acts[site], ref_acts[site.layer, site.component])
+    worst["tl-vs-nnsight", "logits"] = _max_diff(runs["transformer_lens"].logits,
+                                                 runs["nnsight"].logits)
+    bad = {k: v for k, v in worst.items() if v > TOL}
+    assert not bad, f"max abs diff above {TOL}: {bad}"
+    if edited:  # the edits really changed the run
+        clean_logits, _ = hf_run(raw, tokens.tensor())
+        assert _max_diff(clean_logits, ref_logits) > 1e-3
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("component", [c for c in COMPONENTS if c != "attn_pattern"])
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_adapters_agree_under_every_edit(spec, component, mode, load_backend):
+    tl, nn = load_backend(spec, "transformer_lens"), load_backend(spec, "nnsight")
+    tokens = tl.tokenize(PROMPT).repeat(2)
+    layer = tl.info.n_layers - 2
+    value = torch.randn(tl.info.d_model, generator=torch.Generator().manual_seed(2))
+    edit = Edit(Site(layer, component), value, mode=mode, positions=(1, -2), rows=(1,),
+                head=1 if component == "head_out" else None)
+    sites = all_sites(tl.info.n_layers)
+    a = tl.run(tokens, read=sites, edits=[edit])
+    b = nn.run(tokens, read=sites, edits=[edit])
+    assert _max_diff(a.logits, b.logits) <= TOL
+    for site in sites:
+        assert _max_diff(a.acts[site], b.acts[site]) <= TOL, site
+    clean = tl.run(tokens)
+    changed = (a.logits - clean.logits).abs().amax(-1)
+    assert changed[0].max() == 0, "row 0 was not edited and must not change"
+    assert changed[1].max() > 0, "row 1 was edited and must change"
+    if component != "resid_post":  # resid_post at L-2 still flows through later layers
+        assert changed[1, 0] == 0, "a position before the edit must not change (causal)"
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_edited_site_reads_back_the_edit(spec, load_backend):
+    for backend in ("transformer_lens", "nnsight"):
+        model = load_backend(spec, backend)
+        tokens = model.tokenize(PROMPT)
+        value = torch.full((model.info.d_model,), 0.5)
+        for component in ("resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post"):
+            site = Site(1, component)
+            run = model.run(tokens, read=[site], edits=[Edit(site, value, positions=(2,))])
+            assert _max_diff(run.acts[site][0, 2], value) < 1e-3, (backend, component)
+        site = Site(1, "head_out")
+        run = model.run(tokens, read=[site], edits=[Edit(site, value, positions=(2,), head=0)])
+        assert _max_diff(run.acts[site][0, 2, 0], value) == 0
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_unembed_of_last_resid_post_is_the_logits(spec, load_backend):
+    for backend in ("transformer_lens", "nnsight"):
+        model = load_backend(spec, backend)
+        tokens = model.tokenize(PROMPT)
+        last = Site(model.info.n_layers - 1, "resid_post")
+        run = model.run(tokens, read=[last])
+        assert _max_diff(model.unembed(run.acts[last]), run.logits) <= TOL
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_generation_agrees_between_backends_and_with_hf(spec, load_backend, load_raw_hf):
+    raw = load_raw_hf(spec)
+    tokens = load_backend(spec).tokenize("The capital of France is")
+    ref = raw.model.generate(tokens.tensor(), max_new_tokens=5, do_sample=False,
+                             pad_token_id=raw.tokenizer.eos_token_id)
+    for backend in ("transformer_lens", "nnsight"):
+        out = load_backend(spec, backend).generate(tokens, max_new_tokens=5)
+        assert list(out.ids[0]) == ref[0].tolist(), backend
+
+
+def test_smollm2_knows_paris(load_backend):
+    model = load_backend("smollm2-135m", "nnsight")
+    run = model.run(model.tokenize("The capital of France is"))
+    assert model.decode([int(run.logits[0, -1].argmax())]) == " Paris"
