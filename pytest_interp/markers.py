@@ -26,12 +26,18 @@ class MarkerDef:
 
     @property
     def usage(self) -> str:
+        """``@pytest.mark.name(arg, *, key=default)``, as shown in error messages."""
+        return f"@pytest.mark.{self.call}"
+
+    @property
+    def call(self) -> str:
+        """``name(arg, *, key=default)``, as registered for ``pytest --markers``."""
         params = []
         for p in inspect.signature(self.signature).parameters.values():
             if p.kind is p.KEYWORD_ONLY and "*" not in params:
                 params.append("*")
             params.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
-        return f"@pytest.mark.{self.name}({', '.join(params)})"
+        return f"{self.name}({', '.join(params)})"
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Bind marker arguments to the signature (defaults applied) or raise InterpError."""

@@ -68,8 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("interp", "pytest-interp: tests of model internals")
     for name, help_text, metavar, default in _OPTIONS:
         flag = "--interp-" + name.replace("_", "-")
+        default_text = f"; default {default}" if default is not None else ""
         group.addoption(flag, dest=f"interp_{name}", metavar=metavar, default=None,
-                        help=f"{help_text} (ini: interp_{name}; default {default})")
+                        help=f"{help_text} (ini: interp_{name}{default_text})")
         parser.addini(f"interp_{name}", help_text, default=default)
 
 
@@ -103,7 +104,7 @@ def _read_config(config: pytest.Config) -> InterpConfig:
 
 def pytest_configure(config: pytest.Config) -> None:
     for marker in MARKERS:
-        config.addinivalue_line("markers", f"{marker.usage}: {marker.help}")
+        config.addinivalue_line("markers", f"{marker.call}: {marker.help}")
     interp = _read_config(config)
     config.stash[CONFIG_KEY] = interp
     from .model import ModelPool  # torch-free module; torch loads with the first model
@@ -184,12 +185,11 @@ def _request_for(item: pytest.Item) -> ModelRequest:
 @pytest.fixture
 def interp_model(request: pytest.FixtureRequest) -> InterpModel:
     """The model under test (one instance per spec/backend/device/dtype per session)."""
-    __tracebackhide__ = True
     try:
-        model_request = _request_for(request.node)
-        return request.config.stash[POOL_KEY].get(model_request)
+        return request.config.stash[POOL_KEY].get(_request_for(request.node))
     except InterpError as exc:
-        pytest.fail(f"pytest-interp: {exc}", pytrace=False)
+        message = f"pytest-interp: {exc}"
+    pytest.fail(message, pytrace=False)  # outside the except: no chained traceback
 
 
 @pytest.fixture

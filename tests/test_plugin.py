@@ -1,0 +1,270 @@
+"""The pytest surface: options, ini keys, markers, fixtures, header, errors (pytester)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+WHAT = ("pass an alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), a local Hugging Face "
+        "directory (config.json + *.safetensors) or a .gguf file")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _preload_libraries(load_backend):
+    """Import torch, TL, nnsight and the model classes before any in-process pytester run.
+
+    pytester restores sys.modules after each run, so anything first imported inside one is
+    re-imported by the next; objects of the dropped C-extension-backed modules then crash the
+    garbage collector (segfault), and every run pays the imports again.
+    """
+    for spec in ("tiny-random-llama", "tiny-random-gpt2"):
+        for backend in ("transformer_lens", "nnsight"):
+            model = load_backend(spec, backend)
+            model.run(model.tokenize("warm up"))
+    import syrupy  # noqa: F401
+
+
+def _ini(pytester: pytest.Pytester, **settings: str) -> None:
+    lines = "\n".join(f"interp_{k} = {v}" for k, v in settings.items())
+    pytester.makeini(f"[pytest]\n{lines}\n")
+
+
+def test_options_are_listed_in_help(pytester):
+    result = pytester.runpytest("--help")
+    for flag in ("--interp-model=SPEC", "--interp-backend=NAME", "--interp-device=NAME",
+                 "--interp-dtype=NAME", "--interp-prepend-bos=BOOL", "--interp-memory=SIZE"):
+        result.stdout.fnmatch_lines([f"*{flag}*"])
+    result.stdout.fnmatch_lines(["  interp_model (string):", "*model spec: alias*"])
+
+
+def test_markers_have_one_line_usage(pytester):
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines([
+        "@pytest.mark.interp_model(spec, *, backend=None, device=None, dtype=None, "
+        "prepend_bos=None): run this test (class, module) on another model or backend; "
+        "spec is an alias, a local HF directory or a .gguf file."
+    ])
+
+
+def test_header_names_model_backend_and_versions(pytester):
+    _ini(pytester, model="tiny-random-llama", backend="nnsight")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines([
+        "interp: model tiny-random-llama, backend nnsight, device cpu, dtype float32, "
+        "prepend_bos auto, memo 2.00 GiB",
+        "interp libraries: torch 2.*, transformers *, transformer-lens *, nnsight *, syrupy *",
+    ])
+
+
+def test_unknown_spec_fails_at_session_start_in_one_line(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--interp-model", "nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.stderr.lines if line] == [
+        f"ERROR: pytest-interp: unknown model spec 'nope': {WHAT}"
+    ]
+
+
+def test_bad_backend_choice_is_a_usage_error(pytester):
+    result = pytester.runpytest("--interp-backend", "jax")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: pytest-interp: --interp-backend 'jax' is not one of: transformer_lens, nnsight"
+    ])
+
+
+def test_bad_memory_size_is_a_usage_error(pytester):
+    _ini(pytester, memory="lots")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines([
+        "ERROR: pytest-interp: interp_memory 'lots' is not a size: write it like 2GiB, "
+        "512MiB or 1000000"
+    ])
+
+
+def test_marker_with_unknown_keyword_is_a_collection_error(pytester):
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.interp_model("tiny-random-llama", backnd="nnsight")
+        def test_x(interp_model):
+            pass
+    """)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([
+        "*ERROR collecting test_m.py*",
+        "test_m.py::test_x: @pytest.mark.interp_model: unknown keyword 'backnd' (did you mean "
+        "'backend'?); usage: @pytest.mark.interp_model(spec, *, backend=None, device=None, "
+        "dtype=None, prepend_bos=None)",
+    ])
+
+
+def test_marker_with_bad_spec_is_a_collection_error(pytester):
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        pytestmark = pytest.mark.interp_model("org/model")
+
+        def test_x(interp_model):
+            pass
+    """)
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines([
+        "test_m.py::test_x: @pytest.mark.interp_model: model spec 'org/model' looks like a "
+        "model hub id, and pytest-interp never downloads: save the model to a local directory "
+        f"(save_pretrained) and pass its path, or {WHAT}",
+    ])
+
+
+def test_marker_with_bad_dtype_is_a_collection_error(pytester):
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.interp_model("tiny-random-llama", dtype="int8")
+        def test_x(interp_model):
+            pass
+    """)
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines([
+        "test_m.py::test_x: @pytest.mark.interp_model: dtype='int8' is not one of: float32, "
+        "bfloat16, float16",
+    ])
+
+
+def test_no_model_configured_fails_the_test_in_one_line(pytester):
+    pytester.makepyfile(test_m="def test_x(interp_model): pass")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*_ ERROR at setup of test_x _*",
+        "pytest-interp: no model given: pass --interp-model SPEC, set interp_model in the "
+        "ini file, or mark the test with @pytest.mark.interp_model('SPEC')",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_fixture_loads_the_configured_model_once_per_session(pytester):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        seen = []
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_same_instance(interp_model, i):
+            seen.append(id(interp_model))
+            assert len(set(seen)) == 1
+            assert interp_model.info.name == "tiny-random-llama"
+            assert interp_model.info.backend == "transformer_lens"
+            assert interp_model.info.n_layers == 3
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=3)
+
+
+def test_marker_overrides_model_and_backend_per_class_and_test(pytester):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        def test_default(interp_model):
+            assert interp_model.info.architecture == "LlamaForCausalLM"
+
+        @pytest.mark.interp_model("tiny-random-gpt2")
+        class TestGPT2:
+            def test_class_level(self, interp_model):
+                assert interp_model.info.architecture == "GPT2LMHeadModel"
+                assert interp_model.info.backend == "transformer_lens"
+
+            @pytest.mark.interp_model("tiny-random-gpt2", backend="nnsight")
+            def test_closest_wins(self, interp_model):
+                assert interp_model.info.backend == "nnsight"
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=3)
+
+
+def test_cli_option_beats_ini(pytester):
+    _ini(pytester, model="tiny-random-llama", backend="transformer_lens")
+    pytester.makepyfile(test_m="""
+        def test_x(interp_model):
+            assert interp_model.info.name == "tiny-random-gpt2"
+            assert interp_model.info.backend == "nnsight"
+    """)
+    result = pytester.runpytest("--interp-model", "tiny-random-gpt2", "--interp-backend",
+                                "nnsight")
+    result.assert_outcomes(passed=1)
+
+
+def test_interp_cache_is_memoised_and_read_only(pytester):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        PROMPT = "When Mary and John went to the store"
+
+        def test_first(interp_cache):
+            cache = interp_cache(PROMPT)
+            resid = cache["resid_post", -1]
+            assert resid.shape == (1, 8, 64)
+            resid.zero_()
+            assert cache["resid_post", -1].abs().sum() > 0
+            assert cache.str_tokens[1] == " Mary"
+            assert cache.logits.shape == (1, 8, 49152)
+
+        def test_second_reuses_the_run(interp_cache, interp_model):
+            cache = interp_cache(PROMPT)
+            assert cache["resid_post", 2].abs().sum() > 0
+            assert interp_model.memo.stats.misses == 1
+            assert interp_model.memo.stats.hits == 1
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "interp: tiny-random-llama rev tiny-random-llama-seed0-v1 (LlamaForCausalLM, 3 layers) "
+        "via transformer_lens: 1 forward passes, 1 memo hits, * MiB held"
+    ])
+
+
+def test_load_failure_is_reported_once_per_test_without_traceback(pytester, tmp_path):
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    pytester.makepyfile(test_m="""
+        def test_a(interp_model): pass
+        def test_b(interp_model): pass
+    """)
+    result = pytester.runpytest("--interp-model", str(bad))
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines([
+        "*_ ERROR at setup of test_a _*",
+        f"pytest-interp: model spec '{bad}': could not read {bad} (*): pass a GGUF file of a "
+        "supported architecture (LlamaForCausalLM, GPT2LMHeadModel)",
+        "*_ ERROR at setup of test_b _*",
+    ])
+    assert "Traceback" not in result.stdout.str() and "hidden" not in result.stdout.str()
+    assert "During handling" not in result.stdout.str()
+
+
+def test_importing_the_plugin_does_not_import_torch():
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import pytest_interp.plugin"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "pytest_interp.plugin" in out.stderr
+    assert "torch" not in out.stderr
+
+
+def test_unrelated_pytest_run_does_not_load_torch(pytester):
+    pytester.makepyfile(test_m="""
+        import sys
+
+        def test_no_torch():
+            assert "torch" not in sys.modules
+            assert "pytest_interp.plugin" in sys.modules
+    """)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
