@@ -14,7 +14,7 @@ INFO = ModelInfo("m", "r", "LlamaForCausalLM", 4, 2, 8, 10, 16, "float32", "cpu"
 
 
 def test_site_rejects_unknown_component():
-    with pytest.raises(SiteError, match="^unknown site component 'resid': use one of resid_pre"):
+    with pytest.raises(SiteError, match=r"^unknown site component 'resid': use one of resid_pre"):
         Site(0, "resid")  # type: ignore[arg-type]
 
 
@@ -37,11 +37,11 @@ def test_tokens_must_share_a_length():
 
 
 def test_edit_validation_messages():
-    with pytest.raises(SiteError, match="^attn_pattern is read-only"):
+    with pytest.raises(SiteError, match=r"^attn_pattern is read-only"):
         Edit(Site(0, "attn_pattern"), torch.zeros(1))
     with pytest.raises(SiteError, match=r"^a head_out edit needs head=H \(which head to edit\)$"):
         Edit(Site(0, "head_out"), torch.zeros(8))
-    with pytest.raises(InterpError, match="^edit mode 'swap' is not 'replace' or 'add'$"):
+    with pytest.raises(InterpError, match=r"^edit mode 'swap' is not 'replace' or 'add'$"):
         Edit(Site(0, "resid_pre"), torch.zeros(8), mode="swap")  # type: ignore[arg-type]
 
 
@@ -109,14 +109,14 @@ def test_activation_cache_is_read_only_copies():
 
 def test_settings_parsers():
     assert parse_bytes("2GiB") == 2 * 1024**3 and parse_bytes("512 MB") == 512 * 1024**2
-    with pytest.raises(InterpError, match="^interp_memory 'lots' is not a size"):
+    with pytest.raises(InterpError, match=r"^interp_memory 'lots' is not a size"):
         parse_bytes("lots")
     assert parse_bool("auto", "x") is None and parse_bool("TRUE", "x") is True
-    with pytest.raises(InterpError, match="^--bos 'maybe' is not a boolean"):
+    with pytest.raises(InterpError, match=r"^--bos 'maybe' is not a boolean"):
         parse_bool("maybe", "--bos")
-    with pytest.raises(InterpError, match="^no model given: pass --interp-model SPEC"):
+    with pytest.raises(InterpError, match=r"^no model given: pass --interp-model SPEC"):
         ModelRequest("")
-    with pytest.raises(InterpError, match="^interp backend 'jax' is not one of"):
+    with pytest.raises(InterpError, match=r"^interp backend 'jax' is not one of"):
         ModelRequest("x", backend="jax")  # type: ignore[arg-type]
 
 

@@ -235,7 +235,9 @@ class LoadedHF:
 def load_hf(resolved: ResolvedSpec, *, device: str = "cpu", dtype: str = "float32") -> LoadedHF:
     """Load a fresh model instance (each adapter owns its own: TL rewrites modules in place)."""
     import torch
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no per-load progress bars in test output
     validate(resolved)
     torch_dtype = getattr(torch, dtype)
     if resolved.kind == "tiny":

@@ -70,9 +70,12 @@ class TransformerLensBackend:
         for layer, block in plan_blocks(read, edits, self._w_o, saved).items():
             for point in block.points:
                 hooks.append((_HOOK[point].format(layer), _as_hook(getattr(block, point))))
-        logits = self.bridge.run_with_hooks(
-            tokens.tensor(self.info.device), fwd_hooks=hooks, return_type="logits"
-        )
+        ids = tokens.tensor(self.info.device)
+        if hooks:
+            with self.bridge.hooks(fwd_hooks=hooks):
+                logits = self.bridge(ids, return_type="logits")
+        else:
+            logits = self.bridge(ids, return_type="logits")
         return Run(tokens, logits.detach().clone(), saved)
 
     def _w_o(self, layer: int) -> Tensor:
