@@ -10,10 +10,14 @@ import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import InterpError
 from .settings import BACKENDS, DEVICES, DTYPES, parse_bool
+
+if TYPE_CHECKING:
+    from .expect import LensExpectation
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,24 @@ def _interp_model(
 ) -> None: ...
 
 
+def _lens(
+    prompt: str, target: str, *, layer: int | None = None, position: int = -1,
+    top_k: int | None = None, min_prob: float | None = None, emerges_by: int | None = None,
+    lens: str = "logit",
+) -> None: ...
+
+
 INTERP_MODEL = MarkerDef(
     "interp_model", _interp_model,
     "run this test (class, module) on another model or backend; spec is an alias, "
     "a local HF directory or a .gguf file.",
 )
-MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL,)
+LENS = MarkerDef(
+    "lens", _lens,
+    "assert where target shows up in the residual stream: top_k/min_prob at layer, or "
+    "emerges_by=L (in the top_k from layer L on); lens='logit' or a tuned-lens folder.",
+)
+MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL, LENS)
 
 
 @dataclass(frozen=True)
@@ -98,3 +114,21 @@ def parse_interp_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ModelOv
         spec=spec, backend=bound["backend"], device=bound["device"], dtype=bound["dtype"],
         prepend_bos=parse_bool(bound["prepend_bos"], "prepend_bos"),
     )
+
+
+def parse_expectation(
+    marker: MarkerDef, args: tuple[Any, ...], kwargs: dict[str, Any], root: Path
+) -> LensExpectation:
+    """Read an expectation marker into its frozen dataclass (model-independent checks)."""
+    from .expect import LensExpectation
+
+    bound = marker.bind(args, kwargs)
+    lens = bound.get("lens")
+    if isinstance(lens, str | Path) and str(lens) != "logit" and not Path(lens).is_absolute():
+        bound["lens"] = str(root / lens)  # tuned-lens folders are relative to the rootdir
+    elif isinstance(lens, Path):
+        bound["lens"] = str(lens)
+    return LensExpectation(**bound)
+
+
+EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS,)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .backends.base import Backend, Component, Edit, ModelInfo, Run, Site, Tokens
+    from .probes.lens import TunedLens
+    from .results import LensResult, Vocab
 
 
 
@@ -127,6 +129,8 @@ class InterpModel:
         self.backend = backend
         self.request = request
         self.memo = RunMemo(memory_bytes)
+        self._vocab: Vocab | None = None
+        self._tuned_lenses: dict[str, TunedLens] = {}
 
     def __repr__(self) -> str:
         i = self.info
@@ -136,6 +140,21 @@ class InterpModel:
     @property
     def info(self) -> ModelInfo:
         return self.backend.info
+
+    @property
+    def vocab(self) -> Vocab:
+        """Token id <-> string, shared by every result of this model."""
+        if self._vocab is None:
+            from functools import lru_cache
+
+            from .results import Vocab
+
+            decode = self.backend.decode
+            self._vocab = Vocab(
+                self.info.d_vocab, lru_cache(maxsize=None)(lambda i: decode([i])),
+                self.backend.encode,
+            )
+        return self._vocab
 
     def tokens(self, prompts: str | Sequence[str] | Tokens) -> Tokens:
         """Tokenize one prompt or a batch of prompts of equal token length."""
@@ -181,6 +200,27 @@ class InterpModel:
         comps = tuple(components) if components is not None else COMPONENTS
         run = self.run(tokens, read=all_sites(self.info.n_layers, comps))
         return ActivationCache(run, self.info)
+
+    def logit_lens(
+        self, prompt: str, *, positions: int | Sequence[int] | None = -1
+    ) -> LensResult:
+        """Every block's resid_post decoded by final norm + unembedding, at ``positions``."""
+        from .probes.lens import run_lens
+
+        return run_lens(self, prompt, positions=positions)
+
+    def tuned_lens(
+        self, prompt: str, *, lens: str | TunedLens, positions: int | Sequence[int] | None = -1
+    ) -> LensResult:
+        """As ``logit_lens``, through a tuned lens (a tuned-lens folder or a TunedLens)."""
+        from .probes.lens import TunedLens, run_lens
+
+        if not isinstance(lens, TunedLens):
+            key = str(lens)
+            if key not in self._tuned_lenses:
+                self._tuned_lenses[key] = TunedLens.load(key)
+            lens = self._tuned_lenses[key]
+        return run_lens(self, prompt, positions=positions, lens=lens)
 
     def generate_tokens(
         self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,

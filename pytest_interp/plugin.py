@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import InterpError
-from .markers import MARKERS, parse_interp_model
+from .markers import EXPECTATION_MARKERS, MARKERS, parse_expectation, parse_interp_model
 from .settings import (
     BACKENDS,
     DEFAULT_MEMO_BYTES,
@@ -62,6 +62,7 @@ class InterpConfig:
 CONFIG_KEY = pytest.StashKey[InterpConfig]()
 POOL_KEY = pytest.StashKey["ModelPool"]()
 OVERRIDE_KEY = pytest.StashKey[Any]()  # ModelOverride | None, set at collection
+EXPECT_KEY = pytest.StashKey[tuple[Any, ...]]()  # expectations from markers, set at collection
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -169,6 +170,24 @@ def _read_marks(item: pytest.Function) -> None:
         raise pytest.Collector.CollectError(
             f"{item.nodeid}: @pytest.mark.interp_model: {exc}"
         ) from None
+    expectations = []
+    for marker in EXPECTATION_MARKERS:
+        for mark in item.iter_markers(marker.name):
+            try:
+                expectation = parse_expectation(
+                    marker, mark.args, dict(mark.kwargs), item.config.rootpath
+                )
+                expectation.validate(_model_for(item))
+            except InterpError as exc:
+                raise pytest.Collector.CollectError(
+                    f"{item.nodeid}: @pytest.mark.{marker.name}: {exc}"
+                ) from None
+            expectations.append(expectation)
+    item.stash[EXPECT_KEY] = tuple(expectations)
+
+
+def _model_for(item: pytest.Item) -> InterpModel:
+    return item.config.stash[POOL_KEY].get(_request_for(item))
 
 
 def _request_for(item: pytest.Item) -> ModelRequest:
@@ -186,7 +205,7 @@ def _request_for(item: pytest.Item) -> ModelRequest:
 def interp_model(request: pytest.FixtureRequest) -> InterpModel:
     """The model under test (one instance per spec/backend/device/dtype per session)."""
     try:
-        return request.config.stash[POOL_KEY].get(_request_for(request.node))
+        return _model_for(request.node)
     except InterpError as exc:
         message = f"pytest-interp: {exc}"
     pytest.fail(message, pytrace=False)  # outside the except: no chained traceback
@@ -203,6 +222,26 @@ def interp_cache(
         return interp_model.cache(prompt, components=components)  # type: ignore[arg-type]
 
     return cache
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
+    """After the test body passes, check the expectations its markers declared."""
+    result = yield
+    expectations = pyfuncitem.stash.get(EXPECT_KEY, ())
+    if expectations:
+        failures = []
+        try:
+            model = _model_for(pyfuncitem)
+            for expectation in expectations:
+                text = expectation.check(model)
+                if text is not None:
+                    failures.append(text)
+        except InterpError as exc:
+            failures.append(f"pytest-interp: {exc}")
+        if failures:
+            pytest.fail("\n\n".join(failures), pytrace=False)
+    return result
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -37,6 +37,11 @@ def hf_tokenize(tokenizer: Any, text: str, prepend_bos: bool | None) -> Tokens:
     return Tokens((tuple(ids),), (strs,))
 
 
+def hf_encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a text piece, without special tokens (for target tokens)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
     config = loaded.model.config
     param = next(loaded.model.parameters())

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..errors import ModelSpecError
 from .base import Edit, ModelInfo, Run, Site, Tokens, check_edits, check_sites, greedy_generate
-from .common import BlockHooks, check_context, hf_tokenize, model_info, plan_blocks
+from .common import BlockHooks, check_context, hf_encode, hf_tokenize, model_info, plan_blocks
 from .loading import LoadedHF
 
 
@@ -79,6 +79,9 @@ class NNsightBackend:
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids))
 
+    def encode(self, text: str) -> list[int]:
+        return hf_encode(self._tokenizer, text)
+
     def _w_o(self, layer: int) -> Tensor:
         """The output projection per head, [H, Dh, D]."""
         if layer not in self._w_o_cache:
@@ -128,7 +131,6 @@ class NNsightBackend:
             out = out[0] if isinstance(out, tuple) else out
             _write(out, block.resid_post(out))
 
-    @torch.inference_mode()
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
         return self._hf.lm_head(self._final_norm(hidden))

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .base import Edit, ModelInfo, Run, Site, Tokens, check_edits, check_sites, greedy_generate
-from .common import check_context, hf_tokenize, model_info, plan_blocks
+from .common import check_context, hf_encode, hf_tokenize, model_info, plan_blocks
 from .loading import LoadedHF
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
@@ -58,6 +58,9 @@ class TransformerLensBackend:
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids))
 
+    def encode(self, text: str) -> list[int]:
+        return hf_encode(self._tokenizer, text)
+
     @torch.inference_mode()
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = ()
@@ -81,7 +84,6 @@ class TransformerLensBackend:
     def _w_o(self, layer: int) -> Tensor:
         return self.bridge.blocks[layer].attn.W_O.detach()
 
-    @torch.inference_mode()
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
         return self.bridge.unembed(self.bridge.ln_final(hidden))
