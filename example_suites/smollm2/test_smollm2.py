@@ -18,15 +18,20 @@ def test_paris_is_the_next_token(interp_model):
     assert next_token(interp_model, FACT) == " Paris"
 
 
-def test_paris_emerges_late_in_the_residual_stream(interp_cache, interp_model):
-    """A hand-written logit lens: Paris is top-1 only in the last layers."""
-    cache = interp_cache(FACT)
-    n_layers = interp_model.info.n_layers
-    top = [interp_model.backend.decode([int(
-        interp_model.backend.unembed(cache["resid_post", layer][0, -1]).argmax())])
-        for layer in range(n_layers)]
-    first = next(i for i in range(n_layers) if all(t == " Paris" for t in top[i:]))
-    assert n_layers // 2 < first <= n_layers - 1, top
+@pytest.mark.lens(FACT, target=" Paris", layer=-1, top_k=1)
+@pytest.mark.lens(FACT, target=" Paris", emerges_by=28, top_k=3)
+@pytest.mark.lens("The capital of Italy is", target=" Rome", layer=-1, top_k=1)
+@pytest.mark.lens("The capital of Germany is", target=" Berlin", layer=-1, top_k=1)
+@pytest.mark.lens("The Eiffel Tower is in the city of", target=" Paris", layer=-1, top_k=1)
+def test_facts_are_recalled_late():
+    """Markers alone are a complete test: the recall trajectory through the logit lens."""
+
+
+def test_paris_is_absent_from_the_early_residual_stream(interp_model):
+    lens = interp_model.logit_lens(FACT)
+    assert lens.rank(" Paris", layer=-1) == 0
+    assert min(lens.ranks(" Paris")[:20]) > 100  # nowhere near the top before layer 20
+    assert lens.kl_to_final[:20].min() > 5  # nats: early layers decode to something else
 
 
 def test_ioi_prefers_the_indirect_object(interp_model):
