@@ -15,7 +15,7 @@ from .errors import InterpError
 
 if TYPE_CHECKING:
     from .model import InterpModel
-    from .results import LensResult
+    from .results import LensResult, PatchingResult
 
 
 def _int(name: str, value: object, *, minimum: int | None = None) -> None:
@@ -140,3 +140,207 @@ class LensExpectation:
             return None
         head = "\n".join(f"lens: {p}" for p in problems)
         return f"{head}\n{result.table(target, position=pos, mark=mark)}"
+
+
+def _number(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InterpError(f"{name} must be a finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LogitDiffExpectation:
+    """``@pytest.mark.logit_diff``: the model's own answer-vs-foil preference."""
+
+    prompt: str
+    answer: str
+    foil: str
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "answer", "foil"):
+            _text(name, getattr(self, name))
+        _number("min", self.min)
+        _number("max", self.max)
+        if self.min is None and self.max is None:
+            raise InterpError("no check given: pass min= and/or max=")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise InterpError(f"min={self.min} is greater than max={self.max}")
+
+    def validate(self, model: InterpModel) -> None:
+        model.tokens(self.prompt)
+        model.vocab.id(self.answer)
+        model.vocab.id(self.foil)
+
+    def check(self, model: InterpModel) -> str | None:
+        value = model.logit_diff(self.prompt, self.answer, self.foil)
+        problems = []
+        if self.min is not None and value < self.min:
+            problems.append(f"expected >= {self.min} (min={self.min})")
+        if self.max is not None and value > self.max:
+            problems.append(f"expected <= {self.max} (max={self.max})")
+        if not problems:
+            return None
+        import torch
+
+        probs = torch.softmax(model.run(self.prompt).logits[0, -1].float(), -1)
+        top = probs.topk(5)
+        tops = ", ".join(f"{model.vocab.decode_one(int(i))!r} {float(p):.2f}"
+                         for p, i in zip(top.values, top.indices, strict=True))
+        return (f"logit_diff: {self.answer!r} - {self.foil!r} at the last position of "
+                f"{self.prompt!r} is {value:.3f}, {' and '.join(problems)}\n"
+                f"  next-token top-5: {tops}")
+
+
+@dataclass(frozen=True)
+class PatchingExpectation:
+    """``@pytest.mark.activation_patching``: where (layer, position, head) a behaviour lives."""
+
+    clean: str
+    corrupted: str
+    answer: str
+    foil: str
+    site: str = "resid_pre"
+    layer: int | None = None
+    position: int | str | None = None
+    head: int | None = None
+    min_recovery: float | None = None
+    max_recovery: float | None = None
+    peak_layer: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        from .probes.patching import PATCH_SITES
+
+        for name in ("clean", "corrupted", "answer", "foil"):
+            _text(name, getattr(self, name))
+        if self.site not in PATCH_SITES:
+            raise InterpError(f"site {self.site!r} cannot be patched: use one of "
+                              f"{', '.join(PATCH_SITES)}")
+        _int("layer", self.layer)
+        _int("head", self.head, minimum=0)
+        if self.position is not None and not isinstance(self.position, str):
+            _int("position", self.position)
+        _number("min_recovery", self.min_recovery)
+        _number("max_recovery", self.max_recovery)
+        if self.peak_layer is not None:
+            peak = self.peak_layer
+            if not isinstance(peak, tuple | list) or len(peak) != 2 or any(
+                    isinstance(x, bool) or not isinstance(x, int) for x in peak):
+                raise InterpError(f"peak_layer must be a (low, high) pair of ints, got {peak!r}")
+            object.__setattr__(self, "peak_layer", tuple(peak))
+        if self.min_recovery is None and self.max_recovery is None and self.peak_layer is None:
+            raise InterpError("no check given: pass min_recovery=, max_recovery= or peak_layer=")
+        heads = self.site == "head_out"
+        if self.head is not None and not heads:
+            raise InterpError(f"head= only applies to site='head_out', not {self.site!r}")
+        if heads and self.position is not None and self.head is None:
+            raise InterpError("site='head_out' with position= needs head= (which head)")
+        if self.peak_layer is not None:
+            if self.layer is not None:
+                raise InterpError("peak_layer= looks across layers: do not also pass layer=")
+            if not heads and self.position is None:
+                raise InterpError("peak_layer= needs position= (which column's peak)")
+            if heads and self.head is None:
+                raise InterpError("peak_layer= with site='head_out' needs head=")
+
+    @property
+    def per_position(self) -> bool:
+        return self.site != "head_out" or self.position is not None
+
+    def validate(self, model: InterpModel) -> None:
+        from .probes.patching import paired_tokens
+
+        clean, _ = paired_tokens(model, self.clean, self.corrupted)
+        model.vocab.id(self.answer)
+        model.vocab.id(self.foil)
+        if self.layer is not None:
+            model.info.check_layer(self.layer)
+        if self.head is not None:
+            model.info.check_head(self.head)
+        if self.peak_layer is not None:
+            for bound in self.peak_layer:
+                model.info.check_layer(bound, "peak_layer bound")
+        if self.position is not None:
+            n = clean.length
+            if isinstance(self.position, str):
+                if self.position not in clean.strs[0]:
+                    raise InterpError(
+                        f"token {self.position!r} is not in the clean prompt {self.clean!r} "
+                        f"(tokens: {list(clean.strs[0])}): pass one of them or an int position"
+                    )
+            elif not -n <= self.position < n:
+                raise InterpError(
+                    f"position {self.position} is outside the clean prompt ({n} tokens): use "
+                    f"0..{n - 1} or -{n}..-1, or a token string"
+                )
+
+    def check(self, model: InterpModel) -> str | None:
+        result = model.activation_patching(
+            self.clean, self.corrupted, answer=self.answer, foil=self.foil,
+            site=self.site,  # type: ignore[arg-type]
+            per_position=self.per_position,
+        )
+        return self.judge(result)
+
+    def _where(self, result: PatchingResult, layer: int, col: int) -> str:
+        parts = [f"layer {layer}"]
+        if self.site == "head_out":
+            parts.append(f"head {self.head if self.per_position else col}")
+        if self.per_position:
+            pos = col
+            token = result.clean_tokens[pos]
+            given = self.position if isinstance(self.position, int) else pos
+            parts.append(f"position {given} ({token!r})")
+        return ", ".join(parts)
+
+    def judge(self, result: PatchingResult) -> str | None:
+        """The failure text, or None when every selected cell meets the thresholds."""
+        values, _, _ = result.grid_2d(self.head if self.per_position else None)
+        n_layers, n_cols = values.shape
+        layers = [result.layer_index(self.layer)] if self.layer is not None else list(
+            range(n_layers))
+        if self.site == "head_out" and not self.per_position:
+            cols = [self.head] if self.head is not None else list(range(n_cols))
+        elif self.position is not None:
+            cols = [result.position_index(self.position)]
+        else:
+            cols = list(range(n_cols))
+        cells = [(layer, col) for layer in layers for col in cols]
+        problems: list[str] = []
+        mark = None
+        if self.min_recovery is not None:
+            layer, col = min(cells, key=lambda c: values[c])
+            if values[layer, col] < self.min_recovery:
+                mark = mark or (layer, col)
+                problems.append(
+                    f"{self.site} at {self._where(result, layer, col)} recovers "
+                    f"{values[layer, col]:.2f} of the clean logit diff, expected "
+                    f"min_recovery={self.min_recovery}"
+                )
+        if self.max_recovery is not None:
+            layer, col = max(cells, key=lambda c: values[c])
+            if values[layer, col] > self.max_recovery:
+                mark = mark or (layer, col)
+                problems.append(
+                    f"{self.site} at {self._where(result, layer, col)} recovers "
+                    f"{values[layer, col]:.2f} of the clean logit diff, expected "
+                    f"max_recovery={self.max_recovery}"
+                )
+        if self.peak_layer is not None:
+            col = cols[0]
+            peak = int(values[:, col].argmax())
+            lo, hi = (result.layer_index(b) for b in self.peak_layer)
+            if not lo <= peak <= hi:
+                mark = mark or (peak, col)
+                where = self._where(result, peak, col).split(", ", 1)[1]
+                problems.append(
+                    f"{self.site} recovery at {where} peaks at layer {peak} "
+                    f"({values[peak, col]:.2f}), expected peak_layer in {self.peak_layer}"
+                )
+        if not problems:
+            return None
+        head = "\n".join(f"activation_patching: {p}" for p in problems)
+        grid = result.grid(mark=mark, head=self.head if self.per_position else None)
+        return f"{head}\n{grid}"

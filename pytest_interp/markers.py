@@ -17,7 +17,9 @@ from .errors import InterpError
 from .settings import BACKENDS, DEVICES, DTYPES, parse_bool
 
 if TYPE_CHECKING:
-    from .expect import LensExpectation
+    from .expect import LensExpectation, LogitDiffExpectation, PatchingExpectation
+
+    Expectation = LensExpectation | LogitDiffExpectation | PatchingExpectation
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,19 @@ def _lens(
 ) -> None: ...
 
 
+def _logit_diff(
+    prompt: str, *, answer: str, foil: str, min: float | None = None, max: float | None = None,
+) -> None: ...
+
+
+def _activation_patching(
+    clean: str, corrupted: str, *, answer: str, foil: str, site: str = "resid_pre",
+    layer: int | None = None, position: int | str | None = None, head: int | None = None,
+    min_recovery: float | None = None, max_recovery: float | None = None,
+    peak_layer: tuple[int, int] | None = None,
+) -> None: ...
+
+
 INTERP_MODEL = MarkerDef(
     "interp_model", _interp_model,
     "run this test (class, module) on another model or backend; spec is an alias, "
@@ -83,7 +98,16 @@ LENS = MarkerDef(
     "assert where target shows up in the residual stream: top_k/min_prob at layer, or "
     "emerges_by=L (in the top_k from layer L on); lens='logit' or a tuned-lens folder.",
 )
-MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL, LENS)
+LOGIT_DIFF = MarkerDef(
+    "logit_diff", _logit_diff,
+    "assert logit(answer) - logit(foil) at the last position lies within [min, max].",
+)
+ACTIVATION_PATCHING = MarkerDef(
+    "activation_patching", _activation_patching,
+    "assert where a behaviour lives: recovery of the clean logit diff when a clean activation "
+    "is patched into the corrupted run, at layer/position/head, or its peak_layer=(lo, hi).",
+)
+MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL, LENS, LOGIT_DIFF, ACTIVATION_PATCHING)
 
 
 @dataclass(frozen=True)
@@ -118,11 +142,15 @@ def parse_interp_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ModelOv
 
 def parse_expectation(
     marker: MarkerDef, args: tuple[Any, ...], kwargs: dict[str, Any], root: Path
-) -> LensExpectation:
+) -> Expectation:
     """Read an expectation marker into its frozen dataclass (model-independent checks)."""
-    from .expect import LensExpectation
+    from .expect import LensExpectation, LogitDiffExpectation, PatchingExpectation
 
     bound = marker.bind(args, kwargs)
+    if marker is LOGIT_DIFF:
+        return LogitDiffExpectation(**bound)
+    if marker is ACTIVATION_PATCHING:
+        return PatchingExpectation(**bound)
     lens = bound.get("lens")
     if isinstance(lens, str | Path) and str(lens) != "logit" and not Path(lens).is_absolute():
         bound["lens"] = str(root / lens)  # tuned-lens folders are relative to the rootdir
@@ -131,4 +159,4 @@ def parse_expectation(
     return LensExpectation(**bound)
 
 
-EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS,)
+EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS, LOGIT_DIFF, ACTIVATION_PATCHING)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from .backends.base import Backend, Component, Edit, ModelInfo, Run, Site, Tokens
     from .probes.lens import TunedLens
-    from .results import LensResult, Vocab
+    from .results import LensResult, PatchingResult, Vocab
 
 
 
@@ -131,6 +131,7 @@ class InterpModel:
         self.memo = RunMemo(memory_bytes)
         self._vocab: Vocab | None = None
         self._tuned_lenses: dict[str, TunedLens] = {}
+        self._sweeps: dict[tuple, PatchingResult] = {}
 
     def __repr__(self) -> str:
         i = self.info
@@ -221,6 +222,28 @@ class InterpModel:
                 self._tuned_lenses[key] = TunedLens.load(key)
             lens = self._tuned_lenses[key]
         return run_lens(self, prompt, positions=positions, lens=lens)
+
+    def logit_diff(self, prompt: str, answer: str, foil: str) -> float:
+        """logit(answer) - logit(foil) at the last position (memoised run)."""
+        from .probes.patching import logit_diff
+
+        return logit_diff(self, prompt, answer, foil)
+
+    def activation_patching(
+        self, clean: str, corrupted: str, *, answer: str, foil: str,
+        site: Component = "resid_pre", per_position: bool = True,
+    ) -> PatchingResult:
+        """Patch each clean activation into the corrupted run: every (layer, position), or
+        (layer, head[, position]) for head_out; batched, and memoised per argument set."""
+        from .probes.patching import activation_patching
+
+        key = (clean, corrupted, answer, foil, site, per_position or site != "head_out")
+        if key not in self._sweeps:
+            self._sweeps[key] = activation_patching(
+                self, clean, corrupted, answer=answer, foil=foil, site=site,
+                per_position=per_position,
+            )
+        return self._sweeps[key]
 
     def generate_tokens(
         self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,

@@ -252,6 +252,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         info, stats = model.info, model.memo.stats
         terminalreporter.write_line(
             f"interp: {info.name} rev {info.revision} ({info.architecture}, {info.n_layers} "
-            f"layers) via {info.backend}: {stats.misses} forward passes, {stats.hits} memo hits, "
+            f"layers) via {info.backend}: {stats.misses} runs computed, {stats.hits} memo hits, "
             f"{model.memo.nbytes / 1024**2:.1f} MiB held"
         )

@@ -175,3 +175,107 @@ class LensResult:
                        f"{self.prob(target, layer, position):>7.4f}"
             lines.append(row.rstrip())
         return "\n".join(lines)
+
+
+def _short(token: str, width: int) -> str:
+    text = repr(token)[1:-1]
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+@dataclass(frozen=True, eq=False)
+class PatchingResult:
+    """Activation patching: the metric when one clean activation is written into the corrupted run.
+
+    ``patched`` holds the metric (logit diff answer - foil at the last position) per patch:
+    [layers, positions] for residual/attn_out/mlp_out sites, [layers, heads] for head_out patched
+    at every position, [layers, heads, positions] for head_out patched position by position.
+    """
+
+    model: str
+    site: str
+    clean: str
+    corrupted: str
+    answer: str
+    foil: str
+    clean_tokens: tuple[str, ...]
+    corrupted_tokens: tuple[str, ...]
+    clean_logit_diff: float
+    corrupted_logit_diff: float
+    patched: np.ndarray
+    heads: bool = False  # True for head_out sweeps (a heads axis after layers)
+    per_position: bool = True  # False for head_out patched at every position at once
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.patched.shape[0])
+
+    @property
+    def recovery(self) -> np.ndarray:
+        """(patched - corrupted) / (clean - corrupted): 1 = fully restores clean, 0 = no effect."""
+        gap = self.clean_logit_diff - self.corrupted_logit_diff
+        if gap == 0:
+            raise InterpError(
+                f"clean and corrupted logit diffs are equal ({self.clean_logit_diff:.4f}): "
+                "recovery is undefined; pick prompts on which the model behaves differently"
+            )
+        return (self.patched - self.corrupted_logit_diff) / gap
+
+    def position_index(self, position: int | str) -> int:
+        """A position as an index: an int (negative from the end) or a token string's last
+        occurrence in the clean prompt."""
+        n = len(self.clean_tokens)
+        if isinstance(position, str):
+            hits = [i for i, t in enumerate(self.clean_tokens) if t == position]
+            if not hits:
+                raise SiteError(
+                    f"token {position!r} is not in the clean prompt {self.clean!r} (tokens: "
+                    f"{list(self.clean_tokens)}): pass one of them or an int position"
+                )
+            return hits[-1]
+        if isinstance(position, bool) or not isinstance(position, int | np.integer) \
+                or not -n <= position < n:
+            raise SiteError(
+                f"position {position!r} is outside the {n}-token prompt: use 0..{n - 1} or "
+                f"-{n}..-1, or a token string"
+            )
+        return int(position) % n
+
+    def layer_index(self, layer: int) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, int | np.integer) \
+                or not -self.n_layers <= layer < self.n_layers:
+            raise SiteError(
+                f"layer {layer!r} is out of range for {self.model} with {self.n_layers} layers: "
+                f"use 0..{self.n_layers - 1} (or -{self.n_layers}..-1 from the end)"
+            )
+        return int(layer) % self.n_layers
+
+    def grid_2d(self, head: int | None = None) -> tuple[np.ndarray, list[str], str]:
+        """The 2-D recovery grid shown in failures: values, column labels, column axis name."""
+        rec = self.recovery
+        if not self.heads:
+            return rec, [_short(t, 6) for t in self.clean_tokens], "position"
+        if not self.per_position:
+            return rec, [f"H{h}" for h in range(rec.shape[1])], "head"
+        if head is None:
+            return rec.max(axis=1), [_short(t, 6) for t in self.clean_tokens], "position (max head)"
+        return rec[:, head], [_short(t, 6) for t in self.clean_tokens], f"position (head {head})"
+
+    def grid(self, mark: tuple[int, int] | None = None, head: int | None = None) -> str:
+        """Recovery as a text heatmap, layers down, columns across; ``mark`` = (layer, column)."""
+        values, labels, axis = self.grid_2d(head)
+        lines = [
+            f"{self.site} patching recovery (clean {self.clean_logit_diff:+.3f}, corrupted "
+            f"{self.corrupted_logit_diff:+.3f}: logit diff {self.answer!r} - {self.foil!r} at the "
+            f"last position); rows layer, columns {axis}",
+            "        " + "".join(f"{label:>7}" for label in labels),
+        ]
+        for layer in range(values.shape[0]):
+            cells = []
+            for col in range(values.shape[1]):
+                text = f"{values[layer, col]:.2f}"
+                if mark == (layer, col):
+                    text = f"[{text}]"
+                cells.append(f"{text:>7}")
+            flag = ">" if mark and mark[0] == layer else " "
+            lines.append(f"{flag} {layer:>5} " + "".join(cells))
+        return "\n".join(lines)

@@ -150,6 +150,40 @@ class Edit:
         return self._key
 
 
+@dataclass(frozen=True, eq=False)
+class Start:
+    """Begin a forward pass at block ``layer`` with ``resid`` [B, P, D] as its resid_pre.
+
+    Blocks below ``layer`` are not run: use it for rows that equal a known run up to there
+    (activation patching at layer L reuses the corrupted run below L).
+    """
+
+    layer: int
+    resid: Tensor
+
+
+def start_edits(
+    info: ModelInfo, tokens: Tokens, start: Start | None, read: Collection[Site],
+    edits: Sequence[Edit],
+) -> list[Edit]:
+    """Check a Start against the run and turn it into the resid_pre edit that installs it."""
+    if start is None:
+        return list(edits)
+    info.check_layer(start.layer, "start layer")
+    expected = (tokens.batch, tokens.length, info.d_model)
+    if tuple(start.resid.shape) != expected:
+        raise InterpError(
+            f"start residual has shape {tuple(start.resid.shape)}, expected {list(expected)} "
+            "[batch, positions, d_model]"
+        )
+    below = [str(s) for s in [*read, *(e.site for e in edits)] if s.layer < start.layer]
+    if below:
+        raise SiteError(
+            f"{', '.join(below)} lie below the start layer {start.layer}, which is not run"
+        )
+    return [Edit(Site(start.layer, "resid_pre"), start.resid), *edits]
+
+
 def edits_key(edits: Sequence[Edit]) -> tuple[str, ...]:
     return tuple(e.key for e in edits)
 
@@ -215,8 +249,12 @@ class Backend(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def run(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = ()
-    ) -> Run: ...
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        start: Start | None = None, logits_to_keep: int = 0,
+    ) -> Run:
+        """One batched forward. ``logits_to_keep=k`` computes logits for the last k
+        positions only (0 = all), as Hugging Face's argument of that name."""
+        ...
 
     def unembed(self, hidden: Tensor) -> Tensor: ...
 

@@ -11,7 +11,18 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelSpecError
-from .base import Edit, ModelInfo, Run, Site, Tokens, check_edits, check_sites, greedy_generate
+from .base import (
+    Edit,
+    ModelInfo,
+    Run,
+    Site,
+    Start,
+    Tokens,
+    check_edits,
+    check_sites,
+    greedy_generate,
+    start_edits,
+)
 from .common import BlockHooks, check_context, hf_encode, hf_tokenize, model_info, plan_blocks
 from .loading import LoadedHF
 
@@ -93,14 +104,19 @@ class NNsightBackend:
 
     @torch.inference_mode()
     def run(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = ()
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        start: Start | None = None, logits_to_keep: int = 0,
     ) -> Run:
         check_context(self.info, tokens)
         check_sites(self.info, read)
+        edits = start_edits(self.info, tokens, start, read, edits)
         check_edits(self.info, tokens, edits)
         saved: dict[Site, Tensor] = {}
         blocks = plan_blocks(read, edits, self._w_o, saved)
-        with self.lm.trace(tokens.tensor(self.info.device)):
+        skipped = range(start.layer if start is not None else 0)
+        with self.lm.trace(tokens.tensor(self.info.device), logits_to_keep=logits_to_keep):
+            for layer in skipped:  # a start edit then installs the residual
+                self._blocks[layer].skip(self._blocks[layer].input)
             for layer, block in blocks.items():
                 self._visit(self._blocks[layer], block)
             logits = self.lm.lm_head.output.save()

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .base import Edit, ModelInfo, Run, Site, Tokens, check_edits, check_sites, greedy_generate
+from .base import (
+    Edit,
+    ModelInfo,
+    Run,
+    Site,
+    Start,
+    Tokens,
+    check_edits,
+    check_sites,
+    greedy_generate,
+    start_edits,
+)
 from .common import check_context, hf_encode, hf_tokenize, model_info, plan_blocks
 from .loading import LoadedHF
 
@@ -63,10 +75,12 @@ class TransformerLensBackend:
 
     @torch.inference_mode()
     def run(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = ()
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        start: Start | None = None, logits_to_keep: int = 0,
     ) -> Run:
         check_context(self.info, tokens)
         check_sites(self.info, read)
+        edits = start_edits(self.info, tokens, start, read, edits)
         check_edits(self.info, tokens, edits)
         saved: dict[Site, Tensor] = {}
         hooks: list[Hook] = []
@@ -74,12 +88,25 @@ class TransformerLensBackend:
             for point in block.points:
                 hooks.append((_HOOK[point].format(layer), _as_hook(getattr(block, point))))
         ids = tokens.tensor(self.info.device)
-        if hooks:
-            with self.bridge.hooks(fwd_hooks=hooks):
-                logits = self.bridge(ids, return_type="logits")
-        else:
-            logits = self.bridge(ids, return_type="logits")
+        with self._skipping(start.layer if start is not None else 0):
+            if hooks:
+                with self.bridge.hooks(fwd_hooks=hooks):
+                    logits = self.bridge(ids, return_type="logits", logits_to_keep=logits_to_keep)
+            else:
+                logits = self.bridge(ids, return_type="logits", logits_to_keep=logits_to_keep)
         return Run(tokens, logits.detach().clone(), saved)
+
+    @contextmanager
+    def _skipping(self, below: int) -> Iterator[None]:
+        """Blocks below ``below`` pass their input through instead of running."""
+        blocks = list(self.bridge.blocks)[:below]
+        for block in blocks:  # on the instance itself: bridges forward setattr to HF modules
+            object.__setattr__(block, "forward", _pass_through)
+        try:
+            yield
+        finally:
+            for block in blocks:
+                object.__delattr__(block, "forward")
 
     def _w_o(self, layer: int) -> Tensor:
         return self.bridge.blocks[layer].attn.W_O.detach()
@@ -102,3 +129,8 @@ def _as_hook(point: Callable[[Tensor], Tensor | None]) -> Callable[[Tensor, Any]
         return x if out is None else out
 
     return hook
+
+
+def _pass_through(*args: Any, **kwargs: Any) -> Tensor:
+    """A skipped block: its output is its input (a start edit then sets the residual)."""
+    return args[0] if args else kwargs["hidden_states"]

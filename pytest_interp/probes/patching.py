@@ -1,0 +1,110 @@
+"""Activation patching and logit differences, written once against the Backend protocol.
+
+A patch runs the corrupted prompt with one clean activation written in. Sweeps are batched:
+all patches at layer L are rows of one forward pass that starts at block L from the corrupted
+run's resid_pre (blocks below L would compute the same thing for every row), each row carries
+its own edit, and only last-position logits are computed. A patch whose clean value equals the
+corrupted one bit for bit (every position before the first differing token, by causality)
+cannot change the run: it gets the corrupted metric without a forward pass. Clean and
+corrupted runs are memoised by the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..backends.base import Component, Edit, Site, Start, Tokens, all_sites
+from ..errors import InterpError
+from ..results import PatchingResult
+
+if TYPE_CHECKING:
+    from ..model import InterpModel
+
+POSITION_SITES: tuple[Component, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out",
+                                         "mlp_out")
+PATCH_SITES: tuple[Component, ...] = (*POSITION_SITES, "head_out")
+
+
+def logit_diff(model: InterpModel, prompt: str | Tokens, answer: str, foil: str) -> float:
+    """logit(answer) - logit(foil) at the last position of ``prompt``."""
+    a, f = model.vocab.id(answer), model.vocab.id(foil)
+    logits = model.run(prompt).logits[0, -1]
+    return float(logits[a] - logits[f])
+
+
+def paired_tokens(model: InterpModel, clean: str, corrupted: str) -> tuple[Tokens, Tokens]:
+    """Tokenize a clean/corrupted pair, which must have the same number of tokens."""
+    a, b = model.tokens(clean), model.tokens(corrupted)
+    if a.length != b.length:
+        width = max(a.length, b.length)
+        rows = [f"  {i:>3}  {_cell(a.strs[0], i):<16} {_cell(b.strs[0], i)}" for i in range(width)]
+        raise InterpError(
+            f"clean and corrupted prompts must tokenize to the same length, got {a.length} and "
+            f"{b.length}: reword one so positions line up\n  pos  {'clean':<16} corrupted\n"
+            + "\n".join(rows)
+        )
+    return a, b
+
+
+def _cell(tokens: tuple[str, ...], i: int) -> str:
+    return repr(tokens[i]) if i < len(tokens) else "-"
+
+
+@torch.inference_mode()
+def activation_patching(
+    model: InterpModel, clean: str, corrupted: str, *, answer: str, foil: str,
+    site: Component = "resid_pre", per_position: bool = True, batch_size: int = 64,
+) -> PatchingResult:
+    """Patch every (layer, position), or (layer, head[, position]) for head_out; batched."""
+    if site not in PATCH_SITES:
+        raise InterpError(f"site {site!r} cannot be patched: use one of {', '.join(PATCH_SITES)}")
+    info = model.info
+    clean_tokens, corrupted_tokens = paired_tokens(model, clean, corrupted)
+    a, f = model.vocab.id(answer), model.vocab.id(foil)
+    n_layers, n_pos = info.n_layers, clean_tokens.length
+    clean_run = model.run(clean_tokens, read=all_sites(n_layers, (site,)))
+    corrupted_run = model.run(corrupted_tokens,
+                              read=all_sites(n_layers, tuple({"resid_pre", site})))
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, a] - logits[:, -1, f]
+
+    heads = site == "head_out"
+    columns = [(h, p) for h in range(info.n_heads) for p in range(n_pos)] if heads and \
+        per_position else [(h, None) for h in range(info.n_heads)] if heads else \
+        [(None, p) for p in range(n_pos)]
+    corrupted_metric = float(metric(corrupted_run.logits)[0])
+    values = np.full((n_layers, len(columns)), corrupted_metric)
+    for layer in range(n_layers):
+        clean_act = clean_run.acts[Site(layer, site)][0]  # [P, D] or [P, H, D]
+        corrupted_act = corrupted_run.acts[Site(layer, site)][0]
+        base = corrupted_run.acts[Site(layer, "resid_pre")]
+        todo = []  # (column index, edit) for patches that change something
+        for col, (head, pos) in enumerate(columns):
+            index = (slice(None) if pos is None else pos, *(() if head is None else (head,)))
+            value = clean_act[index]
+            if torch.equal(value, corrupted_act[index]):
+                continue
+            todo.append((col, Edit(Site(layer, site), value,
+                                   positions=None if pos is None else (pos,), head=head)))
+        for lo in range(0, len(todo), batch_size):
+            chunk = todo[lo:lo + batch_size]
+            edits = [replace(edit, rows=(row,)) for row, (_, edit) in enumerate(chunk)]
+            run = model.backend.run(
+                corrupted_tokens.repeat(len(chunk)), edits=edits, logits_to_keep=1,
+                start=Start(layer, base.expand(len(chunk), -1, -1)),
+            )
+            values[layer, [col for col, _ in chunk]] = metric(run.logits).float().cpu().numpy()
+    if heads and per_position:
+        values = values.reshape(n_layers, info.n_heads, n_pos)
+    return PatchingResult(
+        model=info.name, site=site, clean=clean, corrupted=corrupted, answer=answer, foil=foil,
+        clean_tokens=clean_tokens.strs[0], corrupted_tokens=corrupted_tokens.strs[0],
+        clean_logit_diff=float(metric(clean_run.logits)[0]),
+        corrupted_logit_diff=corrupted_metric,
+        patched=values, heads=heads, per_position=per_position or not heads,
+    )
