@@ -34,10 +34,25 @@ def test_paris_is_absent_from_the_early_residual_stream(interp_model):
     assert lens.kl_to_final[:20].min() > 5  # nats: early layers decode to something else
 
 
-def test_ioi_prefers_the_indirect_object(interp_model):
-    logits = interp_model.run(IOI_CLEAN).logits[0, -1]
-    mary, john = (interp_model.tokens(t).ids[0][0] for t in (" Mary", " John"))
-    assert logits[mary] - logits[john] > 3
+IOI_CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
+IOI = dict(answer=" Mary", foil=" John")
+
+
+@pytest.mark.logit_diff(IOI_CLEAN, **IOI, min=3)
+@pytest.mark.logit_diff(IOI_CORRUPTED, **IOI, max=-3)
+@pytest.mark.activation_patching(IOI_CLEAN, IOI_CORRUPTED, **IOI, site="resid_pre", layer=0,
+                                 position=-5, min_recovery=0.8)
+@pytest.mark.activation_patching(IOI_CLEAN, IOI_CORRUPTED, **IOI, position=-1,
+                                 peak_layer=(24, 29))
+@pytest.mark.activation_patching(IOI_CLEAN, IOI_CORRUPTED, **IOI, position=" John",
+                                 peak_layer=(0, 19))
+def test_ioi_name_moves_from_the_name_to_the_end():
+    """IOI: the indirect object's identity sits at the repeated name early, at the end late."""
+
+
+def test_ioi_mlp_sweep_is_sparse(interp_model):
+    result = interp_model.activation_patching(IOI_CLEAN, IOI_CORRUPTED, **IOI, site="mlp_out")
+    assert (abs(result.recovery[:, :9]) < 1e-6).all()  # before the names differ: no effect
 
 
 def test_attention_patterns_are_causal_distributions(interp_cache, interp_model):
