@@ -46,3 +46,19 @@ def load_raw_hf():
         return cache[spec]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def smollm2(load_backend):
+    """SmolLM2 through the TransformerLens adapter, with a fresh memo per module."""
+    from pytest_interp.model import InterpModel
+
+    return InterpModel(load_backend("smollm2-135m", "transformer_lens"))
+
+
+@pytest.fixture(scope="module")
+def smollm2_nnsight(load_backend):
+    """SmolLM2 through the nnsight adapter, with a fresh memo per module."""
+    from pytest_interp.model import InterpModel
+
+    return InterpModel(load_backend("smollm2-135m", "nnsight"))

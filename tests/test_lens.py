@@ -13,7 +13,6 @@ import torch
 
 from pytest_interp.errors import InterpError
 from pytest_interp.expect import LensExpectation
-from pytest_interp.model import InterpModel
 from pytest_interp.probes.lens import TrainConfig, TunedLens, train_tuned_lens
 from pytest_interp.results import LensResult, Vocab
 
@@ -113,16 +112,6 @@ def test_expectation_combinations_are_checked(kwargs, message):
     with pytest.raises(InterpError) as info:
         LensExpectation("p", " Paris", **kwargs)
     assert str(info.value) == message
-
-
-@pytest.fixture(scope="module")
-def smollm2(load_backend) -> InterpModel:
-    return InterpModel(load_backend("smollm2-135m", "transformer_lens"))
-
-
-@pytest.fixture(scope="module")
-def smollm2_nnsight(load_backend) -> InterpModel:
-    return InterpModel(load_backend("smollm2-135m", "nnsight"))
 
 
 def test_paris_is_top1_at_the_last_layer_of_smollm2(smollm2):

@@ -6,7 +6,7 @@ import pytest
 
 from pytest_interp.probes.lens import TunedLens
 
-from .test_plugin import _ini, _preload_libraries  # noqa: F401 - autouse preloading
+from .test_plugin import _ini, _preload_libraries, assert_collection_error  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -103,17 +103,7 @@ def test_tuned_lens_folder_is_relative_to_the_rootdir(pytester):
 ])
 def test_bad_lens_marker_is_a_collection_error_naming_the_test(pytester, marker, message):
     _ini(pytester, model="tiny-random-llama")
-    pytester.makepyfile(test_m=f"""
-        import pytest
-
-        @pytest.mark.{marker}
-        def test_x():
-            pass
-    """)
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*ERROR collecting test_m.py*",
-                                 f"test_m.py::test_x: @pytest.mark.lens: {message}"])
+    assert_collection_error(pytester, marker, message)
 
 
 def test_lens_marker_without_a_model_is_a_collection_error(pytester):

@@ -88,16 +88,6 @@ def test_logit_diff_expectation_combinations():
         LogitDiffExpectation("p", answer=" a", foil=" b", min=3, max=1)
 
 
-@pytest.fixture(scope="module")
-def smollm2(load_backend) -> InterpModel:
-    return InterpModel(load_backend("smollm2-135m", "transformer_lens"))
-
-
-@pytest.fixture(scope="module")
-def smollm2_nnsight(load_backend) -> InterpModel:
-    return InterpModel(load_backend("smollm2-135m", "nnsight"))
-
-
 def test_mismatched_lengths_show_both_tokenizations(smollm2):
     with pytest.raises(InterpError) as info:
         paired_tokens(smollm2, "The cat sat", "The big cat sat")

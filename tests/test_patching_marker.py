@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_plugin import _ini, _preload_libraries  # noqa: F401 - autouse preloading
+from .test_plugin import _ini, _preload_libraries, assert_collection_error  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -88,17 +88,7 @@ def test_ioi_markers_on_smollm2(pytester):
 ])
 def test_bad_patching_marker_is_a_collection_error(pytester, marker, message):
     _ini(pytester, model="tiny-random-llama")
-    pytester.makepyfile(test_m=f"""
-        import pytest
-
-        @pytest.mark.{marker}
-        def test_x():
-            pass
-    """)
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    name = marker.split("(")[0]
-    result.stdout.fnmatch_lines([f"test_m.py::test_x: @pytest.mark.{name}: {message}"])
+    assert_collection_error(pytester, marker, message)
 
 
 def test_patching_markers_are_listed(pytester):

@@ -33,6 +33,22 @@ def _ini(pytester: pytest.Pytester, **settings: str) -> None:
     pytester.makeini(f"[pytest]\n{lines}\n")
 
 
+def assert_collection_error(pytester: pytest.Pytester, marker: str, message: str) -> None:
+    """A test decorated with ``@pytest.mark.<marker>`` fails collection with ``message``."""
+    pytester.makepyfile(test_m=f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_x():
+            pass
+    """)
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    name = marker.split("(")[0]
+    result.stdout.fnmatch_lines(["*ERROR collecting test_m.py*",
+                                 f"test_m.py::test_x: @pytest.mark.{name}: {message}"])
+
+
 def test_options_are_listed_in_help(pytester):
     result = pytester.runpytest("--help")
     for flag in ("--interp-model=SPEC", "--interp-backend=NAME", "--interp-device=NAME",
