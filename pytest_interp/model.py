@@ -232,16 +232,20 @@ class InterpModel:
     def activation_patching(
         self, clean: str, corrupted: str, *, answer: str, foil: str,
         site: Component = "resid_pre", per_position: bool = True,
+        layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
     ) -> PatchingResult:
         """Patch each clean activation into the corrupted run: every (layer, position), or
-        (layer, head[, position]) for head_out; batched, and memoised per argument set."""
+        (layer, head[, position]) for head_out, or the ``layers``/``positions`` given (the
+        rest NaN); batched, and memoised per argument set."""
         from .probes.patching import activation_patching
 
-        key = (clean, corrupted, answer, foil, site, per_position or site != "head_out")
+        key = (clean, corrupted, answer, foil, site, per_position or site != "head_out",
+               None if layers is None else tuple(layers),
+               None if positions is None else tuple(positions))
         if key not in self._sweeps:
             self._sweeps[key] = activation_patching(
                 self, clean, corrupted, answer=answer, foil=foil, site=site,
-                per_position=per_position,
+                per_position=per_position, layers=layers, positions=positions,
             )
         return self._sweeps[key]
 

@@ -272,7 +272,8 @@ class PatchingResult:
         for layer in range(values.shape[0]):
             cells = []
             for col in range(values.shape[1]):
-                text = f"{values[layer, col]:.2f}"
+                value = values[layer, col]
+                text = "·" if np.isnan(value) else f"{value:.2f}"
                 if mark == (layer, col):
                     text = f"[{text}]"
                 cells.append(f"{text:>7}")

@@ -178,3 +178,14 @@ def test_head_out_per_position_sweep_shape(load_backend):
     assert all_pos.patched.shape == (3, 4)
     # position 0 is identical in both prompts: patching it cannot change anything
     assert np.all(result.patched[:, :, 0] == result.corrupted_logit_diff)
+
+
+def test_restricted_sweep_equals_the_full_one_where_swept(load_backend):
+    model = InterpModel(load_backend("tiny-random-llama"))
+    args = ("The cat sat on the mat", "The dog sat on the mat")
+    full = model.activation_patching(*args, answer=" mat", foil=" rug")
+    part = model.activation_patching(*args, answer=" mat", foil=" rug", layers=[-1],
+                                     positions=[" cat", -1])
+    assert np.isnan(part.patched[:2]).all() and np.isnan(part.patched[2, [0, 2, 3, 4]]).all()
+    assert np.abs(part.patched[2, [1, 5]] - full.patched[2, [1, 5]]).max() <= 1e-4
+    assert part.grid().splitlines()[2].split() == ["0", "·", "·", "·", "·", "·", "·"]

@@ -11,6 +11,7 @@ corrupted runs are memoised by the model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,23 @@ def paired_tokens(model: InterpModel, clean: str, corrupted: str) -> tuple[Token
     return a, b
 
 
+def _position(tokens: Tokens, position: int | str) -> int:
+    """An int position (negative from the end) or a token string's last occurrence."""
+    strs = tokens.strs[0]
+    if isinstance(position, str):
+        if position not in strs:
+            raise InterpError(
+                f"token {position!r} is not in the clean prompt (tokens: {list(strs)}): pass one "
+                "of them or an int position"
+            )
+        return len(strs) - 1 - strs[::-1].index(position)
+    if isinstance(position, bool) or not isinstance(position, int) \
+            or not -len(strs) <= position < len(strs):
+        raise InterpError(f"position {position!r} is outside the {len(strs)}-token prompt: use "
+                          f"0..{len(strs) - 1} or -{len(strs)}..-1, or a token string")
+    return position % len(strs)
+
+
 def _cell(tokens: tuple[str, ...], i: int) -> str:
     return repr(tokens[i]) if i < len(tokens) else "-"
 
@@ -57,9 +75,15 @@ def _cell(tokens: tuple[str, ...], i: int) -> str:
 @torch.inference_mode()
 def activation_patching(
     model: InterpModel, clean: str, corrupted: str, *, answer: str, foil: str,
-    site: Component = "resid_pre", per_position: bool = True, batch_size: int = 64,
+    site: Component = "resid_pre", per_position: bool = True,
+    layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
+    batch_size: int = 64,
 ) -> PatchingResult:
-    """Patch every (layer, position), or (layer, head[, position]) for head_out; batched."""
+    """Patch every (layer, position), or (layer, head[, position]) for head_out; batched.
+
+    ``layers`` / ``positions`` (ints, negative from the end, or token strings of the clean
+    prompt) restrict the sweep; cells left out are NaN.
+    """
     if site not in PATCH_SITES:
         raise InterpError(f"site {site!r} cannot be patched: use one of {', '.join(PATCH_SITES)}")
     info = model.info
@@ -74,17 +98,27 @@ def activation_patching(
         return logits[:, -1, a] - logits[:, -1, f]
 
     heads = site == "head_out"
-    columns = [(h, p) for h in range(info.n_heads) for p in range(n_pos)] if heads and \
-        per_position else [(h, None) for h in range(info.n_heads)] if heads else \
-        [(None, p) for p in range(n_pos)]
+    columns: list[tuple[int | None, int | None]]  # (head, position) per patched column
+    if heads and per_position:
+        columns = [(h, p) for h in range(info.n_heads) for p in range(n_pos)]
+    elif heads:
+        columns = [(h, None) for h in range(info.n_heads)]
+    else:
+        columns = [(None, p) for p in range(n_pos)]
     corrupted_metric = float(metric(corrupted_run.logits)[0])
-    values = np.full((n_layers, len(columns)), corrupted_metric)
-    for layer in range(n_layers):
+    swept_layers = range(n_layers) if layers is None else sorted(
+        {info.check_layer(layer) for layer in layers})
+    keep = None if positions is None else {_position(clean_tokens, p) for p in positions}
+    swept = [i for i, (_, pos) in enumerate(columns) if keep is None or pos is None or pos in keep]
+    values = np.full((n_layers, len(columns)), np.nan)
+    for layer in swept_layers:
+        values[layer, swept] = corrupted_metric
         clean_act = clean_run.acts[Site(layer, site)][0]  # [P, D] or [P, H, D]
         corrupted_act = corrupted_run.acts[Site(layer, site)][0]
         base = corrupted_run.acts[Site(layer, "resid_pre")]
         todo = []  # (column index, edit) for patches that change something
-        for col, (head, pos) in enumerate(columns):
+        for col in swept:
+            head, pos = columns[col]
             index = (slice(None) if pos is None else pos, *(() if head is None else (head,)))
             value = clean_act[index]
             if torch.equal(value, corrupted_act[index]):
