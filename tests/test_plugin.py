@@ -284,3 +284,28 @@ def test_unrelated_pytest_run_does_not_load_torch(pytester):
     """)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
+
+
+def test_one_model_per_xdist_worker(pytester):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        import os
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_x(interp_model, i):
+            assert os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw")
+    """)
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.fixture(autouse=True)
+        def _one_model_in_this_worker(request):
+            from pytest_interp.plugin import POOL_KEY
+
+            yield
+            assert len(request.config.stash[POOL_KEY].loaded()) == 1
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist")
+    result.assert_outcomes(passed=6)
