@@ -263,18 +263,9 @@ class PatchingExpectation:
             for bound in self.peak_layer:
                 model.info.check_layer(bound, "peak_layer bound")
         if self.position is not None:
-            n = clean.length
-            if isinstance(self.position, str):
-                if self.position not in clean.strs[0]:
-                    raise InterpError(
-                        f"token {self.position!r} is not in the clean prompt {self.clean!r} "
-                        f"(tokens: {list(clean.strs[0])}): pass one of them or an int position"
-                    )
-            elif not -n <= self.position < n:
-                raise InterpError(
-                    f"position {self.position} is outside the clean prompt ({n} tokens): use "
-                    f"0..{n - 1} or -{n}..-1, or a token string"
-                )
+            from .results import token_position
+
+            token_position(clean.strs[0], self.position, self.clean)
 
     def check(self, model: InterpModel) -> str | None:
         result = model.activation_patching(

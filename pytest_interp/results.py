@@ -177,6 +177,25 @@ class LensResult:
         return "\n".join(lines)
 
 
+def token_position(tokens: Sequence[str], position: int | str, prompt: str) -> int:
+    """An int position (negative from the end), or a token string's last occurrence."""
+    n = len(tokens)
+    if isinstance(position, str):
+        if position not in tokens:
+            raise SiteError(
+                f"token {position!r} is not in the clean prompt {prompt!r} (tokens: "
+                f"{list(tokens)}): pass one of them or an int position"
+            )
+        return n - 1 - list(tokens)[::-1].index(position)
+    if isinstance(position, bool) or not isinstance(position, int | np.integer) \
+            or not -n <= position < n:
+        raise SiteError(
+            f"position {position!r} is outside the {n}-token prompt: use 0..{n - 1} or "
+            f"-{n}..-1, or a token string"
+        )
+    return int(position) % n
+
+
 def _short(token: str, width: int) -> str:
     text = repr(token)[1:-1]
     return text if len(text) <= width else text[: width - 1] + "~"
@@ -221,24 +240,8 @@ class PatchingResult:
         return (self.patched - self.corrupted_logit_diff) / gap
 
     def position_index(self, position: int | str) -> int:
-        """A position as an index: an int (negative from the end) or a token string's last
-        occurrence in the clean prompt."""
-        n = len(self.clean_tokens)
-        if isinstance(position, str):
-            hits = [i for i, t in enumerate(self.clean_tokens) if t == position]
-            if not hits:
-                raise SiteError(
-                    f"token {position!r} is not in the clean prompt {self.clean!r} (tokens: "
-                    f"{list(self.clean_tokens)}): pass one of them or an int position"
-                )
-            return hits[-1]
-        if isinstance(position, bool) or not isinstance(position, int | np.integer) \
-                or not -n <= position < n:
-            raise SiteError(
-                f"position {position!r} is outside the {n}-token prompt: use 0..{n - 1} or "
-                f"-{n}..-1, or a token string"
-            )
-        return int(position) % n
+        """An int position, or a token string's last occurrence in the clean prompt."""
+        return token_position(self.clean_tokens, position, self.clean)
 
     def layer_index(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int | np.integer) \

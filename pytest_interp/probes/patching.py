@@ -20,7 +20,7 @@ import torch
 
 from ..backends.base import Component, Edit, Site, Start, Tokens, all_sites
 from ..errors import InterpError
-from ..results import PatchingResult
+from ..results import PatchingResult, token_position
 
 if TYPE_CHECKING:
     from ..model import InterpModel
@@ -49,23 +49,6 @@ def paired_tokens(model: InterpModel, clean: str, corrupted: str) -> tuple[Token
             + "\n".join(rows)
         )
     return a, b
-
-
-def _position(tokens: Tokens, position: int | str) -> int:
-    """An int position (negative from the end) or a token string's last occurrence."""
-    strs = tokens.strs[0]
-    if isinstance(position, str):
-        if position not in strs:
-            raise InterpError(
-                f"token {position!r} is not in the clean prompt (tokens: {list(strs)}): pass one "
-                "of them or an int position"
-            )
-        return len(strs) - 1 - strs[::-1].index(position)
-    if isinstance(position, bool) or not isinstance(position, int) \
-            or not -len(strs) <= position < len(strs):
-        raise InterpError(f"position {position!r} is outside the {len(strs)}-token prompt: use "
-                          f"0..{len(strs) - 1} or -{len(strs)}..-1, or a token string")
-    return position % len(strs)
 
 
 def _cell(tokens: tuple[str, ...], i: int) -> str:
@@ -108,7 +91,8 @@ def activation_patching(
     corrupted_metric = float(metric(corrupted_run.logits)[0])
     swept_layers = range(n_layers) if layers is None else sorted(
         {info.check_layer(layer) for layer in layers})
-    keep = None if positions is None else {_position(clean_tokens, p) for p in positions}
+    keep = None if positions is None else {
+        token_position(clean_tokens.strs[0], p, clean) for p in positions}
     swept = [i for i, (_, pos) in enumerate(columns) if keep is None or pos is None or pos in keep]
     values = np.full((n_layers, len(columns)), np.nan)
     for layer in swept_layers:
