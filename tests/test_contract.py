@@ -126,3 +126,36 @@ def test_smollm2_knows_paris(load_backend):
     model = load_backend("smollm2-135m", "nnsight")
     run = model.run(model.tokenize("The capital of France is"))
     assert model.decode([int(run.logits[0, -1].argmax())]) == " Paris"
+
+
+def _full_forward_generate(model, tokens, steps, edits):
+    """Greedy decoding the slow way: the whole sequence through the model at every step."""
+    from pytest_interp.backends.base import Tokens
+
+    for _ in range(steps):
+        nxt = model.run(tokens, edits=edits).logits[:, -1].argmax(-1).tolist()
+        tokens = Tokens(tuple((*r, t) for r, t in zip(tokens.ids, nxt, strict=True)),
+                        tuple((*s, "") for s in tokens.strs))
+    return tokens.ids
+
+
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-gpt2"])
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_cached_generation_with_edits_equals_full_forward_steps(spec, backend, load_backend):
+    """The KV-cached, prefix-sharing generate is the full forward pass at every step."""
+    model = load_backend(spec, backend)
+    tokens = model.tokenize(PROMPT).repeat(3)
+    d = model.info.d_model
+    g = torch.Generator().manual_seed(3)
+    layer = model.info.n_layers // 2
+    row_edits = [Edit(Site(layer, "resid_post"), 4 * torch.randn(d, generator=g),
+                      positions=(-3,), rows=(row,)) for row in (1, 2)]
+    steer = Edit(Site(layer, "resid_pre"), torch.randn(d, generator=g), mode="add", rows=(2,))
+    for edits in ([], row_edits, [*row_edits, steer]):
+        out = model.generate(tokens, max_new_tokens=6, edits=edits)
+        fixed = [e if e.positions is None else
+                 Edit(e.site, e.value, positions=(tokens.length - 3,), rows=e.rows)
+                 for e in edits]  # absolute, so the slow way's growing length keeps them
+        assert out.ids == _full_forward_generate(model, tokens, 6, fixed)
+        assert out.strs[0][:tokens.length] == tokens.strs[0]
+    assert len({row[tokens.length:] for row in out.ids}) == 3  # the edits changed rows 1, 2

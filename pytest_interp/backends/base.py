@@ -12,8 +12,8 @@ Shapes (B = batch rows, P = positions, D = d_model, H = heads, V = vocab):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, get_args, runtime_checkable
 
 import torch
@@ -101,6 +101,11 @@ class Tokens:
 
     def repeat(self, n: int) -> Tokens:
         return Tokens(self.ids * n, self.strs * n)
+
+    def slice(self, start: int, stop: int | None = None) -> Tokens:
+        """Positions ``start:stop`` of every row."""
+        cut = slice(start, stop)
+        return Tokens(tuple(r[cut] for r in self.ids), tuple(s[cut] for s in self.strs))
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,6 +236,7 @@ class Run:
     tokens: Tokens
     logits: Tensor
     acts: Mapping[Site, Tensor]
+    past: object = None  # the key/value cache after this run, when asked for (keep_past)
 
     def nbytes(self) -> int:
         return self.logits.nbytes + sum(t.nbytes for t in self.acts.values())
@@ -250,10 +256,14 @@ class Backend(Protocol):
 
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
-        start: Start | None = None, logits_to_keep: int = 0,
+        start: Start | None = None, logits_to_keep: int = 0, past: object = None,
+        keep_past: bool = False,
     ) -> Run:
         """One batched forward. ``logits_to_keep=k`` computes logits for the last k
-        positions only (0 = all), as Hugging Face's argument of that name."""
+        positions only (0 = all), as Hugging Face's argument of that name. ``past`` (the
+        ``Run.past`` of an earlier run, which this run extends in place) makes ``tokens`` the
+        continuation of that run: positions and edit positions then count within ``tokens``.
+        ``keep_past`` returns the key/value cache as ``Run.past``."""
         ...
 
     def unembed(self, hidden: Tensor) -> Tensor: ...
@@ -342,22 +352,88 @@ def resid_mid_as_attn_out(
     return attn_out + (apply_edits(mid, edits) - mid)  # exactly attn_out where unedited
 
 
-def greedy_generate(
-    backend: Backend, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
-) -> Tokens:
-    """Greedy decoding by full forward passes, so edits act on every step.
+def check_past(start: Start | None, past: object) -> int:
+    """The number of positions ``past`` holds (0 for none); a run cannot both skip and extend."""
+    if past is None:
+        return 0
+    if start is not None:
+        raise InterpError("a run cannot both start at a later block and extend a past run")
+    return int(past.get_seq_length())  # type: ignore[attr-defined]
 
-    Edits with explicit positions act on those prompt positions; edits with
-    ``positions=None`` act on every position, generated ones included.
+
+def _in_chunk(edit: Edit, offset: int, length: int) -> Edit | None:
+    """``edit`` (absolute prompt positions) for a chunk of ``length`` positions at ``offset``.
+
+    Edits without positions act on every chunk; others only where their positions fall.
     """
-    if max_new_tokens < 0:
-        raise InterpError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    current = tokens
-    for _ in range(max_new_tokens):
-        logits = backend.run(current, edits=edits).logits[:, -1]
-        nxt = logits.argmax(-1).tolist()
-        current = Tokens(
-            tuple((*row, t) for row, t in zip(current.ids, nxt, strict=True)),
-            tuple((*s, backend.decode([t])) for s, t in zip(current.strs, nxt, strict=True)),
+    if edit.positions is None:
+        return edit
+    inside = [p - offset for p in edit.positions if offset <= p < offset + length]
+    if not inside:
+        return None
+    if len(inside) != len(edit.positions):
+        raise InterpError(f"edit positions {edit.positions} straddle a cached prefix")
+    return replace(edit, positions=tuple(inside))
+
+
+def _shared_prefix(tokens: Tokens, edits: Sequence[Edit]) -> int:
+    """How many leading positions every row shares and no edit touches (keeping one to run)."""
+    limit = tokens.length - 1
+    for edit in edits:
+        limit = 0 if edit.positions is None else min(limit, *edit.positions)
+    shared = 0
+    first = tokens.ids[0]
+    while shared < limit and all(row[shared] == first[shared] for row in tokens.ids):
+        shared += 1
+    return shared
+
+
+def greedy_generate(
+    backend: Backend, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = (),
+    on_step: Callable[[int, Tensor], None] | None = None,
+) -> Tokens:
+    """Greedy decoding with a key/value cache, edits acting on every step.
+
+    ``on_step(step, logits)`` sees each step's next-token logits [B, V] before the argmax.
+
+    Edits with explicit positions act on those prompt positions (negative counts from the
+    end of the prompt); edits with ``positions=None`` act on every position, generated ones
+    included. The prompt prefix that all rows share and no edit touches runs once, for one
+    row. Equal to a full forward pass per step, as causal attention makes it.
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 0:
+        raise InterpError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if max_new_tokens == 0:
+        return tokens
+    check_edits(backend.info, tokens, edits)
+    n = tokens.length
+    if n + max_new_tokens > backend.info.n_ctx:
+        raise InterpError(
+            f"the prompt has {n} tokens and {max_new_tokens} more were asked for, but "
+            f"{backend.info.name} takes at most {backend.info.n_ctx}: shorten the prompt or "
+            "ask for fewer tokens"
         )
-    return current
+    edits = [e if e.positions is None else replace(e, positions=tuple(p % n for p in e.positions))
+             for e in edits]
+    shared = _shared_prefix(tokens, edits)
+    past = None
+    if shared:
+        past = backend.run(tokens.row(0).slice(0, shared), keep_past=True, logits_to_keep=1).past
+        past.batch_repeat_interleave(tokens.batch)  # type: ignore[attr-defined]
+    chunk, offset = tokens.slice(shared), shared
+    ids, strs = [list(r) for r in tokens.ids], [list(s) for s in tokens.strs]
+    for step in range(max_new_tokens):
+        step_edits = [e for e in (_in_chunk(e, offset, chunk.length) for e in edits) if e]
+        run = backend.run(chunk, edits=step_edits, past=past, keep_past=True, logits_to_keep=1)
+        past, offset = run.past, offset + chunk.length
+        logits = run.logits[:, -1]
+        if on_step is not None:
+            on_step(step, logits)
+        nxt = logits.argmax(-1).tolist()
+        new_strs = [backend.decode([t]) for t in nxt]
+        for row_ids, row_strs, t, text in zip(ids, strs, nxt, new_strs, strict=True):
+            row_ids.append(t)
+            row_strs.append(text)
+        chunk = Tokens(tuple((t,) for t in nxt), tuple((text,) for text in new_strs))
+    return Tokens(tuple(map(tuple, ids)), tuple(map(tuple, strs)))

@@ -61,11 +61,12 @@ def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
     )
 
 
-def check_context(info: ModelInfo, tokens: Tokens) -> None:
-    if tokens.length > info.n_ctx:
+def check_context(info: ModelInfo, tokens: Tokens, cached: int = 0) -> None:
+    """``tokens`` (after ``cached`` positions already run) must fit the model's context."""
+    if cached + tokens.length > info.n_ctx:
         raise InterpError(
-            f"the prompt has {tokens.length} tokens but {info.name} takes at most {info.n_ctx}: "
-            "shorten the prompt"
+            f"the prompt has {cached + tokens.length} tokens but {info.name} takes at most "
+            f"{info.n_ctx}: shorten the prompt"
         )
 
 

@@ -19,6 +19,7 @@ from .base import (
     Start,
     Tokens,
     check_edits,
+    check_past,
     check_sites,
     greedy_generate,
     start_edits,
@@ -105,22 +106,29 @@ class NNsightBackend:
     @torch.inference_mode()
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
-        start: Start | None = None, logits_to_keep: int = 0,
+        start: Start | None = None, logits_to_keep: int = 0, past: object = None,
+        keep_past: bool = False,
     ) -> Run:
-        check_context(self.info, tokens)
+        check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
         edits = start_edits(self.info, tokens, start, read, edits)
         check_edits(self.info, tokens, edits)
         saved: dict[Site, Tensor] = {}
         blocks = plan_blocks(read, edits, self._w_o, saved)
         skipped = range(start.layer if start is not None else 0)
-        with self.lm.trace(tokens.tensor(self.info.device), logits_to_keep=logits_to_keep):
+        kwargs: dict[str, Any] = {"logits_to_keep": logits_to_keep}
+        if keep_past or past is not None:
+            kwargs.update(past_key_values=past, use_cache=True)
+        cache = None
+        with self.lm.trace(tokens.tensor(self.info.device), **kwargs):
             for layer in skipped:  # a start edit then installs the residual
                 self._blocks[layer].skip(self._blocks[layer].input)
             for layer, block in blocks.items():
                 self._visit(self._blocks[layer], block)
             logits = self.lm.lm_head.output.save()
-        return Run(tokens, logits.detach().clone(), saved)
+            if keep_past:
+                cache = self.lm.output.past_key_values.save()
+        return Run(tokens, logits.detach().clone(), saved, cache)
 
     def _visit(self, envoy: Any, block: BlockHooks) -> None:
         """Call the block's points on the live values, in execution order (nnsight needs it)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from .base import (
     Start,
     Tokens,
     check_edits,
+    check_past,
     check_sites,
     greedy_generate,
     start_edits,
@@ -76,9 +77,10 @@ class TransformerLensBackend:
     @torch.inference_mode()
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
-        start: Start | None = None, logits_to_keep: int = 0,
+        start: Start | None = None, logits_to_keep: int = 0, past: object = None,
+        keep_past: bool = False,
     ) -> Run:
-        check_context(self.info, tokens)
+        check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
         edits = start_edits(self.info, tokens, start, read, edits)
         check_edits(self.info, tokens, edits)
@@ -88,13 +90,14 @@ class TransformerLensBackend:
             for point in block.points:
                 hooks.append((_HOOK[point].format(layer), _as_hook(getattr(block, point))))
         ids = tokens.tensor(self.info.device)
-        with self._skipping(start.layer if start is not None else 0):
-            if hooks:
-                with self.bridge.hooks(fwd_hooks=hooks):
-                    logits = self.bridge(ids, return_type="logits", logits_to_keep=logits_to_keep)
-            else:
-                logits = self.bridge(ids, return_type="logits", logits_to_keep=logits_to_keep)
-        return Run(tokens, logits.detach().clone(), saved)
+        kwargs: dict[str, Any] = {"logits_to_keep": logits_to_keep, "return_type": "logits"}
+        if keep_past or past is not None:
+            kwargs.update(return_type="logits_and_cache", past_key_values=past, use_cache=True)
+        hooked = self.bridge.hooks(fwd_hooks=hooks) if hooks else nullcontext()
+        with self._skipping(start.layer if start is not None else 0), hooked:
+            out = self.bridge(ids, **kwargs)
+        logits, cache = out if kwargs["return_type"] == "logits_and_cache" else (out, None)
+        return Run(tokens, logits.detach().clone(), saved, cache if keep_past else None)
 
     @contextmanager
     def _skipping(self, below: int) -> Iterator[None]:
