@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import InterpError
+from .settings import IDENTITY_PROMPT, PLACEHOLDER
 
 if TYPE_CHECKING:
     from .model import InterpModel
-    from .results import LensResult, PatchingResult
+    from .results import LensResult, PatchingResult, PatchscopeResult
 
 
 def _int(name: str, value: object, *, minimum: int | None = None) -> None:
@@ -335,3 +336,104 @@ class PatchingExpectation:
         head = "\n".join(f"activation_patching: {p}" for p in problems)
         grid = result.grid(mark=mark, head=self.head if self.per_position else None)
         return f"{head}\n{grid}"
+
+
+def _layer_list(
+    name: str, value: object, *, optional: bool = False
+) -> int | tuple[int, ...] | None:
+    """An int, or a non-empty list/tuple/range of ints (kept as a tuple)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list | tuple | range) and value and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in value):
+        return tuple(value)
+    raise InterpError(f"{name} must be an int or a non-empty list of ints, got {value!r}")
+
+
+def _token_spec(name: str, value: object) -> None:
+    if isinstance(value, str) and value:
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        return
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and value[0] \
+            and isinstance(value[1], int) and not isinstance(value[1], bool):
+        return
+    raise InterpError(
+        f"{name} must be a token string, an int position or (token string, k), got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class PatchscopeExpectation:
+    """``@pytest.mark.patchscope``: what a hidden state says when decoded by a target prompt."""
+
+    source: str
+    token: int | str | tuple[str, int]
+    layer: int | tuple[int, ...]
+    expect: str | tuple[str, ...]
+    target: str = IDENTITY_PROMPT
+    target_layer: int | tuple[int, ...] | None = None
+    target_token: int | str | tuple[str, int] = PLACEHOLDER
+    max_new_tokens: int = 5
+    mode: str = "all"
+
+    def __post_init__(self) -> None:
+        _text("source", self.source)
+        _text("target", self.target)
+        _token_spec("token", self.token)
+        _token_spec("target_token", self.target_token)
+        object.__setattr__(self, "layer", _layer_list("layer", self.layer))
+        object.__setattr__(self, "target_layer",
+                           _layer_list("target_layer", self.target_layer, optional=True))
+        expect = (self.expect,) if isinstance(self.expect, str) else self.expect
+        if not isinstance(expect, list | tuple) or not expect or not all(
+                isinstance(e, str) and e.strip() for e in expect):
+            raise InterpError(
+                f"expect must be a non-blank string or a list of them, got {self.expect!r}"
+            )
+        object.__setattr__(self, "expect", tuple(expect))
+        _int("max_new_tokens", self.max_new_tokens, minimum=1)
+        if self.mode not in ("all", "any"):
+            raise InterpError(f"mode must be 'all' or 'any', got {self.mode!r}")
+
+    @property
+    def expected(self) -> tuple[str, ...]:
+        """``expect`` as a tuple (normalised in __post_init__)."""
+        return self.expect if isinstance(self.expect, tuple) else (self.expect,)
+
+    def validate(self, model: InterpModel) -> None:
+        from .probes.patchscope import layer_pairs
+        from .results import find_token
+
+        layer_pairs(model, self.layer, self.target_layer)
+        find_token(model.tokens(self.source).strs[0], self.token, self.source, "source")
+        find_token(model.tokens(self.target).strs[0], self.target_token, self.target, "target")
+
+    def check(self, model: InterpModel) -> str | None:
+        return self.judge(model.patchscope(
+            self.source, self.token, layer=self.layer, target=self.target,
+            target_layer=self.target_layer, target_token=self.target_token,
+            max_new_tokens=self.max_new_tokens, expected=self.expected[0].strip(),
+        ))
+
+    def judge(self, result: PatchscopeResult) -> str | None:
+        """The failure text, or None when ``expect`` shows up where ``mode`` asks."""
+        wanted = [e.strip() for e in self.expected]
+        found = [any(w in text.strip() for w in wanted) for text in result.continuations]
+        what = " or ".join(repr(w) for w in wanted)
+        n = len(found)
+        if self.mode == "all" and not all(found):
+            failing = [i for i, ok in enumerate(found) if not ok]
+            pairs = ", ".join(f"{s}->{t}" for s, t in (result.pairs[i] for i in failing))
+            head = (f"patchscope: expected {what} in the continuation at every layer "
+                    f"(mode='all'); {len(failing)} of {n} missing it (source->target layer): "
+                    f"{pairs}")
+        elif self.mode == "any" and not any(found):
+            failing = list(range(n))
+            head = (f"patchscope: expected {what} in the continuation at some layer "
+                    f"(mode='any'); none of {n} has it")
+        else:
+            return None
+        return f"{head}\n{result.table(failing)}"

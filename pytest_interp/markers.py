@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InterpError
-from .settings import BACKENDS, DEVICES, DTYPES, parse_bool
+from .settings import BACKENDS, DEVICES, DTYPES, IDENTITY_PROMPT, PLACEHOLDER, parse_bool
 
 if TYPE_CHECKING:
-    from .expect import LensExpectation, LogitDiffExpectation, PatchingExpectation
+    from .expect import (
+        LensExpectation,
+        LogitDiffExpectation,
+        PatchingExpectation,
+        PatchscopeExpectation,
+    )
 
-    Expectation = LensExpectation | LogitDiffExpectation | PatchingExpectation
+    Expectation = (LensExpectation | LogitDiffExpectation | PatchingExpectation
+                   | PatchscopeExpectation)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,14 @@ def _activation_patching(
 ) -> None: ...
 
 
+def _patchscope(
+    source: str, token: int | str | tuple[str, int], *, layer: int | list[int],
+    expect: str | list[str], target: str = IDENTITY_PROMPT, target_layer: int | None = None,
+    target_token: int | str | tuple[str, int] = PLACEHOLDER, max_new_tokens: int = 5,
+    mode: str = "all",
+) -> None: ...
+
+
 INTERP_MODEL = MarkerDef(
     "interp_model", _interp_model,
     "run this test (class, module) on another model or backend; spec is an alias, "
@@ -107,7 +121,13 @@ ACTIVATION_PATCHING = MarkerDef(
     "assert where a behaviour lives: recovery of the clean logit diff when a clean activation "
     "is patched into the corrupted run, at layer/position/head, or its peak_layer=(lo, hi).",
 )
-MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL, LENS, LOGIT_DIFF, ACTIVATION_PATCHING)
+PATCHSCOPE = MarkerDef(
+    "patchscope", _patchscope,
+    "assert what a hidden state says: token's state after block layer (int or list), patched "
+    "into target (identity prompt) and decoded greedily, contains expect at all/any layers.",
+)
+MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL, LENS, LOGIT_DIFF, ACTIVATION_PATCHING,
+                                  PATCHSCOPE)
 
 
 @dataclass(frozen=True)
@@ -144,9 +164,16 @@ def parse_expectation(
     marker: MarkerDef, args: tuple[Any, ...], kwargs: dict[str, Any], root: Path
 ) -> Expectation:
     """Read an expectation marker into its frozen dataclass (model-independent checks)."""
-    from .expect import LensExpectation, LogitDiffExpectation, PatchingExpectation
+    from .expect import (
+        LensExpectation,
+        LogitDiffExpectation,
+        PatchingExpectation,
+        PatchscopeExpectation,
+    )
 
     bound = marker.bind(args, kwargs)
+    if marker is PATCHSCOPE:
+        return PatchscopeExpectation(**bound)
     if marker is LOGIT_DIFF:
         return LogitDiffExpectation(**bound)
     if marker is ACTIVATION_PATCHING:
@@ -159,4 +186,4 @@ def parse_expectation(
     return LensExpectation(**bound)
 
 
-EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS, LOGIT_DIFF, ACTIVATION_PATCHING)
+EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS, LOGIT_DIFF, ACTIVATION_PATCHING, PATCHSCOPE)

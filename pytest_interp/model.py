@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .errors import InterpError, ModelSpecError
-from .settings import DEFAULT_MEMO_BYTES, ModelRequest
+from .settings import DEFAULT_MEMO_BYTES, IDENTITY_PROMPT, PLACEHOLDER, ModelRequest
 
 if TYPE_CHECKING:
     from torch import Tensor
 
     from .backends.base import Backend, Component, Edit, ModelInfo, Run, Site, Tokens
     from .probes.lens import TunedLens
-    from .results import LensResult, PatchingResult, Vocab
+    from .results import LensResult, PatchingResult, PatchscopeResult, TokenSpec, Vocab
 
 
 
@@ -132,6 +132,7 @@ class InterpModel:
         self._vocab: Vocab | None = None
         self._tuned_lenses: dict[str, TunedLens] = {}
         self._sweeps: dict[tuple, PatchingResult] = {}
+        self._patchscopes: dict[tuple, PatchscopeResult] = {}
 
     def __repr__(self) -> str:
         i = self.info
@@ -248,6 +249,49 @@ class InterpModel:
                 per_position=per_position, layers=layers, positions=positions,
             )
         return self._sweeps[key]
+
+    def patchscope(
+        self, source: str, token: TokenSpec, *, layer: int | Iterable[int],
+        target: str = IDENTITY_PROMPT, target_layer: int | Iterable[int] | None = None,
+        target_token: TokenSpec = PLACEHOLDER, mapping: object = None, max_new_tokens: int = 5,
+        expected: str | int | None = None,
+    ) -> PatchscopeResult:
+        """The hidden state of ``token`` after block ``layer`` in ``source``, patched over the
+        target's ``target_token`` after block ``target_layer`` (default: the same layer) and
+        decoded greedily. ``layer`` may be a list: one row per layer, batched."""
+        return self.patchscope_sweep(
+            source, token, layers=layer, target=target, target_layers=target_layer,
+            target_token=target_token, mapping=mapping, max_new_tokens=max_new_tokens,
+            expected=expected,
+        )
+
+    def patchscope_sweep(
+        self, source: str, token: TokenSpec, *, layers: int | Iterable[int] | None = None,
+        target_layers: int | Iterable[int] | None = None, mode: Literal["pairs", "grid"] = "pairs",
+        target: str = IDENTITY_PROMPT, target_token: TokenSpec = PLACEHOLDER,
+        mapping: object = None, max_new_tokens: int = 5, expected: str | int | None = None,
+    ) -> PatchscopeResult:
+        """Patchscopes over layer pairs in one batched generation: ``mode="pairs"`` zips
+        ``layers`` with ``target_layers`` (obvs ``over_pairs``; None = the same layers),
+        ``mode="grid"`` takes every combination (obvs ``over``). ``layers`` None = all.
+        Memoised when there is no mapping."""
+        from .probes.patchscope import patchscope
+
+        def freeze(x: object) -> object:
+            return tuple(x) if isinstance(x, Iterable) and not isinstance(x, str) else x
+
+        key = (source, freeze(token), freeze(layers), freeze(target_layers), mode, target,
+               freeze(target_token), max_new_tokens, expected)
+        if mapping is not None or key not in self._patchscopes:
+            result = patchscope(
+                self, source, token, layers=layers, target=target, target_layers=target_layers,
+                mode=mode, target_token=target_token, mapping=mapping,  # type: ignore[arg-type]
+                max_new_tokens=max_new_tokens, expected=expected,
+            )
+            if mapping is not None:
+                return result
+            self._patchscopes[key] = result
+        return self._patchscopes[key]
 
     def generate_tokens(
         self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,

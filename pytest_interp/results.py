@@ -283,3 +283,116 @@ class PatchingResult:
             flag = ">" if mark and mark[0] == layer else " "
             lines.append(f"{flag} {layer:>5} " + "".join(cells))
         return "\n".join(lines)
+
+
+TokenSpec = int | str | tuple[str, int]
+
+
+def find_token(tokens: Sequence[str], spec: TokenSpec, prompt: str, what: str = "source") -> int:
+    """The absolute position of ``spec`` in ``tokens``: an int position (negative from the
+    end), a token string that occurs once (matched exactly, else ignoring surrounding spaces),
+    or ``(token string, k)`` for its k-th occurrence (negative from the last)."""
+    n = len(tokens)
+    if isinstance(spec, tuple):
+        if len(spec) != 2 or not isinstance(spec[0], str) or isinstance(spec[1], bool) \
+                or not isinstance(spec[1], int | np.integer):
+            raise SiteError(f"a {what} token must be an int, a string or (string, k), got {spec!r}")
+        text, k = spec
+    elif isinstance(spec, str):
+        text, k = spec, None
+    else:
+        if isinstance(spec, bool) or not isinstance(spec, int | np.integer) or not -n <= spec < n:
+            raise SiteError(
+                f"{what} position {spec!r} is outside the {n}-token prompt {prompt!r}: use "
+                f"0..{n - 1} or -{n}..-1, or a token string"
+            )
+        return int(spec) % n
+    hits = [i for i, t in enumerate(tokens) if t == text] or \
+        [i for i, t in enumerate(tokens) if text.strip() and t.strip() == text.strip()]
+    if not hits:
+        raise SiteError(
+            f"{what} token {text!r} is not in {prompt!r} (tokens: {list(tokens)}): pass one of "
+            "them or an int position"
+        )
+    if k is None:
+        if len(hits) > 1:
+            raise SiteError(
+                f"{what} token {text!r} occurs {len(hits)} times in {prompt!r} (positions "
+                f"{hits}): pass ({text!r}, k) for the k-th occurrence or an int position"
+            )
+        return hits[0]
+    if not -len(hits) <= k < len(hits):
+        raise SiteError(
+            f"{what} token {text!r} occurs {len(hits)} times in {prompt!r}, so occurrence {k} "
+            f"does not exist: use 0..{len(hits) - 1} or -{len(hits)}..-1"
+        )
+    return hits[k]
+
+
+@dataclass(frozen=True, eq=False)
+class PatchscopeResult:
+    """Patchscope readouts: the source prompt's hidden state at (source layer, position)
+    patched into the target prompt at (target layer, position), decoded greedily.
+
+    One row per (source layer, target layer) pair; layers are non-negative block indices
+    whose output (resid_post) is read and overwritten.
+    """
+
+    model: str
+    source: str
+    source_tokens: tuple[str, ...]
+    source_position: int
+    target: str
+    target_tokens: tuple[str, ...]
+    target_position: int
+    pairs: tuple[tuple[int, int], ...]  # (source layer, target layer) per row
+    continuations: tuple[str, ...]  # decoded generated text per row
+    token_ids: tuple[tuple[int, ...], ...]  # generated ids per row
+    expected: str | None = None  # the token whose first-step probability is kept
+    expected_prob: tuple[float, ...] | None = None  # per row
+
+    def row(self, layer: int, target_layer: int | None = None) -> int:
+        """The row of (source ``layer``, ``target_layer``); target defaults to the same layer,
+        else to the only target layer swept for that source layer."""
+        rows = [i for i, (s, _) in enumerate(self.pairs) if s == layer]
+        if target_layer is not None:
+            rows = [i for i in rows if self.pairs[i][1] == target_layer]
+        elif len(rows) > 1:
+            rows = [i for i in rows if self.pairs[i][1] == layer] or rows
+        if len(rows) != 1:
+            swept = ", ".join(f"{s}->{t}" for s, t in self.pairs)
+            want = f"{layer}->{'?' if target_layer is None else target_layer}"
+            raise SiteError(
+                f"no single patchscope row for layers {want} (swept: {swept}): pass a swept "
+                "source layer and its target_layer"
+            )
+        return rows[0]
+
+    def text(self, layer: int, target_layer: int | None = None) -> str:
+        """The decoded continuation for (source ``layer``, ``target_layer``)."""
+        return self.continuations[self.row(layer, target_layer)]
+
+    def prob(self, layer: int, target_layer: int | None = None) -> float:
+        """P(expected token) at the first generated position for that pair."""
+        if self.expected_prob is None:
+            raise InterpError("no expected token was given: pass expected=TOKEN to the probe")
+        return self.expected_prob[self.row(layer, target_layer)]
+
+    def texts(self) -> dict[tuple[int, int], str]:
+        return dict(zip(self.pairs, self.continuations, strict=True))
+
+    def table(self, failing: Sequence[int] = ()) -> str:
+        """Layer -> continuation, one row per pair; rows in ``failing`` are marked ``>``."""
+        src = self.source_tokens[self.source_position]
+        tgt = self.target_tokens[self.target_position]
+        lines = [
+            f"patchscope of {src!r} (position {self.source_position}) in {self.source!r} -> "
+            f"{self.target!r} at {tgt!r} (position {self.target_position})",
+            f"  {'source':>6}  {'target':>6}"
+            + (f"  {'P(' + repr(self.expected) + ')':>10}" if self.expected_prob else "")
+            + "  continuation",
+        ]
+        for i, ((s, t), text) in enumerate(zip(self.pairs, self.continuations, strict=True)):
+            prob = f"  {self.expected_prob[i]:>10.4f}" if self.expected_prob else ""
+            lines.append(f"{'>' if i in failing else ' '} {s:>6}  {t:>6}{prob}  {text!r}")
+        return "\n".join(lines)

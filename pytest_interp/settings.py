@@ -16,6 +16,9 @@ BACKENDS: tuple[BackendName, ...] = ("transformer_lens", "nnsight")
 DEVICES: tuple[DeviceName, ...] = ("cpu", "cuda", "auto")
 DTYPES: tuple[DtypeName, ...] = ("float32", "bfloat16", "float16")
 DEFAULT_MEMO_BYTES = 2 * 1024**3
+# The patchscope identity prompt (Ghandeharioun et al. 2024) and its placeholder token.
+IDENTITY_PROMPT = "cat->cat; 135->135; hello->hello; ?->"
+PLACEHOLDER = "?"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
           "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}

@@ -92,3 +92,38 @@ def hf_run(model: nn.Module, ids: torch.Tensor, *, replace_resid_pre=None, add_m
         for handle in handles:
             handle.remove()
     return logits, acts
+
+
+@torch.inference_mode()
+def hf_patchscope(model: nn.Module, source_ids: list[int], source_pos: int, source_layer: int,
+                  target_ids: list[int], target_pos: int, target_layer: int,
+                  max_new_tokens: int, pad_token_id: int) -> list[int]:
+    """A patchscope the plain way: a forward hook reads block ``source_layer``'s output at
+    ``source_pos``; another overwrites block ``target_layer``'s output at ``target_pos`` during
+    the prompt pass of HF ``generate`` (greedy, with its own KV cache). Returns the new ids."""
+    blocks = _get(model, PARTS[model.config.architectures[0]][0])
+    seen = {}
+
+    def read(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        seen["h"] = hidden[0, source_pos].clone()
+
+    handle = blocks[source_layer].register_forward_hook(read)
+    try:
+        model(torch.tensor([source_ids]))
+    finally:
+        handle.remove()
+
+    def write(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[1] > 1:  # the prompt pass; later steps reuse its cached keys/values
+            hidden[:, target_pos] = seen["h"]
+        return output
+
+    handle = blocks[target_layer].register_forward_hook(write)
+    try:
+        out = model.generate(torch.tensor([target_ids]), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=pad_token_id)
+    finally:
+        handle.remove()
+    return out[0, len(target_ids):].tolist()
