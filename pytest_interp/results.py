@@ -12,6 +12,7 @@ from functools import cached_property
 import numpy as np
 
 from .errors import InterpError, SiteError
+from .settings import PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,12 @@ def find_token(tokens: Sequence[str], spec: TokenSpec, prompt: str, what: str = 
         return int(spec) % n
     hits = [i for i, t in enumerate(tokens) if t == text] or \
         [i for i, t in enumerate(tokens) if text.strip() and t.strip() == text.strip()]
+    if not hits and what == "target" and text == PLACEHOLDER:
+        raise SiteError(
+            f"target prompt {prompt!r} has no {PLACEHOLDER!r} placeholder token (tokens: "
+            f"{list(tokens)}): put {PLACEHOLDER} where the hidden state goes, or pass "
+            "target_token= one of its tokens or an int position"
+        )
     if not hits:
         raise SiteError(
             f"{what} token {text!r} is not in {prompt!r} (tokens: {list(tokens)}): pass one of "

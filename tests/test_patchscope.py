@@ -199,7 +199,7 @@ def test_errors_name_the_fix(tiny):
                               "0..2 (or -3..-1 from the end)")
     with pytest.raises(SiteError) as err:
         tiny.patchscope(SOURCE, " CEO", layer=0, target="no placeholder here")
-    assert str(err.value).startswith("target token '?' is not in 'no placeholder here'")
+    assert str(err.value).startswith("target prompt 'no placeholder here' has no '?' placeholder")
 
 
 # ---------------------------------------------------------------------------

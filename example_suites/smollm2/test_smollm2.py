@@ -55,6 +55,20 @@ def test_ioi_mlp_sweep_is_sparse(interp_model):
     assert (abs(result.recovery[:, :9]) < 1e-6).all()  # before the names differ: no effect
 
 
+PATCHSCOPE_SOURCE = "Amazon's former CEO attended Oscars"
+
+
+@pytest.mark.patchscope(PATCHSCOPE_SOURCE, " CEO", layer=[0, 1], expect="CEO")
+def test_patchscope_reads_the_token_identity_early():
+    """Patched into the identity prompt, the early hidden state of ' CEO' says 'CEO'."""
+
+
+def test_patchscope_identity_fades_with_depth(interp_model):
+    result = interp_model.patchscope(PATCHSCOPE_SOURCE, " CEO", layer=range(30), expected="CEO")
+    assert result.prob(0) > 5 * result.prob(29)
+    assert not any(text.startswith("CEO") for text in result.continuations[10:])
+
+
 def test_attention_patterns_are_causal_distributions(interp_cache, interp_model):
     cache = interp_cache(IOI_CLEAN)
     for layer in range(interp_model.info.n_layers):
