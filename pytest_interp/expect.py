@@ -15,8 +15,10 @@ from .errors import InterpError
 from .settings import IDENTITY_PROMPT, PLACEHOLDER
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .model import InterpModel
-    from .results import LensResult, PatchingResult, PatchscopeResult
+    from .results import LensResult, PatchingResult, PatchscopeResult, SteeringResult
 
 
 def _int(name: str, value: object, *, minimum: int | None = None) -> None:
@@ -436,4 +438,142 @@ class PatchscopeExpectation:
                     f"(mode='any'); none of {n} has it")
         else:
             return None
+        return f"{head}\n{result.table(failing)}"
+
+
+def _texts(name: str, value: object, *, optional: bool = False) -> tuple[str, ...] | None:
+    """A non-empty string, or a non-empty list of them, as a tuple."""
+    if value is None and optional:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items or not all(
+            isinstance(x, str) and x for x in items):
+        raise InterpError(f"{name} must be a non-empty string or a list of them, got {value!r}")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class SteeringExpectation:
+    """``@pytest.mark.steering``: how much a steering vector moves the output."""
+
+    prompt: str
+    layer: int
+    coef: float | tuple[float, ...]
+    target: str
+    positive: str | tuple[str, ...] | None = None
+    negative: str | tuple[str, ...] | None = None
+    vector: str | None = None
+    foil: str | None = None
+    site: str = "resid_pre"
+    positions: str | int = "all"
+    min_delta: float | None = None
+    max_delta: float | None = None
+    generation_contains: str | tuple[str, ...] | None = None
+    max_new_tokens: int = 20
+
+    def __post_init__(self) -> None:
+        from .probes.steering import STEER_SITES
+
+        _text("prompt", self.prompt)
+        _text("target", self.target)
+        if self.foil is not None:
+            _text("foil", self.foil)
+        _int("layer", self.layer)
+        if self.layer is None:
+            raise InterpError("layer must be an int, got None")
+        coefs = (self.coef,) if not isinstance(self.coef, list | tuple) else tuple(self.coef)
+        if not coefs:
+            raise InterpError("coef must be a number or a non-empty list of numbers, got []")
+        for c in coefs:
+            _number("coef", c)
+        object.__setattr__(self, "coef", coefs)
+        if self.site not in STEER_SITES:
+            raise InterpError(f"site {self.site!r} cannot be steered: use one of "
+                              f"{', '.join(STEER_SITES)}")
+        if self.positions not in ("all", "last") and (
+                isinstance(self.positions, bool) or not isinstance(self.positions, int)):
+            raise InterpError(f"positions must be 'all', 'last' or an int N, got "
+                              f"{self.positions!r}")
+        if self.vector is not None:
+            _text("vector", self.vector)
+            if self.positive is not None or self.negative is not None:
+                raise InterpError("pass either vector= or positive= and negative=, not both")
+        elif self.positive is None or self.negative is None:
+            raise InterpError("no vector: pass positive= and negative= prompts, or vector=FILE")
+        else:
+            pos, neg = _texts("positive", self.positive), _texts("negative", self.negative)
+            assert pos is not None and neg is not None
+            if len(pos) != len(neg):
+                raise InterpError(f"{len(pos)} positive but {len(neg)} negative prompts: pass "
+                                  "as many of each")
+            object.__setattr__(self, "positive", pos if len(pos) > 1 else pos[0])
+            object.__setattr__(self, "negative", neg if len(neg) > 1 else neg[0])
+        _number("min_delta", self.min_delta)
+        _number("max_delta", self.max_delta)
+        object.__setattr__(self, "generation_contains",
+                           _texts("generation_contains", self.generation_contains, optional=True))
+        _int("max_new_tokens", self.max_new_tokens, minimum=1)
+        if self.min_delta is None and self.max_delta is None and self.generation_contains is None:
+            raise InterpError("no check given: pass min_delta=, max_delta= or generation_contains=")
+        if self.min_delta is not None and self.max_delta is not None \
+                and self.min_delta > self.max_delta:
+            raise InterpError(f"min_delta={self.min_delta} is greater than "
+                              f"max_delta={self.max_delta}")
+
+    @property
+    def coefs(self) -> tuple[float, ...]:
+        return self.coef if isinstance(self.coef, tuple) else (self.coef,)
+
+    def steering_vector(self, model: InterpModel) -> Tensor:
+        if self.vector is not None:
+            return model.load_vector(self.vector)
+        assert self.positive is not None and self.negative is not None
+        return model.steering_vector(self.positive, self.negative, layer=self.layer,
+                                     site=self.site)  # type: ignore[arg-type]
+
+    def validate(self, model: InterpModel) -> None:
+        model.info.check_layer(self.layer)
+        model.tokens(self.prompt)
+        model.vocab.id(self.target)
+        if self.foil is not None:
+            model.vocab.id(self.foil)
+        self.steering_vector(model)
+
+    def result(self, model: InterpModel) -> SteeringResult:
+        return model.steer(
+            self.prompt, self.steering_vector(model), layer=self.layer, coef=self.coefs,
+            site=self.site, positions=self.positions,  # type: ignore[arg-type]
+            target=self.target, foil=self.foil,
+            max_new_tokens=self.max_new_tokens if self.generation_contains else 0,
+        )
+
+    def check(self, model: InterpModel) -> str | None:
+        return self.judge(self.result(model))
+
+    def judge(self, result: SteeringResult) -> str | None:
+        """The failure text, or None when every coefficient meets every check."""
+        problems, failing = [], []
+        delta = result.delta
+        what = (f"{self.target!r} - {self.foil!r} logit diff" if self.foil is not None
+                else f"log P({self.target!r})")
+        for coef in self.coefs:
+            i = result.index(coef)
+            bad = []
+            if self.min_delta is not None and delta[i] < self.min_delta:
+                bad.append(f"coef {coef:g} moves the {what} by {delta[i]:+.3f}, expected "
+                           f"min_delta={self.min_delta}")
+            if self.max_delta is not None and delta[i] > self.max_delta:
+                bad.append(f"coef {coef:g} moves the {what} by {delta[i]:+.3f}, expected "
+                           f"max_delta={self.max_delta}")
+            if self.generation_contains is not None:
+                text = result.text(coef)
+                if not any(w in text for w in self.generation_contains):
+                    wanted = " or ".join(repr(w) for w in self.generation_contains)
+                    bad.append(f"the coef {coef:g} generation {text!r} does not contain {wanted}")
+            if bad:
+                failing.append(i)
+                problems.extend(bad)
+        if not problems:
+            return None
+        head = "\n".join(f"steering: {p}" for p in problems)
         return f"{head}\n{result.table(failing)}"

@@ -22,10 +22,11 @@ if TYPE_CHECKING:
         LogitDiffExpectation,
         PatchingExpectation,
         PatchscopeExpectation,
+        SteeringExpectation,
     )
 
     Expectation = (LensExpectation | LogitDiffExpectation | PatchingExpectation
-                   | PatchscopeExpectation)
+                   | PatchscopeExpectation | SteeringExpectation)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,16 @@ def _patchscope(
 ) -> None: ...
 
 
+def _steering(
+    prompt: str, *, layer: int, coef: float | list[float], target: str,
+    positive: str | list[str] | None = None, negative: str | list[str] | None = None,
+    vector: str | None = None, foil: str | None = None, site: str = "resid_pre",
+    positions: str | int = "all", min_delta: float | None = None,
+    max_delta: float | None = None, generation_contains: str | list[str] | None = None,
+    max_new_tokens: int = 20,
+) -> None: ...
+
+
 INTERP_MODEL = MarkerDef(
     "interp_model", _interp_model,
     "run this test (class, module) on another model or backend; spec is an alias, "
@@ -126,8 +137,13 @@ PATCHSCOPE = MarkerDef(
     "assert what a hidden state says: token's state after block layer (int or list), patched "
     "into target (identity prompt) and decoded greedily, contains expect at all/any layers.",
 )
+STEERING = MarkerDef(
+    "steering", _steering,
+    "assert what a steering vector does: positive - negative activations (or vector=FILE) "
+    "added coef times at layer moves target - foil by min/max_delta, or steers generation.",
+)
 MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL, LENS, LOGIT_DIFF, ACTIVATION_PATCHING,
-                                  PATCHSCOPE)
+                                  PATCHSCOPE, STEERING)
 
 
 @dataclass(frozen=True)
@@ -169,11 +185,19 @@ def parse_expectation(
         LogitDiffExpectation,
         PatchingExpectation,
         PatchscopeExpectation,
+        SteeringExpectation,
     )
 
     bound = marker.bind(args, kwargs)
     if marker is PATCHSCOPE:
         return PatchscopeExpectation(**bound)
+    if marker is STEERING:
+        vector = bound["vector"]
+        if isinstance(vector, str | Path) and not Path(vector).is_absolute():
+            bound["vector"] = str(root / vector)  # vector files are relative to the rootdir
+        elif isinstance(vector, Path):
+            bound["vector"] = str(vector)
+        return SteeringExpectation(**bound)
     if marker is LOGIT_DIFF:
         return LogitDiffExpectation(**bound)
     if marker is ACTIVATION_PATCHING:
@@ -186,4 +210,5 @@ def parse_expectation(
     return LensExpectation(**bound)
 
 
-EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS, LOGIT_DIFF, ACTIVATION_PATCHING, PATCHSCOPE)
+EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS, LOGIT_DIFF, ACTIVATION_PATCHING, PATCHSCOPE,
+                                              STEERING)

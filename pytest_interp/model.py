@@ -15,7 +15,14 @@ if TYPE_CHECKING:
 
     from .backends.base import Backend, Component, Edit, ModelInfo, Run, Site, Tokens
     from .probes.lens import TunedLens
-    from .results import LensResult, PatchingResult, PatchscopeResult, TokenSpec, Vocab
+    from .results import (
+        LensResult,
+        PatchingResult,
+        PatchscopeResult,
+        SteeringResult,
+        TokenSpec,
+        Vocab,
+    )
 
 
 
@@ -133,6 +140,7 @@ class InterpModel:
         self._tuned_lenses: dict[str, TunedLens] = {}
         self._sweeps: dict[tuple, PatchingResult] = {}
         self._patchscopes: dict[tuple, PatchscopeResult] = {}
+        self._steering: dict[tuple, SteeringResult] = {}
 
     def __repr__(self) -> str:
         i = self.info
@@ -292,6 +300,54 @@ class InterpModel:
                 return result
             self._patchscopes[key] = result
         return self._patchscopes[key]
+
+    def steering_vector(
+        self, positive: str | Sequence[str], negative: str | Sequence[str], *, layer: int,
+        site: Component = "resid_pre", position: int | str = -1,
+    ) -> Tensor:
+        """ActAdd: act(positive) - act(negative) at (layer, site, position) [d_model]; for
+        lists of prompt pairs, the mean difference (CAA). Zero vectors are an error."""
+        from .probes.steering import steering_vector
+
+        return steering_vector(self, positive, negative, layer=layer, site=site,
+                               position=position)
+
+    def load_vector(self, path: str) -> Tensor:
+        """A [d_model] steering vector from a .pt, .npy or .safetensors file."""
+        from .probes.steering import load_vector
+
+        return load_vector(path, self.info.d_model)
+
+    def steer(
+        self, prompt: str, vector: Tensor | str, *, layer: int,
+        coef: float | Sequence[float] = 1.0, site: Component = "resid_pre",
+        positions: Literal["all", "last"] | int = "all", normalize: bool = False,
+        target: str | None = None, foil: str | None = None, max_new_tokens: int = 0,
+        sample: bool = False, seed: int = 0, temperature: float = 1.0,
+    ) -> SteeringResult:
+        """Add ``coef * vector`` (a tensor or a vector file) at (layer, site) on ``positions``
+        ("all" includes generated tokens; "last", or int N for prompt positions N..) for each
+        coefficient, batched; measure the change of logit(target) - logit(foil) (log P(target)
+        without a foil), the KL, top tokens, and ``max_new_tokens`` of steered generation
+        (greedy, or seeded sampling). ``normalize`` scales the vector to unit norm first.
+        Memoised."""
+        import hashlib
+
+        from .probes.steering import steer
+
+        if isinstance(vector, str):
+            vector = self.load_vector(vector)
+        coefs = (coef,) if isinstance(coef, int | float) else tuple(coef)
+        digest = hashlib.sha1(vector.detach().float().cpu().numpy().tobytes()).hexdigest()
+        key = (prompt, digest, layer, coefs, site, positions, normalize, target, foil,
+               max_new_tokens, sample, seed, temperature)
+        if key not in self._steering:
+            self._steering[key] = steer(
+                self, prompt, vector, layer=layer, coefs=coefs, site=site, positions=positions,
+                normalize=normalize, target=target, foil=foil, max_new_tokens=max_new_tokens,
+                sample=sample, seed=seed, temperature=temperature,
+            )
+        return self._steering[key]
 
     def generate_tokens(
         self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,

@@ -69,6 +69,27 @@ def test_patchscope_identity_fades_with_depth(interp_model):
     assert not any(text.startswith("CEO") for text in result.continuations[10:])
 
 
+REVIEW = "I think this movie is"
+LOVE = dict(positive="I love this", negative="I hate this", layer=16, positions=1)
+
+
+@pytest.mark.steering(REVIEW, **LOVE, coef=[1, 2], target=" great", foil=" terrible",
+                      min_delta=2)
+@pytest.mark.steering(REVIEW, **LOVE, coef=-2, target=" great", foil=" terrible", max_delta=-2)
+@pytest.mark.steering(REVIEW, **LOVE, coef=4, target=" great", generation_contains="worth",
+                      max_new_tokens=8)
+def test_love_minus_hate_steers_the_review():
+    """ActAdd: the love - hate direction at layer 16 makes the review warmer (and colder)."""
+
+
+def test_steering_is_monotone_in_coef_and_zero_is_a_no_op(interp_model):
+    v = interp_model.steering_vector("I love this", "I hate this", layer=16)
+    result = interp_model.steer(REVIEW, v, layer=16, coef=[0, 0.5, 1, 2], positions=1,
+                                target=" great", foil=" terrible")
+    assert result.delta[0] == 0 and result.kl[0] == 0
+    assert list(result.delta) == sorted(result.delta)
+
+
 def test_attention_patterns_are_causal_distributions(interp_cache, interp_model):
     cache = interp_cache(IOI_CLEAN)
     for layer in range(interp_model.info.n_layers):

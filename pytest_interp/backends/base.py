@@ -391,10 +391,12 @@ def _shared_prefix(tokens: Tokens, edits: Sequence[Edit]) -> int:
 def greedy_generate(
     backend: Backend, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = (),
     on_step: Callable[[int, Tensor], None] | None = None,
+    choose: Callable[[Tensor], Tensor] | None = None,
 ) -> Tokens:
     """Greedy decoding with a key/value cache, edits acting on every step.
 
-    ``on_step(step, logits)`` sees each step's next-token logits [B, V] before the argmax.
+    ``on_step(step, logits)`` sees each step's next-token logits [B, V]; ``choose(logits)``
+    picks the next ids [B] instead of the argmax (e.g. seeded sampling).
 
     Edits with explicit positions act on those prompt positions (negative counts from the
     end of the prompt); edits with ``positions=None`` act on every position, generated ones
@@ -430,7 +432,7 @@ def greedy_generate(
         logits = run.logits[:, -1]
         if on_step is not None:
             on_step(step, logits)
-        nxt = logits.argmax(-1).tolist()
+        nxt = (logits.argmax(-1) if choose is None else choose(logits)).tolist()
         new_strs = [backend.decode([t]) for t in nxt]
         for row_ids, row_strs, t, text in zip(ids, strs, nxt, new_strs, strict=True):
             row_ids.append(t)

@@ -1,0 +1,207 @@
+"""Steering vectors and their effect, written once against the Backend protocol.
+
+A vector comes from one contrastive prompt pair (ActAdd: the difference of activations at a
+site and position), from the mean difference over many pairs (CAA), or from a file. It is
+added, times each coefficient, at (layer, site). All coefficients are rows of one batched
+forward pass (and one batched generation); coefficient 0 is the unsteered run itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..backends.base import Component, Edit, Site, greedy_generate
+from ..errors import InterpError
+from ..results import SteeringResult, token_position
+
+if TYPE_CHECKING:
+    from ..model import InterpModel
+
+STEER_SITES: tuple[Component, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out",
+                                      "mlp_out")
+VECTOR_SUFFIXES = (".pt", ".npy", ".safetensors")
+Positions = Literal["all", "last"] | int
+
+
+def _check_site(site: str) -> None:
+    if site not in STEER_SITES:
+        raise InterpError(f"site {site!r} cannot be steered: use one of {', '.join(STEER_SITES)}")
+
+
+def _act(model: InterpModel, prompt: str, site: Site, position: int | str) -> Tensor:
+    tokens = model.tokens(prompt)
+    pos = token_position(tokens.strs[0], position, prompt)
+    return model.run(tokens, read=[site]).acts[site][0, pos].float()
+
+
+def steering_vector(
+    model: InterpModel, positive: str | Sequence[str], negative: str | Sequence[str], *,
+    layer: int, site: Component = "resid_pre", position: int | str = -1,
+) -> Tensor:
+    """act(positive) - act(negative) at (layer, site, position); for lists of prompts, the
+    mean of the pairwise differences (CAA). Raises if the result is zero."""
+    _check_site(site)
+    where = Site(model.info.check_layer(layer), site)
+    pos_list = [positive] if isinstance(positive, str) else list(positive)
+    neg_list = [negative] if isinstance(negative, str) else list(negative)
+    if not pos_list or len(pos_list) != len(neg_list):
+        raise InterpError(
+            f"{len(pos_list)} positive but {len(neg_list)} negative prompts: pass pairs, as "
+            "many of each (at least one)"
+        )
+    diffs = [_act(model, p, where, position) - _act(model, n, where, position)
+             for p, n in zip(pos_list, neg_list, strict=True)]
+    vector = torch.stack(diffs).mean(0)
+    check_vector(vector, model.info.d_model, f"the {where} difference of the prompts")
+    return vector
+
+
+def check_vector(vector: Tensor, d_model: int, what: str) -> None:
+    """One clear error for a vector of the wrong shape, non-finite or zero."""
+    if tuple(vector.shape) != (d_model,):
+        raise InterpError(
+            f"{what} has shape {list(vector.shape)}, expected [{d_model}] (the model's d_model)"
+        )
+    if not torch.isfinite(vector).all():
+        raise InterpError(f"{what} has NaN or infinite entries")
+    if float(vector.norm()) == 0:
+        raise InterpError(
+            f"{what} is zero (norm 0): use prompts whose activations differ there"
+        )
+
+
+def load_vector(path: str | Path, d_model: int) -> Tensor:
+    """A [d_model] vector from a .pt, .npy or .safetensors file (one tensor, or key 'vector')."""
+    path = Path(path)
+    if path.suffix not in VECTOR_SUFFIXES:
+        raise InterpError(
+            f"steering vector file {str(path)!r} is not {', '.join(VECTOR_SUFFIXES)}: save the "
+            "vector with torch.save, numpy.save or safetensors"
+        )
+    if not path.is_file():
+        raise InterpError(f"steering vector file {str(path)!r} does not exist: check the path")
+    try:
+        if path.suffix == ".npy":
+            loaded: object = torch.from_numpy(np.load(path, allow_pickle=False))
+        elif path.suffix == ".pt":
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            from safetensors.torch import load_file
+
+            loaded = load_file(str(path))
+    except Exception as exc:  # any unreadable file gets the same one line
+        raise InterpError(
+            f"steering vector file {str(path)!r} cannot be read ({type(exc).__name__}: {exc}): "
+            "save one tensor of shape [d_model]"
+        ) from None
+    if isinstance(loaded, dict):
+        tensors = {k: v for k, v in loaded.items() if isinstance(v, Tensor)}
+        if "vector" in tensors:
+            loaded = tensors["vector"]
+        elif len(tensors) == 1:
+            loaded = next(iter(tensors.values()))
+        else:
+            raise InterpError(
+                f"steering vector file {str(path)!r} holds {sorted(tensors)}: store one tensor, "
+                "or name it 'vector'"
+            )
+    if not isinstance(loaded, Tensor):
+        raise InterpError(
+            f"steering vector file {str(path)!r} holds a {type(loaded).__name__}, not a tensor"
+        )
+    vector = loaded.detach().float()
+    check_vector(vector, d_model, f"the steering vector in {str(path)!r}")
+    return vector
+
+
+def _edit_positions(positions: Positions, length: int) -> tuple[int, ...] | None:
+    if positions == "all":
+        return None
+    if positions == "last":
+        return (length - 1,)
+    if isinstance(positions, int) and not isinstance(positions, bool) \
+            and -length <= positions < length:
+        return tuple(range(positions % length, length))
+    raise InterpError(
+        f"positions must be 'all', 'last' or an int N (steer positions N.. of the "
+        f"{length}-token prompt), got {positions!r}"
+    )
+
+
+def _sampler(seed: int, temperature: float) -> Callable[[Tensor], Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+
+    def choose(logits: Tensor) -> Tensor:
+        probs = torch.softmax(logits.float().cpu() / temperature, -1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+    return choose
+
+
+@torch.inference_mode()
+def steer(
+    model: InterpModel, prompt: str, vector: Tensor, *, layer: int, coefs: Sequence[float],
+    site: Component = "resid_pre", positions: Positions = "all", normalize: bool = False,
+    target: str | None = None, foil: str | None = None, max_new_tokens: int = 0,
+    sample: bool = False, seed: int = 0, temperature: float = 1.0, top_k: int = 5,
+) -> SteeringResult:
+    """Add ``coef * vector`` at (layer, site) for every coefficient, batched, and measure."""
+    _check_site(site)
+    where = Site(model.info.check_layer(layer), site)
+    vector = torch.as_tensor(vector).detach().float()
+    check_vector(vector, model.info.d_model, "the steering vector")
+    if normalize:
+        vector = vector / vector.norm()
+    coefs = tuple(float(c) for c in coefs)
+    if not coefs or not all(np.isfinite(coefs)):
+        raise InterpError(f"coef must be finite numbers (at least one), got {list(coefs)!r}")
+    if temperature <= 0:
+        raise InterpError(f"temperature must be > 0, got {temperature}")
+    tokens = model.tokens(prompt)
+    if tokens.batch != 1:
+        raise InterpError("steer takes one prompt; call it once per prompt")
+    where_pos = _edit_positions(positions, tokens.length)
+    target_id = None if target is None else model.vocab.id(target)
+    foil_id = None if foil is None else model.vocab.id(foil)
+    steered = [c for c in dict.fromkeys(coefs) if c != 0]  # coef 0 is the baseline itself
+    rows = [0.0, *steered]
+    edits = [Edit(where, c * vector, mode="add", positions=where_pos, rows=(i,))
+             for i, c in enumerate(rows) if c != 0]
+    batch = tokens.repeat(len(rows))
+    logits = model.run(batch, edits=edits).logits[:, -1].float()  # [rows, V]
+    logprobs = torch.log_softmax(logits, -1)
+    kl = (logprobs[0].exp() * (logprobs[0] - logprobs)).sum(-1)
+    if target_id is None:
+        value = None
+    elif foil_id is None:
+        value = logprobs[:, target_id]
+    else:
+        value = logits[:, target_id] - logits[:, foil_id]
+    top = logprobs.topk(top_k, -1)
+    tops = tuple(tuple((model.vocab.decode_one(int(i)), float(p.exp()))
+                       for p, i in zip(top.values[r], top.indices[r], strict=True))
+                 for r in range(len(rows)))
+    texts: tuple[str, ...] = ()
+    if max_new_tokens:
+        out = greedy_generate(model.backend, batch, max_new_tokens=max_new_tokens, edits=edits,
+                              choose=_sampler(seed, temperature) if sample else None)
+        texts = tuple(model.backend.decode(row[tokens.length:]) for row in out.ids)
+    index = [rows.index(c) if c != 0 else 0 for c in coefs]
+    return SteeringResult(
+        model=model.info.name, prompt=prompt, layer=where.layer, site=site,
+        positions=positions, vector_norm=float(vector.norm()), coefs=coefs,
+        target=target, foil=foil,
+        baseline=None if value is None else float(value[0]),
+        values=None if value is None else value[index].cpu().numpy().astype(np.float64),
+        kl=kl[index].cpu().numpy().astype(np.float64),
+        baseline_top=tops[0], steered_top=tuple(tops[i] for i in index),
+        baseline_text=texts[0] if texts else None,
+        texts=tuple(texts[i] for i in index) if texts else None,
+        sampled=sample,
+    )
