@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .model import InterpModel
-    from .results import LensResult, PatchingResult, PatchscopeResult, SteeringResult
+    from .results import (
+        AttentionResult,
+        LensResult,
+        PatchingResult,
+        PatchscopeResult,
+        SteeringResult,
+    )
 
 
 def _int(name: str, value: object, *, minimum: int | None = None) -> None:
@@ -577,3 +583,76 @@ class SteeringExpectation:
             return None
         head = "\n".join(f"steering: {p}" for p in problems)
         return f"{head}\n{result.table(failing)}"
+
+
+@dataclass(frozen=True)
+class AttentionExpectation:
+    """``@pytest.mark.attention``: what a head (or some head) does."""
+
+    prompt: str | None = None
+    kind: str = "induction"
+    head: tuple[int, int] | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+
+    def __post_init__(self) -> None:
+        from .results import ATTENTION_KINDS
+
+        if self.prompt is not None:
+            _text("prompt", self.prompt)
+        if self.kind not in ATTENTION_KINDS:
+            raise InterpError(f"kind must be one of {', '.join(ATTENTION_KINDS)}, got "
+                              f"{self.kind!r}")
+        if self.head is not None:
+            if not isinstance(self.head, tuple | list) or len(self.head) != 2 or any(
+                    isinstance(x, bool) or not isinstance(x, int) for x in self.head):
+                raise InterpError(f"head must be a (layer, head) pair of ints, got {self.head!r}")
+            object.__setattr__(self, "head", tuple(self.head))
+        _number("min_score", self.min_score)
+        _number("max_score", self.max_score)
+        if self.min_score is None and self.max_score is None:
+            raise InterpError("no check given: pass min_score= and/or max_score=")
+        if self.min_score is not None and self.max_score is not None \
+                and self.min_score > self.max_score:
+            raise InterpError(f"min_score={self.min_score} is greater than "
+                              f"max_score={self.max_score}")
+
+    def validate(self, model: InterpModel) -> None:
+        if self.prompt is not None and model.tokens(self.prompt).length < 2:
+            raise InterpError(f"the prompt {self.prompt!r} has one token: attention scores "
+                              "need two or more")
+        if self.head is not None:
+            model.info.check_layer(self.head[0])
+            model.info.check_head(self.head[1])
+
+    def check(self, model: InterpModel) -> str | None:
+        return self.judge(model.attention(self.prompt))
+
+    def judge(self, result: AttentionResult) -> str | None:
+        """The failure text, or None when the head (or, head=None, some head) is in range."""
+        lo, hi = self.min_score, self.max_score
+
+        def ok(layer: int, head: int) -> bool:
+            value = result.score(self.kind, layer, head)
+            return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+        bounds = " and ".join(f"{name}={v}" for name, v in (("min_score", lo), ("max_score", hi))
+                              if v is not None)
+        best = result.best(self.kind)
+        if self.head is not None:
+            layer, head = result.head_index(*self.head)
+            if ok(layer, head):
+                return None
+            problem = (f"L{layer}H{head} has {self.kind} score "
+                       f"{result.score(self.kind, layer, head):.3f} (label "
+                       f"{result.label(layer, head)}), expected {bounds}")
+            rows, mark = [(layer, head), *[h for h in best if h != (layer, head)]], [(layer, head)]
+        else:
+            if any(ok(layer, head) for layer in range(result.n_layers)
+                   for head in range(result.n_heads)):
+                return None
+            top = best[0]
+            problem = (f"no head has a {self.kind} score with {bounds}; the highest is "
+                       f"L{top[0]}H{top[1]} at {result.score(self.kind, *top):.3f}")
+            rows, mark = best, []
+        return f"attention: {problem}\n{result.table(rows, mark)}"

@@ -18,6 +18,7 @@ from .settings import BACKENDS, DEVICES, DTYPES, IDENTITY_PROMPT, PLACEHOLDER, p
 
 if TYPE_CHECKING:
     from .expect import (
+        AttentionExpectation,
         LensExpectation,
         LogitDiffExpectation,
         PatchingExpectation,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     )
 
     Expectation = (LensExpectation | LogitDiffExpectation | PatchingExpectation
-                   | PatchscopeExpectation | SteeringExpectation)
+                   | PatchscopeExpectation | SteeringExpectation | AttentionExpectation)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,12 @@ def _steering(
 ) -> None: ...
 
 
+def _attention(
+    prompt: str | None = None, *, kind: str, head: tuple[int, int] | None = None,
+    min_score: float | None = None, max_score: float | None = None,
+) -> None: ...
+
+
 INTERP_MODEL = MarkerDef(
     "interp_model", _interp_model,
     "run this test (class, module) on another model or backend; spec is an alias, "
@@ -142,8 +149,13 @@ STEERING = MarkerDef(
     "assert what a steering vector does: positive - negative activations (or vector=FILE) "
     "added coef times at layer moves target - foil by min/max_delta, or steers generation.",
 )
+ATTENTION = MarkerDef(
+    "attention", _attention,
+    "assert what heads do: head=(layer, head)'s kind score (previous_token, induction, "
+    "first_token, self, entropy) within [min_score, max_score]; head=None: some head.",
+)
 MARKERS: tuple[MarkerDef, ...] = (INTERP_MODEL, LENS, LOGIT_DIFF, ACTIVATION_PATCHING,
-                                  PATCHSCOPE, STEERING)
+                                  PATCHSCOPE, STEERING, ATTENTION)
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,7 @@ def parse_expectation(
 ) -> Expectation:
     """Read an expectation marker into its frozen dataclass (model-independent checks)."""
     from .expect import (
+        AttentionExpectation,
         LensExpectation,
         LogitDiffExpectation,
         PatchingExpectation,
@@ -189,6 +202,8 @@ def parse_expectation(
     )
 
     bound = marker.bind(args, kwargs)
+    if marker is ATTENTION:
+        return AttentionExpectation(**bound)
     if marker is PATCHSCOPE:
         return PatchscopeExpectation(**bound)
     if marker is STEERING:
@@ -211,4 +226,4 @@ def parse_expectation(
 
 
 EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS, LOGIT_DIFF, ACTIVATION_PATCHING, PATCHSCOPE,
-                                              STEERING)
+                                              STEERING, ATTENTION)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .backends.base import Backend, Component, Edit, ModelInfo, Run, Site, Tokens
     from .probes.lens import TunedLens
     from .results import (
+        AttentionResult,
         LensResult,
         PatchingResult,
         PatchscopeResult,
@@ -348,6 +349,17 @@ class InterpModel:
                 sample=sample, seed=seed, temperature=temperature,
             )
         return self._steering[key]
+
+    def attention(
+        self, prompt: str | None = None, *, n: int = 20, seed: int = 0,
+        thresholds: dict[str, float] | None = None,
+    ) -> AttentionResult:
+        """Every head's entropy, first-token, previous-token and self scores on ``prompt``
+        (None = ``n`` seeded random tokens repeated twice), its induction score on that
+        repeated sequence, and a label per head (``thresholds`` override the defaults)."""
+        from .probes.attention import attention
+
+        return attention(self, prompt, n=n, seed=seed, thresholds=thresholds)
 
     def generate_tokens(
         self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,

@@ -486,3 +486,92 @@ class SteeringResult:
             for i, coef in enumerate(self.coefs):
                 lines.append(f"{'>' if i in failing else ' '} {coef:>8g}  {self.texts[i]!r}")
         return "\n".join(lines)
+
+
+ATTENTION_KINDS = ("previous_token", "induction", "first_token", "self", "entropy")
+# Label thresholds, checked in this order; a head meeting none is "mixed".
+LABEL_THRESHOLDS: dict[str, float] = {
+    "induction": 0.4, "previous_token": 0.5, "self": 0.5, "first_token": 0.6,
+}
+
+
+def attention_labels(
+    scores: dict[str, np.ndarray], thresholds: dict[str, float] | None = None
+) -> tuple[tuple[str, ...], ...]:
+    """A label per head: the first kind (induction, previous_token, self, first_token) whose
+    score reaches its threshold, else "mixed"."""
+    limits = dict(LABEL_THRESHOLDS)
+    for kind, value in (thresholds or {}).items():
+        if kind not in limits:
+            raise InterpError(f"no label threshold {kind!r}: use {', '.join(limits)}")
+        limits[kind] = float(value)
+    n_layers, n_heads = scores["induction"].shape
+    return tuple(
+        tuple(next((k for k, t in limits.items() if scores[k][layer, head] >= t), "mixed")
+              for head in range(n_heads))
+        for layer in range(n_layers)
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionResult:
+    """Per-head attention scores [layers, heads] by kind, a label per head, and the patterns
+    [layers, heads, query, key] of the prompt (the repeated random sequence when None)."""
+
+    model: str
+    prompt: str | None
+    str_tokens: tuple[str, ...]
+    scores: dict[str, np.ndarray]
+    labels: tuple[tuple[str, ...], ...]
+    patterns: np.ndarray
+    seed: int = 0
+    n: int = 20
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_heads(self) -> int:
+        return len(self.labels[0])
+
+    def head_index(self, layer: int, head: int) -> tuple[int, int]:
+        for name, value, size in (("layer", layer, self.n_layers), ("head", head, self.n_heads)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+                    or not -size <= value < size:
+                raise SiteError(f"{name} {value!r} is out of range for {self.model} with {size} "
+                                f"{name}s: use 0..{size - 1}")
+        return int(layer) % self.n_layers, int(head) % self.n_heads
+
+    def score(self, kind: str, layer: int, head: int) -> float:
+        if kind not in ATTENTION_KINDS:
+            raise InterpError(f"unknown attention kind {kind!r}: use {', '.join(ATTENTION_KINDS)}")
+        li, hi = self.head_index(layer, head)
+        return float(self.scores[kind][li, hi])
+
+    def label(self, layer: int, head: int) -> str:
+        li, hi = self.head_index(layer, head)
+        return self.labels[li][hi]
+
+    def heads(self, label: str) -> list[tuple[int, int]]:
+        """Every (layer, head) with this label."""
+        return [(layer, head) for layer, row in enumerate(self.labels)
+                for head, got in enumerate(row) if got == label]
+
+    def best(self, kind: str, k: int = 5) -> list[tuple[int, int]]:
+        """The ``k`` heads with the highest score of ``kind``."""
+        flat = np.argsort(-self.scores[kind], axis=None, kind="stable")[:k]
+        return [tuple(int(x) for x in np.unravel_index(i, self.scores[kind].shape))
+                for i in flat]  # type: ignore[misc]
+
+    def table(self, heads: Sequence[tuple[int, int]], mark: Sequence[tuple[int, int]] = ()) -> str:
+        """One row per head: every score and the label; heads in ``mark`` flagged ``>``."""
+        where = "the repeated random sequence" if self.prompt is None else repr(self.prompt)
+        lines = [f"attention heads of {self.model} on {where} (induction on {self.n} seeded "
+                 f"random tokens x 2, seed {self.seed})",
+                 f"  {'head':>7}" + "".join(f"  {k:>14}" for k in ATTENTION_KINDS) + "  label"]
+        for layer, head in heads:
+            cells = "".join(f"  {self.scores[k][layer, head]:>14.3f}" for k in ATTENTION_KINDS)
+            flag = ">" if (layer, head) in mark else " "
+            lines.append(f"{flag} {f'L{layer}H{head}':>7}{cells}  {self.labels[layer][head]}")
+        return "\n".join(lines)
