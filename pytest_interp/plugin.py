@@ -73,6 +73,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=f"interp_{name}", metavar=metavar, default=None,
                         help=f"{help_text} (ini: interp_{name}{default_text})")
         parser.addini(f"interp_{name}", help_text, default=default)
+    for name, default in (("prob", "0.02"), ("logit", "0.1"), ("recovery", "0.05")):
+        parser.addini(f"interp_snapshot_{name}_tol",
+                      f"interp_snapshot: absolute tolerance on {name} values", default=default)
 
 
 def _setting(config: pytest.Config, name: str) -> str | None:
@@ -222,6 +225,29 @@ def interp_cache(
         return interp_model.cache(prompt, components=components)  # type: ignore[arg-type]
 
     return cache
+
+
+@pytest.fixture
+def interp_snapshot(snapshot: Any, request: pytest.FixtureRequest) -> Any:
+    """syrupy's ``snapshot`` storing results as readable text, compared within tolerances
+    (ini ``interp_snapshot_{prob,logit,recovery}_tol``) and diffed in model terms."""
+    from .snapshot import InterpSnapshotExtension, with_tolerance
+
+    config = request.config
+    tolerances = {}
+    for name in ("prob", "logit", "recovery"):
+        raw = config.getini(f"interp_snapshot_{name}_tol")
+        try:
+            tolerances[name] = float(raw)
+        except ValueError:
+            pytest.fail(f"pytest-interp: interp_snapshot_{name}_tol = {raw!r} is not a number: "
+                        "set a non-negative number such as 0.05", pytrace=False)
+        if not tolerances[name] >= 0:
+            pytest.fail(f"pytest-interp: interp_snapshot_{name}_tol = {raw!r} is negative: "
+                        "set a non-negative number such as 0.05", pytrace=False)
+    extension = with_tolerance(InterpSnapshotExtension, **tolerances)
+    extension.details = bool(getattr(config.option, "include_snapshot_details", False))
+    return snapshot.use_extension(extension)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,170 @@
+"""Snapshots: tolerant comparison in model terms, and the syrupy flow through pytester."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_interp.results import AttentionResult, LensResult, Vocab, attention_labels
+from pytest_interp.snapshot import (
+    SnapshotFormatError,
+    Tolerances,
+    compare,
+    parse,
+    render,
+    summarize,
+    with_tolerance,
+)
+
+from .test_plugin import _ini, _preload_libraries  # noqa: F401
+
+pytest_plugins = ["pytester"]
+
+VOCAB = Vocab.from_strings([" Paris", " London", " Rome", " the"])
+
+
+def _lens(logits_last: list[float]) -> LensResult:
+    logits = np.array([[[0.0, 0.0, 0.0, 5.0]], [logits_last]])
+    return LensResult(model="m", lens="logit", prompt="The capital of France is",
+                      str_tokens=("The", " capital", " of", " France", " is"), positions=(4,),
+                      logits=logits, final_logits=logits[-1], vocab=VOCAB)
+
+
+def _attention(induction: float) -> AttentionResult:
+    scores = {k: np.full((2, 2), 0.1) for k in ("previous_token", "first_token", "self",
+                                                "entropy")}
+    scores["induction"] = np.array([[0.0, 0.0], [0.0, induction]])
+    return AttentionResult(model="m", prompt=None, str_tokens=("a",), scores=scores,
+                           labels=attention_labels(scores), patterns=np.zeros((2, 2, 1, 1)))
+
+
+def _texts(old, new, tol=None) -> list[str]:
+    tol = tol or Tolerances()
+    return [c.text for c in compare(parse(render(old)), parse(render(new)), tol)]
+
+
+def test_lens_changes_in_model_terms():
+    base = _lens([3.0, 2.0, 0.0, 0.0])
+    assert _texts(base, _lens([3.001, 2.0, 0.0, 0.0])) == []  # float noise
+    assert _texts(base, _lens([2.0, 3.0, 0.0, 0.0])) == [
+        "layer 1 pos -1 (' is'): top-1 ' Paris' (0.68) -> ' London' (0.68)",
+        "layer 1 pos -1 (' is'): P(' Paris') 0.68 -> 0.25",
+        "layer 1 pos -1 (' is'): P(' London') 0.25 -> 0.68",
+    ]
+    assert _texts(_lens([3.0, 3.0, 0.0, 0.0]), _lens([3.0, 3.0 + 1e-6, 0.0, 0.0])) == []  # tie
+
+
+def test_attention_change_names_the_head_and_label():
+    assert _texts(_attention(0.82), _attention(0.11)) == [
+        "L1H1: induction 0.82 -> 0.11 (label induction -> mixed)"]
+    assert _texts(_attention(0.41), _attention(0.395)) == []  # a label flip within tolerance
+    assert _texts(_attention(0.82), _attention(0.7), with_tolerance(prob=0.2).tolerances) == []
+
+
+def test_a_different_measurement_and_unreadable_snapshots():
+    other = LensResult(**{**_lens([3, 2, 0, 0]).__dict__, "prompt": "Another prompt"})
+    assert _texts(_lens([3, 2, 0, 0]), other) == [
+        "a different measurement: prompt 'The capital of France is' -> 'Another prompt'"]
+    with pytest.raises(SnapshotFormatError) as err:
+        parse(render(_lens([3, 2, 0, 0])).replace('"top"', "top", 1))
+    assert str(err.value).startswith("line 3 of the snapshot is not JSON (")
+    with pytest.raises(TypeError):
+        with_tolerance(probability=0.1)
+    assert summarize(_attention(0.5))[1][3]["label"] == "induction"
+
+
+SUITE = """
+    import pytest
+
+    def test_attention(interp_model, interp_snapshot):
+        assert interp_snapshot == interp_model.attention()
+
+    def test_lens(interp_model, interp_snapshot):
+        assert interp_snapshot == interp_model.logit_lens("The cat sat on the", positions=None)
+
+    def test_generation(interp_model, interp_snapshot):
+        assert interp_snapshot == interp_model.generate("The cat sat", max_new_tokens=5)
+"""
+
+
+def _perturbed_copy(load_raw_hf, path, layer: int, head: int) -> None:
+    """tiny-random-llama saved to ``path`` with one head's queries and keys made sharp."""
+    raw = load_raw_hf("tiny-random-llama")
+    state = {k: v.clone() for k, v in raw.model.state_dict().items()}
+    d_head = raw.model.config.hidden_size // raw.model.config.num_attention_heads
+    rows = slice(head * d_head, (head + 1) * d_head)
+    attn = f"model.layers.{layer}.self_attn"
+    state[f"{attn}.q_proj.weight"][rows] *= 2000  # a sharp pattern, for this head only
+    raw.model.save_pretrained(path, state_dict=state)
+    raw.tokenizer.save_pretrained(path)
+
+
+def test_snapshot_flow_on_tiny_llama(pytester, load_raw_hf, tmp_path):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=SUITE)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=3)
+    stored = pytester.path / "__snapshots__" / "test_m.interp"
+    first = stored.read_bytes()
+    assert first.decode().count("pytest-interp snapshot v1") == 2  # generation is plain amber
+    pytester.runpytest().assert_outcomes(passed=3)
+    pytester.runpytest("--interp-backend", "nnsight").assert_outcomes(passed=3)
+    assert stored.read_bytes() == first
+
+    _perturbed_copy(load_raw_hf, tmp_path / "perturbed", layer=1, head=2)
+    result = pytester.runpytest("--interp-model", str(tmp_path / "perturbed"))
+    result.assert_outcomes(failed=3)  # one head changed: so did everything downstream of it
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "attention of perturbed changed" in line)
+    assert lines[start].endswith("changed beyond tolerance (prob 0.02, logit 0.1, recovery "
+                                 "0.05), 5 changes, largest first:")
+    assert lines[start + 1].strip() == "E           L1H2: entropy 2.70 -> 0.00"
+    assert all("L1H2" in line for line in lines[start + 1:start + 5])  # the head, first
+    assert stored.read_bytes() == first  # a failure never rewrites the file
+    pytester.runpytest("--interp-model", str(tmp_path / "perturbed"),
+                       "--snapshot-update").assert_outcomes(passed=3)
+    pytester.runpytest("--interp-model", str(tmp_path / "perturbed")).assert_outcomes(passed=3)
+    assert stored.read_bytes() != first
+
+
+def test_corrupt_snapshot_is_named(pytester):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=SUITE)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=3)
+    stored = pytester.path / "__snapshots__" / "test_m.interp"
+    text = stored.read_text()
+    stored.write_text(text.replace('"label": "mixed"}', '"label": mixed}', 1))
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1, passed=2)
+    result.stdout.fnmatch_lines([
+        "*the stored snapshot cannot be read: line * of the snapshot is not JSON (*); fix it by "
+        "hand or re-create it with --snapshot-update",
+    ])
+
+
+def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
+    _ini(pytester, model="smollm2-135m")
+    pytester.makepyfile(test_m="""
+        def test_all(interp_model, interp_snapshot):
+            fact = "The capital of France is"
+            assert interp_snapshot(name="lens") == interp_model.logit_lens(fact)
+            assert interp_snapshot(name="attention") == interp_model.attention()
+            assert interp_snapshot(name="patchscope") == interp_model.patchscope(
+                "Amazon's former CEO attended Oscars", " CEO", layer=[0, 1, 15], expected="CEO")
+            v = interp_model.steering_vector("I love this", "I hate this", layer=16)
+            assert interp_snapshot(name="steering") == interp_model.steer(
+                "I think this movie is", v, layer=16, coef=[0, 2], positions=1,
+                target=" great", foil=" terrible", max_new_tokens=6)
+            assert interp_snapshot(name="patching") == interp_model.activation_patching(
+                "When Mary and John went to the store, John gave a drink to",
+                "When Mary and John went to the store, Mary gave a drink to",
+                answer=" Mary", foil=" John", site="attn_out", layers=[0, 14, 29])
+            assert interp_snapshot(name="generation") == interp_model.generate(fact)
+    """)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    stored = pytester.path / "__snapshots__" / "test_m.interp"
+    first = stored.read_bytes()
+    stored.unlink()
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    assert stored.read_bytes() == first
+    assert "layer 29" not in first.decode()
+    assert '"text": "CEO;\\n\\n' in first.decode()
