@@ -168,3 +168,29 @@ def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
     assert stored.read_bytes() == first
     assert "layer 29" not in first.decode()
     assert '"text": "CEO;\\n\\n' in first.decode()
+
+
+def test_snapshots_under_xdist_are_neither_lost_nor_duplicated(pytester):
+    _ini(pytester, model="tiny-random-llama")
+    tests = "\n".join(f"""
+def test_lens_{i}(interp_model, interp_snapshot):
+    assert interp_snapshot == interp_model.logit_lens("The cat sat on mat {i}")
+""" for i in range(6))
+    pytester.makepyfile(test_m=tests)
+    pytester.runpytest("-n", "2", "--snapshot-update").assert_outcomes(passed=6)
+    stored = pytester.path / "__snapshots__" / "test_m.interp"
+    text = stored.read_text()
+    assert sorted(line for line in text.splitlines() if line.startswith("# name:")) == [
+        f"# name: test_lens_{i}" for i in range(6)]
+    result = pytester.runpytest("-n", "2")
+    result.assert_outcomes(passed=6)
+    assert "unused" not in result.stdout.str()
+    serial = pytester.runpytest("-p", "no:xdist")
+    serial.assert_outcomes(passed=6)
+    serial.stdout.fnmatch_lines(["6 snapshots passed."])
+    assert stored.read_text() == text
+    pytester.makepyfile(test_m=tests.split("\ndef test_lens_5")[0])  # test_lens_5 removed
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["5 snapshots passed. 1 snapshot unused."])
+    pytester.runpytest("--snapshot-update").stdout.fnmatch_lines(["*1 unused snapshot deleted*"])
+    assert "test_lens_5" not in stored.read_text()

@@ -90,6 +90,13 @@ def test_steering_is_monotone_in_coef_and_zero_is_a_no_op(interp_model):
     assert list(result.delta) == sorted(result.delta)
 
 
+@pytest.mark.attention(kind="induction", head=(18, 6), min_score=0.7)
+@pytest.mark.attention(kind="previous_token", head=(16, 0), min_score=0.8)
+@pytest.mark.attention(kind="induction", min_score=0.8)
+def test_induction_and_previous_token_heads():
+    """SmolLM2 has induction heads in layers 16-18 and previous-token heads feeding them."""
+
+
 def test_attention_patterns_are_causal_distributions(interp_cache, interp_model):
     cache = interp_cache(IOI_CLEAN)
     for layer in range(interp_model.info.n_layers):
