@@ -194,3 +194,66 @@ def test_lens_{i}(interp_model, interp_snapshot):
     result.stdout.fnmatch_lines(["5 snapshots passed. 1 snapshot unused."])
     pytester.runpytest("--snapshot-update").stdout.fnmatch_lines(["*1 unused snapshot deleted*"])
     assert "test_lens_5" not in stored.read_text()
+
+
+def _pair(cls, **changes):
+    """A hand-built result of ``cls`` and a copy with ``changes``."""
+    from pytest_interp.results import PatchingResult, PatchscopeResult, SteeringResult
+
+    base = {
+        PatchingResult: dict(
+            model="m", site="resid_pre", clean="a b", corrupted="a c", answer=" x", foil=" y",
+            clean_tokens=("a", " b"), corrupted_tokens=("a", " c"), clean_logit_diff=2.0,
+            corrupted_logit_diff=-2.0, patched=np.array([[-2.0, 1.0], [-2.0, 2.0]])),
+        PatchscopeResult: dict(
+            model="m", source="a b", source_tokens=("a", " b"), source_position=1,
+            target="t ?", target_tokens=("t", " ?"), target_position=1, pairs=((0, 0), (1, 1)),
+            continuations=("b;", "x"), token_ids=((1,), (2,)), expected="b",
+            expected_prob=(0.5, 0.1)),
+        SteeringResult: dict(
+            model="m", prompt="p", layer=1, site="resid_pre", positions="all",
+            vector_norm=3.0, coefs=(0.0, 2.0), target=" x", foil=" y", baseline=1.0,
+            values=np.array([1.0, 3.0]), kl=np.array([0.0, 0.5]),
+            baseline_top=((" x", 0.5),), steered_top=(((" x", 0.5),), ((" x", 0.7),)),
+            baseline_text="t", texts=("t", "u")),
+    }[cls]
+    return cls(**base), cls(**(base | changes))
+
+
+def test_patching_patchscope_and_steering_changes():
+    from pytest_interp.results import PatchingResult, PatchscopeResult, SteeringResult
+
+    old, new = _pair(PatchingResult, patched=np.array([[-2.0, 1.0], [-2.0, 0.0]]),
+                     clean_logit_diff=2.05)
+    assert _texts(old, new) == ["resid_pre L1 pos 1 (' b'): recovery 1.00 -> 0.49"]
+    old, new = _pair(PatchscopeResult, continuations=("b;", "y"), expected_prob=(0.4, 0.1))
+    assert _texts(old, new) == ["layers 1->1: 'x' -> 'y'", "layers 0->0: P('b') 0.50 -> 0.40"]
+    old, new = _pair(SteeringResult, values=np.array([1.0, 2.5]), texts=("t", "v"),
+                     kl=np.array([0.0, 0.55]))
+    assert _texts(old, new) == ["coef 2: generation 'u' -> 'v'", "coef 2: value 3.00 -> 2.50"]
+
+
+def test_snapshot_details_lists_every_change(pytester, load_raw_hf, tmp_path):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        def test_attention(interp_model, interp_snapshot):
+            assert interp_snapshot == interp_model.attention()
+    """)
+    pytester.makeconftest("""
+        import pytest
+        from pytest_interp.snapshot import InterpSnapshotExtension
+
+        @pytest.fixture(autouse=True)
+        def show_two():
+            InterpSnapshotExtension.shown = 2  # fewer than this perturbation's 5 changes
+            yield
+            InterpSnapshotExtension.shown = 10
+    """)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    _perturbed_copy(load_raw_hf, tmp_path / "perturbed", layer=0, head=1)
+    model = ("--interp-model", str(tmp_path / "perturbed"))
+    short = pytester.runpytest(*model).stdout.str()
+    full = pytester.runpytest(*model, "--snapshot-details").stdout.str()
+    assert "... 3 more (--snapshot-details shows all; --snapshot-update accepts them)" in short
+    assert "more (--snapshot-details" not in full
+    assert full.count("-> ") > short.count("-> ")
