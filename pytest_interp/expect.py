@@ -652,7 +652,7 @@ class AttentionExpectation:
                    for head in range(result.n_heads)):
                 return None
             top = best[0]
-            problem = (f"no head has a {self.kind} score with {bounds}; the highest is "
+            problem = (f"no head's {self.kind} score meets {bounds}; the highest is "
                        f"L{top[0]}H{top[1]} at {result.score(self.kind, *top):.3f}")
             rows, mark = best, []
         return f"attention: {problem}\n{result.table(rows, mark)}"

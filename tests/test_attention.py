@@ -59,7 +59,7 @@ def test_expectation_failure_text():
         "1.200  induction",
     ]
     assert AttentionExpectation(kind="self", min_score=0.5).judge(result).splitlines()[0] == (
-        "attention: no head has a self score with min_score=0.5; the highest is L0H0 at 0.050")
+        "attention: no head's self score meets min_score=0.5; the highest is L0H0 at 0.050")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
