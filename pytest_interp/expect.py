@@ -656,3 +656,12 @@ class AttentionExpectation:
                        f"L{top[0]}H{top[1]} at {result.score(self.kind, *top):.3f}")
             rows, mark = best, []
         return f"attention: {problem}\n{result.table(rows, mark)}"
+
+
+Expectation = (LensExpectation | LogitDiffExpectation | PatchingExpectation
+               | PatchscopeExpectation | SteeringExpectation | AttentionExpectation)
+EXPECTATIONS: dict[str, type[Expectation]] = {  # marker name -> its expectation
+    "lens": LensExpectation, "logit_diff": LogitDiffExpectation,
+    "activation_patching": PatchingExpectation, "patchscope": PatchscopeExpectation,
+    "steering": SteeringExpectation, "attention": AttentionExpectation,
+}

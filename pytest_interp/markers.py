@@ -17,17 +17,7 @@ from .errors import InterpError
 from .settings import BACKENDS, DEVICES, DTYPES, IDENTITY_PROMPT, PLACEHOLDER, parse_bool
 
 if TYPE_CHECKING:
-    from .expect import (
-        AttentionExpectation,
-        LensExpectation,
-        LogitDiffExpectation,
-        PatchingExpectation,
-        PatchscopeExpectation,
-        SteeringExpectation,
-    )
-
-    Expectation = (LensExpectation | LogitDiffExpectation | PatchingExpectation
-                   | PatchscopeExpectation | SteeringExpectation | AttentionExpectation)
+    from .expect import Expectation
 
 
 @dataclass(frozen=True)
@@ -188,41 +178,29 @@ def parse_interp_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ModelOv
     )
 
 
+_FILE_ARGS = {"lens": "lens", "steering": "vector"}  # marker -> its argument naming a file
+
+
 def parse_expectation(
     marker: MarkerDef, args: tuple[Any, ...], kwargs: dict[str, Any], root: Path
 ) -> Expectation:
     """Read an expectation marker into its frozen dataclass (model-independent checks)."""
-    from .expect import (
-        AttentionExpectation,
-        LensExpectation,
-        LogitDiffExpectation,
-        PatchingExpectation,
-        PatchscopeExpectation,
-        SteeringExpectation,
-    )
+    from .expect import EXPECTATIONS
 
     bound = marker.bind(args, kwargs)
-    if marker is ATTENTION:
-        return AttentionExpectation(**bound)
-    if marker is PATCHSCOPE:
-        return PatchscopeExpectation(**bound)
-    if marker is STEERING:
-        vector = bound["vector"]
-        if isinstance(vector, str | Path) and not Path(vector).is_absolute():
-            bound["vector"] = str(root / vector)  # vector files are relative to the rootdir
-        elif isinstance(vector, Path):
-            bound["vector"] = str(vector)
-        return SteeringExpectation(**bound)
-    if marker is LOGIT_DIFF:
-        return LogitDiffExpectation(**bound)
-    if marker is ACTIVATION_PATCHING:
-        return PatchingExpectation(**bound)
-    lens = bound.get("lens")
-    if isinstance(lens, str | Path) and str(lens) != "logit" and not Path(lens).is_absolute():
-        bound["lens"] = str(root / lens)  # tuned-lens folders are relative to the rootdir
-    elif isinstance(lens, Path):
-        bound["lens"] = str(lens)
-    return LensExpectation(**bound)
+    key = _FILE_ARGS.get(marker.name)
+    if key is not None:
+        bound[key] = _rooted(bound[key], root)
+    return EXPECTATIONS[marker.name](**bound)
+
+
+def _rooted(value: Any, root: Path) -> Any:
+    """A file argument as a string; a relative path is taken from the rootdir."""
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str) and value != "logit" and not Path(value).is_absolute():
+        return str(root / value)
+    return value
 
 
 EXPECTATION_MARKERS: tuple[MarkerDef, ...] = (LENS, LOGIT_DIFF, ACTIVATION_PATCHING, PATCHSCOPE,
