@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from .errors import InterpError, ModelSpecError
+from .record import record
 from .settings import DEFAULT_MEMO_BYTES, IDENTITY_PROMPT, PLACEHOLDER, ModelRequest
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ class InterpModel:
         """Every block's resid_post decoded by final norm + unembedding, at ``positions``."""
         from .probes.lens import run_lens
 
-        return run_lens(self, prompt, positions=positions)
+        return record(run_lens(self, prompt, positions=positions))
 
     def tuned_lens(
         self, prompt: str, *, lens: str | TunedLens, positions: int | Sequence[int] | None = -1
@@ -231,7 +232,7 @@ class InterpModel:
             if key not in self._tuned_lenses:
                 self._tuned_lenses[key] = TunedLens.load(key)
             lens = self._tuned_lenses[key]
-        return run_lens(self, prompt, positions=positions, lens=lens)
+        return record(run_lens(self, prompt, positions=positions, lens=lens))
 
     def logit_diff(self, prompt: str, answer: str, foil: str) -> float:
         """logit(answer) - logit(foil) at the last position (memoised run)."""
@@ -257,7 +258,7 @@ class InterpModel:
                 self, clean, corrupted, answer=answer, foil=foil, site=site,
                 per_position=per_position, layers=layers, positions=positions,
             )
-        return self._sweeps[key]
+        return record(self._sweeps[key])
 
     def patchscope(
         self, source: str, token: TokenSpec, *, layer: int | Iterable[int],
@@ -298,9 +299,9 @@ class InterpModel:
                 max_new_tokens=max_new_tokens, expected=expected,
             )
             if mapping is not None:
-                return result
+                return record(result)
             self._patchscopes[key] = result
-        return self._patchscopes[key]
+        return record(self._patchscopes[key])
 
     def steering_vector(
         self, positive: str | Sequence[str], negative: str | Sequence[str], *, layer: int,
@@ -348,7 +349,7 @@ class InterpModel:
                 normalize=normalize, target=target, foil=foil, max_new_tokens=max_new_tokens,
                 sample=sample, seed=seed, temperature=temperature,
             )
-        return self._steering[key]
+        return record(self._steering[key])
 
     def attention(
         self, prompt: str | None = None, *, n: int = 20, seed: int = 0,
@@ -359,7 +360,7 @@ class InterpModel:
         repeated sequence, and a label per head (``thresholds`` override the defaults)."""
         from .probes.attention import attention
 
-        return attention(self, prompt, n=n, seed=seed, thresholds=thresholds)
+        return record(attention(self, prompt, n=n, seed=seed, thresholds=thresholds))
 
     def generate_tokens(
         self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,

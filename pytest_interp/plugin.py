@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -73,6 +74,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=f"interp_{name}", metavar=metavar, default=None,
                         help=f"{help_text} (ini: interp_{name}{default_text})")
         parser.addini(f"interp_{name}", help_text, default=default)
+    group.addoption("--interp-report", dest="interp_report", metavar="PATH", default=None,
+                    help="write a self-contained HTML report with figures to PATH "
+                         "(ini: interp_report)")
+    parser.addini("interp_report", "path of the HTML report (relative to the rootdir)")
     for name, default in (("prob", "0.02"), ("logit", "0.1"), ("recovery", "0.05")):
         parser.addini(f"interp_snapshot_{name}_tol",
                       f"interp_snapshot: absolute tolerance on {name} values", default=default)
@@ -114,6 +119,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from .model import ModelPool  # torch-free module; torch loads with the first model
 
     config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes)
+    _start_report(config)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -270,7 +276,102 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]
     return result
 
 
+REPORT_KEY = pytest.StashKey[Any]()  # _Report | None
+
+
+@dataclass
+class _Report:
+    path: Path
+    start: float
+    entries: dict[str, Any]  # nodeid -> report.html.Entry
+
+
+def _report_path(config: pytest.Config) -> Path | None:
+    raw = config.getoption("interp_report") or config.getini("interp_report")
+    if not raw:
+        return None
+    path = Path(raw)
+    return path if path.is_absolute() else (
+        Path.cwd() / path if config.getoption("interp_report") else config.rootpath / path)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """Record the results a test produces, for the report's figures."""
+    from .record import recording
+
+    with recording() as items:
+        try:
+            return (yield)
+        finally:
+            item.stash[RECORDED_KEY] = list(items)
+
+
+RECORDED_KEY = pytest.StashKey[list[Any]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, Any]:
+    """Attach the figures (HTML) to the call report; they travel with it under xdist."""
+    report = yield
+    if call.when == "call" and _report_path(item.config) is not None:
+        from .report.figures import figure
+
+        html = "".join(figure(x) for x in item.stash.get(RECORDED_KEY, []))
+        if html:
+            report.user_properties.append(("interp_figures", html))
+    return report
+
+
+_ACTIVE: list[_Report] = []  # a stack: pytester runs sessions inside sessions
+
+
+def _start_report(config: pytest.Config) -> None:
+    """Collect report entries when a report is asked for (on the controller, not workers)."""
+    path = _report_path(config)
+    if path is not None and not hasattr(config, "workerinput"):
+        import time
+
+        state = _Report(path, time.perf_counter(), {})
+        config.stash[REPORT_KEY] = state
+        _ACTIVE.append(state)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(REPORT_KEY, None)
+    if state is not None and state in _ACTIVE:
+        _ACTIVE.remove(state)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not _ACTIVE or (report.when != "call" and not report.failed and not report.skipped):
+        return
+    from .report.html import Entry
+
+    entry = _ACTIVE[-1].entries.setdefault(report.nodeid, Entry(report.nodeid))
+    entry.outcome = "failed" if report.failed else report.outcome
+    entry.duration += report.duration
+    if report.failed or report.skipped:
+        entry.failure += report.longreprtext
+    entry.figures += [v for k, v in report.user_properties if k == "interp_figures"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(REPORT_KEY, None)
+    if state is None:
+        return
+    import time
+
+    from .report.html import write_report
+
+    write_report(state.path, list(state.entries.values()),
+                 pytest_report_header(session.config), time.perf_counter() - state.start)
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(REPORT_KEY, None)
+    if state is not None:
+        terminalreporter.write_line(f"interp: report written to {state.path}")
     pool = config.stash.get(POOL_KEY, None)
     if pool is None or not pool.loaded():
         return

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from syrupy.extensions.amber import AmberSnapshotExtension
 
+from .record import SnapshotDiff, record
 from .results import (
     ATTENTION_KINDS,
     AttentionResult,
@@ -302,7 +303,9 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
             yield from super().diff_lines(serialized_data, snapshot_data)
             return
         changes = self._changes(serialized_data, snapshot_data)
-        meta = parse(serialized_data)[0] if is_ours(serialized_data) else {}
+        meta = parse(serialized_data)[0]
+        record(SnapshotDiff(f"{meta.get('kind')} of {meta.get('model')}", snapshot_data,
+                            serialized_data, tuple(c.text for c in changes)))
         shown = changes if self.details else changes[: self.shown]
         yield (f"{meta.get('kind', 'result')} of {meta.get('model', '?')} changed beyond "
                f"tolerance ({_tolerance_text(self.tolerances)}), {len(changes)} change"

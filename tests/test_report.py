@@ -1,0 +1,90 @@
+"""The HTML report: every figure kind, failures, snapshot diffs side by side, xdist."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .test_plugin import _ini, _preload_libraries  # noqa: F401
+
+pytest_plugins = ["pytester"]
+
+SUITE = """
+    import pytest
+
+    CLEAN, CORRUPTED = "The cat sat on the", "The dog sat on the"
+
+    @pytest.mark.lens("The cat sat", target=" on", layer=-1, top_k=1)
+    def test_lens_fails():
+        pass
+
+    @pytest.mark.activation_patching(CLEAN, CORRUPTED, answer=" mat", foil=" rug",
+                                     position=1, peak_layer=(0, 2))
+    def test_patching():
+        pass
+
+    def test_patchscope_and_steering(interp_model):
+        interp_model.patchscope("The cat sat", " cat", layer=[0, 1], expected=" the")
+        v = interp_model.steering_vector("I love this", "I hate this", layer=1)
+        interp_model.steer("The cat sat", v, layer=1, coef=[0, 4], target=" on",
+                           max_new_tokens=3)
+
+    @pytest.mark.attention(kind="self", min_score=0.0)
+    def test_attention():
+        pass
+
+    def test_snapshot(interp_model, interp_snapshot):
+        assert interp_snapshot == interp_model.logit_lens("The dog sat")
+"""
+
+
+def _html(pytester, *args: str) -> str:
+    report = pytester.path / "out" / "report.html"
+    result = pytester.runpytest("--interp-report", str(report), *args)
+    result.stdout.fnmatch_lines([f"interp: report written to {report}"])
+    return report.read_text()
+
+
+def test_report_has_every_figure(pytester):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=SUITE)
+    (pytester.path / "__snapshots__").mkdir()
+    first = _html(pytester, "--snapshot-update")
+    page = _html(pytester)
+    assert "http" not in re.sub(r"xmlns=\"http://www.w3.org/2000/svg\"", "", page)  # offline
+    assert page.count("<section") == 5 and first.count("<section") == 5
+    assert "<section class='failed' id='test_m.py::test_lens_fails'>" in page
+    assert "lens: &#x27; on&#x27; has rank" in page  # the failure text, escaped
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="figure"') >= 4
+    assert "logit lens on &#x27;The cat sat&#x27;" in page
+    assert "resid_pre patching recovery" in page
+    assert "<table class='ps'>" in page  # patchscope and steering generations
+    assert page.count("src='data:image/png;base64,") == 3 * 4  # one thumbnail per head
+    assert "L2H3" in page
+
+
+def test_report_shows_a_failed_snapshot_side_by_side(pytester, load_raw_hf, tmp_path):
+    from .test_snapshot import _perturbed_copy
+
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        def test_heads(interp_model, interp_snapshot):
+            assert interp_snapshot == interp_model.attention()
+    """)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
+    _perturbed_copy(load_raw_hf, tmp_path / "perturbed", layer=1, head=2)
+    page = _html(pytester, "--interp-model", str(tmp_path / "perturbed"))
+    assert "<h4>snapshot attention of perturbed changed</h4>" in page
+    assert "<li>L1H2: entropy 2.70 -&gt; 0.00</li>" in page
+    assert "<pre class='old'>pytest-interp snapshot v1: attention of tiny-random-llama" in page
+    assert "<pre class='new'>pytest-interp snapshot v1: attention of perturbed" in page
+
+
+@pytest.mark.parametrize("args", [("-n", "2")], ids=["xdist"])
+def test_report_under_xdist(pytester, args):
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=SUITE.split("def test_snapshot")[0])
+    page = _html(pytester, *args)
+    assert page.count("<section") == 4
+    assert "resid_pre patching recovery" in page and "data:image/png" in page
