@@ -1,10 +1,11 @@
 """When does the induction head form? Run on each checkpoint of train.py:
 
-    pytest example_suites/induction_checkpoints --interp-model CKPT/step_00000 --snapshot-update
-    pytest example_suites/induction_checkpoints --interp-model CKPT/step_00200
+    pytest example_suites/induction_checkpoints --interp-model=CKPT/step_00000 --snapshot-update
+    pytest example_suites/induction_checkpoints --interp-model=CKPT/step_00200
 
 The first pins the early checkpoint's attention summary; on a later checkpoint the snapshot
-diff names the heads that changed and their new labels.
+diff names the heads that changed and their new labels. (Write --interp-model=PATH: pytest
+takes a separate path argument into account when it picks the rootdir.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,66 @@
+"""The HTML report in a real browser: headless Debian Chromium driven by Selenium."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from .test_plugin import _ini, _preload_libraries  # noqa: F401
+from .test_report import SUITE
+
+pytest_plugins = ["pytester"]
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                    reason="needs Debian chromium + chromium-driver: run bash .ci/setup")
+def test_report_renders_in_chromium(pytester, load_raw_hf, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    from .test_snapshot import _perturbed_copy
+
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=SUITE + """
+    def test_heads(interp_model, interp_snapshot):
+        assert interp_snapshot == interp_model.attention()
+    """)
+    pytester.runpytest("--snapshot-update")
+    _perturbed_copy(load_raw_hf, tmp_path / "perturbed", layer=1, head=2)
+    report = tmp_path / "report.html"
+    # "--opt=value": a separate path argument would move pytest's rootdir (and the nodeids)
+    pytester.runpytest(f"--interp-model={tmp_path / 'perturbed'}", f"--interp-report={report}")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        driver.get(report.as_uri())
+        assert driver.title == "pytest-interp report"
+        svgs = driver.find_elements(By.CSS_SELECTOR, "svg.figure")
+        assert len(svgs) >= 4
+        for svg in svgs:
+            assert svg.size["width"] > 50 and svg.size["height"] > 20
+            assert svg.find_elements(By.TAG_NAME, "rect")
+        images = driver.find_elements(By.CSS_SELECTOR, "figure.head img")
+        assert len(images) >= 12
+        for img in images:
+            assert driver.execute_script("return arguments[0].complete && "
+                                         "arguments[0].naturalWidth > 0", img)
+        failed = driver.find_element(By.ID, "test_m.py::test_heads")
+        assert "failed" in failed.get_attribute("class")
+        old = failed.find_element(By.CSS_SELECTOR, "pre.old")
+        new = failed.find_element(By.CSS_SELECTOR, "pre.new")
+        assert old.is_displayed() and new.is_displayed()
+        assert old.location["x"] < new.location["x"]  # side by side
+        assert "L1H2: entropy 2.70 -> 0.00" in failed.text
+        driver.execute_script("arguments[0].scrollIntoView()", failed)
+        shot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
