@@ -226,3 +226,20 @@ def test_smollm2_every_layer_equals_raw_hf_hooks(smollm2, smollm2_nnsight, load_
     other = smollm2_nnsight.patchscope_sweep(SOURCE, " CEO", layers=sources,
                                              target_layers=targets)
     assert other.token_ids == ours.token_ids
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    from pytest_interp.progress import progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Tty(), True)):
+        monkeypatch.setattr(sys, "__stderr__", stream)
+        assert list(progress(range(3), total=3, desc="patchscope")) == [0, 1, 2]
+        assert ("patchscope" in stream.getvalue()) is shown
+    assert list(progress(range(1), total=1, desc="x")) == [0]  # one step: no bar

@@ -20,6 +20,7 @@ import torch
 
 from ..backends.base import Component, Edit, Site, Start, Tokens, all_sites
 from ..errors import InterpError
+from ..progress import progress
 from ..results import PatchingResult, token_position
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def activation_patching(
         token_position(clean_tokens.strs[0], p, clean) for p in positions}
     swept = [i for i, (_, pos) in enumerate(columns) if keep is None or pos is None or pos in keep]
     values = np.full((n_layers, len(columns)), np.nan)
-    for layer in swept_layers:
+    for layer in progress(swept_layers, total=len(swept_layers), desc=f"{site} patching"):
         values[layer, swept] = corrupted_metric
         clean_act = clean_run.acts[Site(layer, site)][0]  # [P, D] or [P, H, D]
         corrupted_act = corrupted_run.acts[Site(layer, site)][0]

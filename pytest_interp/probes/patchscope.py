@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..backends.base import Edit, Site, greedy_generate
 from ..errors import InterpError, SiteError
+from ..progress import progress
 from ..results import PatchscopeResult, TokenSpec, find_token
 from ..settings import IDENTITY_PROMPT, PLACEHOLDER
 
@@ -169,7 +170,8 @@ def patchscope(
 
     ids: list[tuple[int, ...]] = []
     probs: list[float] = []
-    for lo in range(0, len(pairs), batch_size):
+    starts = range(0, len(pairs), batch_size)
+    for lo in progress(starts, total=len(starts), desc="patchscope"):
         chunk = pairs[lo:lo + batch_size]
         edits = []
         for target_layer in sorted({t for _, t in chunk}):
