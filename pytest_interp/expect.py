@@ -67,6 +67,8 @@ class LensExpectation:
         _text("target", self.target)
         _text("lens", self.lens)
         _int("layer", self.layer)
+        if self.position is None:
+            raise InterpError("position must be an int, got None")
         _int("position", self.position)
         _int("top_k", self.top_k, minimum=1)
         _int("emerges_by", self.emerges_by)
@@ -491,6 +493,8 @@ class SteeringExpectation:
         if not coefs:
             raise InterpError("coef must be a number or a non-empty list of numbers, got []")
         for c in coefs:
+            if c is None:
+                raise InterpError("coef must be a finite number, got None")
             _number("coef", c)
         object.__setattr__(self, "coef", coefs)
         if self.site not in STEER_SITES:
