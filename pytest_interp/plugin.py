@@ -7,6 +7,7 @@ every session, and a project that does not use pytest-interp must not pay for to
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Generator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,8 @@ _OPTIONS: tuple[tuple[str, str, str, str | None], ...] = (
     ("dtype", f"dtype: {' | '.join(DTYPES)}", "NAME", "float32"),
     ("prepend_bos", "prepend BOS: true | false | auto (the tokenizer's default)", "BOOL", "auto"),
     ("memory", "memory budget of the memoised run cache per model, e.g. 2GiB", "SIZE", "2GiB"),
+    ("timeout", "seconds a test's model work may take before it fails (0 = no limit)",
+     "SECONDS", "0"),
 )
 
 
@@ -51,6 +54,7 @@ class InterpConfig:
     dtype: str
     prepend_bos: bool | None
     memory_bytes: int
+    timeout: float = 0.0
 
     def request(self, spec: str | None = None, **overrides: Any) -> ModelRequest:
         """The model request for a test (raises "no model given" if there is no spec)."""
@@ -102,10 +106,19 @@ def _read_config(config: pytest.Config) -> InterpConfig:
                     f"--interp-{name} {value!r} is not one of: {', '.join(choices)}"
                 )
         memory = _setting(config, "memory")
+        timeout = _setting(config, "timeout") or "0"
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0 or seconds == float("inf"):
+            raise InterpError(f"--interp-timeout {timeout!r} is not a number of seconds >= 0: "
+                              "pass e.g. 300, or 0 for no limit")
         return InterpConfig(
             spec=_setting(config, "model"), backend=backend, device=device, dtype=dtype,
             prepend_bos=parse_bool(_setting(config, "prepend_bos"), "--interp-prepend-bos"),
             memory_bytes=parse_bytes(memory) if memory else DEFAULT_MEMO_BYTES,
+            timeout=seconds,
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -300,11 +313,44 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """Record the results a test produces, for the report's figures."""
     from .record import recording
 
+    timeout = item.config.stash[CONFIG_KEY].timeout
     with recording() as items:
         try:
-            return (yield)
+            with _deadline(timeout):
+                return (yield)
+        except _Timeout:
+            pytest.fail(f"pytest-interp: the test ran past --interp-timeout={timeout:g}s and was "
+                        "stopped: restrict the sweep (layers=, positions=) or raise the limit",
+                        pytrace=False)
         finally:
             item.stash[RECORDED_KEY] = list(items)
+
+
+class _Timeout(BaseException):
+    """Raised by the alarm; a BaseException so that no `except Exception` swallows it."""
+
+
+@contextmanager
+def _deadline(seconds: float) -> Generator[None, None, None]:
+    """Raise _Timeout in the main thread after ``seconds`` (0 = never; Unix main thread only)."""
+    import signal
+    import threading
+
+    if not seconds or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 RECORDED_KEY = pytest.StashKey[list[Any]]()

@@ -309,3 +309,29 @@ def test_one_model_per_xdist_worker(pytester):
     """)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist")
     result.assert_outcomes(passed=6)
+
+
+def test_timeout_stops_a_runaway_test(pytester):
+    _ini(pytester, model="tiny-random-llama", timeout="0.5")
+    pytester.makepyfile(test_m="""
+        import time
+
+        def test_runaway(interp_model):
+            while True:
+                interp_model.backend.run(interp_model.tokens("The cat sat"))
+
+        def test_quick(interp_model):
+            time.sleep(0.6)  # the budget is per test: this one is past it too
+    """)
+    result = pytester.runpytest("--interp-timeout=5")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines([
+        "pytest-interp: the test ran past --interp-timeout=5s and was stopped: restrict the "
+        "sweep (layers=, positions=) or raise the limit",
+    ])
+    result = pytester.runpytest()  # the ini value
+    result.assert_outcomes(failed=2)
+    result = pytester.runpytest("--interp-timeout=soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-interp: --interp-timeout 'soon' is not a number "
+                                 "of seconds >= 0: pass e.g. 300, or 0 for no limit"])
