@@ -243,3 +243,15 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
         assert list(progress(range(3), total=3, desc="patchscope")) == [0, 1, 2]
         assert ("patchscope" in stream.getvalue()) is shown
     assert list(progress(range(1), total=1, desc="x")) == [0]  # one step: no bar
+
+
+def test_obvs_style_contexts_equal_the_facade(tiny):
+    from pytest_interp.probes.patchscope import SourceContext, TargetContext, patchscope
+
+    source = SourceContext(SOURCE, " CEO", layer=1)
+    target = TargetContext(position=-1, layer=0, max_new_tokens=4)
+    via_contexts = patchscope(tiny, source, target=target)
+    via_facade = tiny.patchscope(SOURCE, " CEO", layer=1, target_layer=0, target_token=-1,
+                                 max_new_tokens=4)
+    assert via_contexts.pairs == via_facade.pairs == ((1, 0),)
+    assert via_contexts.token_ids == via_facade.token_ids
