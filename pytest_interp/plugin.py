@@ -6,6 +6,8 @@ every session, and a project that does not use pytest-interp must not pay for to
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Collection, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ _OPTIONS: tuple[tuple[str, str, str, str | None], ...] = (
     ("memory", "memory budget of the memoised run cache per model, e.g. 2GiB", "SIZE", "2GiB"),
     ("timeout", "seconds a test's model work may take before it fails (0 = no limit)",
      "SECONDS", "0"),
+    ("threads", "torch CPU threads per process: N, or auto (under xdist: cores // workers, "
+                "so workers do not oversubscribe the cores; otherwise torch's default)",
+     "N", "auto"),
 )
 
 
@@ -55,6 +60,7 @@ class InterpConfig:
     prepend_bos: bool | None
     memory_bytes: int
     timeout: float = 0.0
+    threads: int | None = None  # None: torch's default
 
     def request(self, spec: str | None = None, **overrides: Any) -> ModelRequest:
         """The model request for a test (raises "no model given" if there is no spec)."""
@@ -118,10 +124,36 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             spec=_setting(config, "model"), backend=backend, device=device, dtype=dtype,
             prepend_bos=parse_bool(_setting(config, "prepend_bos"), "--interp-prepend-bos"),
             memory_bytes=parse_bytes(memory) if memory else DEFAULT_MEMO_BYTES,
-            timeout=seconds,
+            timeout=seconds, threads=_threads(config),
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
+
+
+def _threads(config: pytest.Config) -> int | None:
+    """The torch thread count: a number, or auto (cores // xdist workers on a worker)."""
+    raw = (_setting(config, "threads") or "auto").strip().lower()
+    if raw == "auto":
+        workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+        if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+            return None  # one process, or the user chose
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+        return max(1, cores // workers)
+    if not raw.isdigit() or int(raw) < 1:
+        raise InterpError(f"--interp-threads {raw!r} is not a thread count: pass a whole "
+                          "number >= 1, or auto")
+    return int(raw)
+
+
+def _use_threads(threads: int | None) -> None:
+    """Set the torch CPU thread count (through the environment if torch is not loaded yet)."""
+    if threads is None:
+        return
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -129,6 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{marker.call}: {marker.help}")
     interp = _read_config(config)
     config.stash[CONFIG_KEY] = interp
+    _use_threads(interp.threads)
     from .model import ModelPool  # torch-free module; torch loads with the first model
 
     config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes)
@@ -164,7 +197,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"interp: model {interp.spec or '(none: set --interp-model)'}, backend {interp.backend}, "
         f"device {interp.device}, dtype {interp.dtype}, prepend_bos {bos}, "
-        f"memo {interp.memory_bytes / 1024**3:.2f} GiB",
+        f"memo {interp.memory_bytes / 1024**3:.2f} GiB, threads "
+        f"{interp.threads or 'torch default'}",
         f"interp libraries: {_versions()}",
     ]
 

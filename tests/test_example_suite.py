@@ -1,31 +1,76 @@
-"""The main job: the SmolLM2 example suite passes as the README runs it, and writes its report."""
+"""The main job: the SmolLM2 example suite passes as the README runs it, and writes its report;
+under ``-n 2`` it has the same outcomes and writes byte-identical snapshots."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "example_suites" / "smollm2"
+SNAPSHOTS = SUITE / "__snapshots__" / "test_snapshots.interp"
 
 
-def test_smollm2_example_suite_is_green_and_writes_the_report(tmp_path):
-    report = tmp_path / "smollm2.html"
-    snapshots = ROOT / "example_suites" / "smollm2" / "__snapshots__" / "test_snapshots.interp"
-    before = snapshots.read_bytes()
+def _outcomes(junit: Path) -> dict[str, str]:
+    """Test id -> passed / failed / error / skipped, from a JUnit XML file."""
+    outcomes = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = (
+            {"failure": "failed"}.get(kinds[0], kinds[0]) if kinds else "passed")
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Path, str]:
+    """The suite run as the README runs it: outcomes, report path, stdout."""
+    tmp = tmp_path_factory.mktemp("serial")
+    report, junit = tmp / "smollm2.html", tmp / "junit.xml"
+    before = SNAPSHOTS.read_bytes()
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "example_suites/smollm2", "-p", "no:cacheprovider",
-         f"--interp-report={report}"],
+         f"--interp-report={report}", f"--junitxml={junit}"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
-    wall = time.perf_counter() - start
+    print(f"example suite, serial: {time.perf_counter() - start:.1f}s wall")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed in " in done.stdout and "failed" not in done.stdout.splitlines()[-1]
-    assert "6 snapshots passed." in done.stdout
-    assert snapshots.read_bytes() == before
+    assert SNAPSHOTS.read_bytes() == before
+    return _outcomes(junit), report, done.stdout
+
+
+def test_smollm2_example_suite_is_green_and_writes_the_report(serial_run):
+    outcomes, report, stdout = serial_run
+    assert " passed in " in stdout and "failed" not in stdout.splitlines()[-1]
+    assert "6 snapshots passed." in stdout
+    assert len(outcomes) >= 19 and set(outcomes.values()) == {"passed"}
     page = report.read_text()
     assert page.count("<section class='passed'") >= 19
     assert "L18H6 induction" in page
-    print(f"example suite: {wall:.1f}s wall")
+
+
+def test_two_workers_match_serial_and_recreate_the_snapshots_byte_for_byte(serial_run, tmp_path):
+    """`-n 2` from scratch: same pass/fail set as serial; the snapshot file it creates is
+    byte-identical to the committed (serially created) one."""
+    suite = tmp_path / "smollm2"
+    shutil.copytree(SUITE, suite, ignore=shutil.ignore_patterns("report", "__pycache__"))
+    shutil.rmtree(suite / "__snapshots__")
+    junit = tmp_path / "junit.xml"
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", ".", "-n", "2", "-p", "no:cacheprovider",
+         "--snapshot-update", f"--junitxml={junit}"],
+        cwd=suite, capture_output=True, text=True, timeout=900,
+    )
+    print(f"example suite, -n 2 from scratch: {time.perf_counter() - start:.1f}s wall")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "6 snapshots generated." in done.stdout
+    assert _outcomes(junit) == serial_run[0]
+    created = suite / "__snapshots__" / "test_snapshots.interp"
+    assert created.read_bytes() == SNAPSHOTS.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -72,7 +73,7 @@ def test_header_names_model_backend_and_versions(pytester):
     result = pytester.runpytest()
     result.stdout.fnmatch_lines([
         "interp: model tiny-random-llama, backend nnsight, device cpu, dtype float32, "
-        "prepend_bos auto, memo 2.00 GiB",
+        "prepend_bos auto, memo 2.00 GiB, threads torch default",
         "interp libraries: torch 2.*, transformers *, transformer-lens *, nnsight *, syrupy *",
     ])
 
@@ -335,3 +336,29 @@ def test_timeout_stops_a_runaway_test(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: pytest-interp: --interp-timeout 'soon' is not a number "
                                  "of seconds >= 0: pass e.g. 300, or 0 for no limit"])
+
+
+def test_bad_thread_count_is_a_usage_error(pytester):
+    result = pytester.runpytest("--interp-threads=many")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-interp: --interp-threads 'many' is not a thread "
+                                 "count: pass a whole number >= 1, or auto"])
+
+
+def test_xdist_workers_split_the_cores_between_them(pytester, monkeypatch):
+    """Two workers with torch's default threads each would oversubscribe the cores (the
+    example suite took 262 s instead of 47 s on 2 cores)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    pytester.makepyfile("""
+        import os
+
+        def test_threads():
+            import torch
+
+            assert torch.get_num_threads() == int(os.environ["EXPECTED_THREADS"])
+        """)
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("EXPECTED_THREADS", str(max(1, cores // 2)))
+    pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    monkeypatch.setenv("EXPECTED_THREADS", "1")
+    pytester.runpytest_subprocess("--interp-threads=1").assert_outcomes(passed=1)
