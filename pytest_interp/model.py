@@ -378,6 +378,19 @@ class InterpModel:
         return self.backend.decode(out.ids[0][tokens.length:])
 
 
+def use_deterministic_algorithms() -> None:
+    """Make torch pick deterministic kernels (cuBLAS needs its workspace set before use).
+
+    warn_only: an op without a deterministic kernel warns, naming itself, rather than failing
+    a test that does not depend on it."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def load_backend(request: ModelRequest) -> Backend:
     """Resolve, load and wrap a model as the requested backend."""
     import torch
@@ -407,6 +420,7 @@ class ModelPool:
     """One InterpModel per distinct request for the whole session (per xdist worker)."""
 
     memory_bytes: int = DEFAULT_MEMO_BYTES
+    deterministic: bool = True
     _models: dict[ModelRequest, InterpModel] = field(default_factory=dict)
     _failures: dict[ModelRequest, InterpError] = field(default_factory=dict)
 
@@ -414,6 +428,8 @@ class ModelPool:
         if request in self._failures:
             raise self._failures[request]
         if request not in self._models:
+            if self.deterministic:
+                use_deterministic_algorithms()
             try:
                 backend = load_backend(request)
             except InterpError as exc:

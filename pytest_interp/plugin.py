@@ -46,6 +46,10 @@ _OPTIONS: tuple[tuple[str, str, str, str | None], ...] = (
     ("threads", "torch CPU threads per process: N, or auto (under xdist: cores // workers, "
                 "so workers do not oversubscribe the cores; otherwise torch's default)",
      "N", "auto"),
+    ("seed", "base seed: each test starts with random, numpy and torch seeded from it and its "
+             "node id, so its draws do not depend on test order or xdist worker", "N", "0"),
+    ("deterministic", "torch.use_deterministic_algorithms on model load (true | false)",
+     "BOOL", "true"),
 )
 
 
@@ -61,6 +65,8 @@ class InterpConfig:
     memory_bytes: int
     timeout: float = 0.0
     threads: int | None = None  # None: torch's default
+    seed: int = 0
+    deterministic: bool = True
 
     def request(self, spec: str | None = None, **overrides: Any) -> ModelRequest:
         """The model request for a test (raises "no model given" if there is no spec)."""
@@ -124,7 +130,9 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             spec=_setting(config, "model"), backend=backend, device=device, dtype=dtype,
             prepend_bos=parse_bool(_setting(config, "prepend_bos"), "--interp-prepend-bos"),
             memory_bytes=parse_bytes(memory) if memory else DEFAULT_MEMO_BYTES,
-            timeout=seconds, threads=_threads(config),
+            timeout=seconds, threads=_threads(config), seed=_seed(config),
+            deterministic=parse_bool(_setting(config, "deterministic"),
+                                     "--interp-deterministic") is not False,
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -146,6 +154,28 @@ def _threads(config: pytest.Config) -> int | None:
     return int(raw)
 
 
+def _seed(config: pytest.Config) -> int:
+    raw = _setting(config, "seed") or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise InterpError(f"--interp-seed {raw!r} is not an integer: pass e.g. 0") from None
+
+
+def _seed_everything(seed: int, nodeid: str, phase: str) -> None:
+    """Seed random, numpy and (if loaded) torch from the base seed, the test's node id and
+    the phase (fixture setup, call)."""
+    import random
+    import zlib
+
+    value = zlib.crc32(f"{seed}:{nodeid}:{phase}".encode())
+    random.seed(value)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(value)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(value)
+
+
 def _use_threads(threads: int | None) -> None:
     """Set the torch CPU thread count (through the environment if torch is not loaded yet)."""
     if threads is None:
@@ -164,7 +194,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _use_threads(interp.threads)
     from .model import ModelPool  # torch-free module; torch loads with the first model
 
-    config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes)
+    config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes,
+                                       deterministic=interp.deterministic)
     _start_report(config)
 
 
@@ -198,7 +229,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"interp: model {interp.spec or '(none: set --interp-model)'}, backend {interp.backend}, "
         f"device {interp.device}, dtype {interp.dtype}, prepend_bos {bos}, "
         f"memo {interp.memory_bytes / 1024**3:.2f} GiB, threads "
-        f"{interp.threads or 'torch default'}",
+        f"{interp.threads or 'torch default'}, seed {interp.seed}, deterministic "
+        f"{str(interp.deterministic).lower()}",
         f"interp libraries: {_versions()}",
     ]
 
@@ -342,12 +374,19 @@ def _report_path(config: pytest.Config) -> Path | None:
         Path.cwd() / path if config.getoption("interp_report") else config.rootpath / path)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _seed_everything(item.config.stash[CONFIG_KEY].seed, item.nodeid, "setup")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """Record the results a test produces, for the report's figures."""
     from .record import recording
 
-    timeout = item.config.stash[CONFIG_KEY].timeout
+    interp = item.config.stash[CONFIG_KEY]
+    timeout = interp.timeout
+    _seed_everything(interp.seed, item.nodeid, "call")
     with recording() as items:
         try:
             with _deadline(timeout):

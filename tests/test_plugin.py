@@ -73,7 +73,7 @@ def test_header_names_model_backend_and_versions(pytester):
     result = pytester.runpytest()
     result.stdout.fnmatch_lines([
         "interp: model tiny-random-llama, backend nnsight, device cpu, dtype float32, "
-        "prepend_bos auto, memo 2.00 GiB, threads torch default",
+        "prepend_bos auto, memo 2.00 GiB, threads torch default, seed 0, deterministic true",
         "interp libraries: torch 2.*, transformers *, transformer-lens *, nnsight *, syrupy *",
     ])
 
@@ -362,3 +362,40 @@ def test_xdist_workers_split_the_cores_between_them(pytester, monkeypatch):
     pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider").assert_outcomes(passed=1)
     monkeypatch.setenv("EXPECTED_THREADS", "1")
     pytester.runpytest_subprocess("--interp-threads=1").assert_outcomes(passed=1)
+
+
+def test_each_test_draws_the_same_numbers_in_any_order_or_worker(pytester):
+    """Seeds come from the base seed and the node id, not from what ran before."""
+    pytester.makepyfile(test_draws="""
+        import random
+
+        import numpy as np
+        import torch
+
+        def _draw(name):
+            print(f"DRAW {name} {random.random():.9f} {np.random.rand():.9f} "
+                  f"{torch.rand(1).item():.9f}")
+
+        def test_a():
+            _draw("a")
+
+        def test_b():
+            _draw("b")
+        """)
+
+    def draws(*args):
+        result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
+        result.assert_outcomes(passed=sum(a.startswith("test_") for a in args) or 2)
+        return sorted(line[line.index("DRAW"):] for line in result.stdout.lines if "DRAW" in line)
+
+    forward = draws("test_draws.py::test_a", "test_draws.py::test_b")
+    assert draws("test_draws.py::test_b", "test_draws.py::test_a") == forward
+    assert draws("test_draws.py::test_b") == [forward[1]]
+    assert draws("--interp-seed=1") != forward
+
+
+def test_bad_seed_is_a_usage_error(pytester):
+    result = pytester.runpytest("--interp-seed=abc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: pytest-interp: --interp-seed 'abc' is not an integer: "
+                                 "pass e.g. 0"])
