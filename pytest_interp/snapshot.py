@@ -119,29 +119,134 @@ def render(result: Any) -> str:
 
 
 class SnapshotFormatError(ValueError):
-    """A stored snapshot that is not a readable pytest-interp snapshot."""
+    """A stored snapshot that is not a readable pytest-interp snapshot, at ``line`` (1 is
+    the header line)."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line, self.problem = line, problem
 
 
 def parse(text: str) -> tuple[dict, list[dict]]:
+    """Read a stored snapshot; SnapshotFormatError names the first bad line (1 = header)."""
     lines = text.strip("\n").split("\n")
     if not lines[0].startswith(HEADER):
-        raise SnapshotFormatError(f"line 1 is not a '{HEADER}' header")
-    try:
-        objects = [json.loads(line) for line in lines[1:]]
-    except json.JSONDecodeError as exc:
-        bad = next(i for i, line in enumerate(lines[1:], 2) if not _loads_ok(line))
-        raise SnapshotFormatError(f"line {bad} of the snapshot is not JSON ({exc.msg})") from None
-    if not objects or not all(isinstance(o, dict) for o in objects):
-        raise SnapshotFormatError("the snapshot has no metadata line")
+        raise SnapshotFormatError(1, f"not a '{HEADER}' header")
+    objects = []
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            objects.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise SnapshotFormatError(number, f"not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise SnapshotFormatError(number, "nested too deeply") from None
+        if not isinstance(objects[-1], dict):
+            raise SnapshotFormatError(number, "not a JSON object")
+    if not objects:
+        raise SnapshotFormatError(2, "the metadata line is missing")
+    _check(objects[0], objects[1:])
     return objects[0], objects[1:]
 
 
-def _loads_ok(line: str) -> bool:
-    try:
-        json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    return True
+# What each kind stores: key -> type check, for the metadata line and for each row.
+def _str(x: object) -> bool:
+    return isinstance(x, str)
+
+
+def _int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _number(x: object) -> bool:
+    """A finite number, or None (what NaN is stored as)."""
+    return x is None or (isinstance(x, int | float) and not isinstance(x, bool)
+                         and math.isfinite(x))
+
+
+def _opt_str(x: object) -> bool:
+    return x is None or isinstance(x, str)
+
+
+def _strs(x: object) -> bool:
+    return isinstance(x, list) and all(isinstance(t, str) for t in x)
+
+
+def _nums(x: object) -> bool:
+    return isinstance(x, list) and all(_number(v) for v in x)
+
+
+def _top(x: object) -> bool:
+    """[[token, probability], ...]"""
+    return isinstance(x, list) and all(
+        isinstance(e, list) and len(e) == 2 and _str(e[0]) and _number(e[1]) and e[1] is not None
+        for e in x)
+
+
+_SCHEMA: dict[str, tuple[dict, dict]] = {
+    "lens": ({"lens": _str, "prompt": _str, "tokens": _strs,
+              "positions": lambda x: isinstance(x, list) and all(_int(p) for p in x)},
+             {"layer": _int, "position": _int, "top": _top}),
+    "patching": ({"site": _str, "clean": _str, "corrupted": _str, "answer": _str, "foil": _str,
+                  "tokens": _strs, "clean_logit_diff": _number, "corrupted_logit_diff": _number},
+                 {"layer": _int}),
+    "patchscope": ({"source": _str, "source_position": _int, "target": _str,
+                    "target_position": _int, "expected": _opt_str},
+                   {"layers": _str, "text": _str}),
+    "steering": ({"prompt": _str, "layer": _int, "site": _str, "target": _opt_str,
+                  "foil": _opt_str, "baseline": _number, "baseline_top": _top,
+                  "baseline_text": _opt_str},
+                 {"coef": lambda x: _number(x) and x is not None, "value": _number, "kl": _number,
+                  "top": _top}),
+    "attention": ({"seed": _int, "n": _int},
+                  {"head": _str, "label": _str} | {k: _number for k in ATTENTION_KINDS}),
+}
+_OPTIONAL_ROW = {"patchscope": {"p": _number}, "steering": {"text": _opt_str}}
+
+
+def _check(meta: dict, rows: list[dict]) -> None:
+    """Raise SnapshotFormatError at the first line whose keys or values are not what the kind
+    stores (so comparison never meets a missing key or a wrong type)."""
+    kind = meta.get("kind")
+    if not isinstance(kind, str) or kind not in _SCHEMA:
+        raise SnapshotFormatError(2, f"kind {kind!r} is not one of {', '.join(_SCHEMA)}")
+    if not _str(meta.get("model")):
+        raise SnapshotFormatError(2, "'model' is missing or not a string")
+    meta_schema, row_schema = _SCHEMA[kind]
+    _check_object(2, meta, meta_schema, {})
+    tokens = meta.get("tokens", [])
+    for number, row in enumerate(rows, 3):
+        _check_object(number, row, row_schema, _OPTIONAL_ROW.get(kind, {}))
+        if kind == "lens" and not 0 <= row["position"] < len(tokens):
+            raise SnapshotFormatError(number, f"position {row['position']} is outside the "
+                                              f"{len(tokens)} stored tokens")
+        if kind == "patching":
+            columns = [k for k in ("positions", "heads", "recovery") if k in row]
+            if len(columns) != 1 or not _nums(row[columns[0]]):
+                raise SnapshotFormatError(number, "expected one list of recovery values: "
+                                                  "'positions', 'heads' or 'recovery'")
+            if "head" in row and not _int(row["head"]):
+                raise SnapshotFormatError(number, "'head' is not an integer")
+            if columns[0] == "positions" and len(row["positions"]) > len(tokens):
+                raise SnapshotFormatError(number, f"more positions than the {len(tokens)} "
+                                                  "stored tokens")
+
+
+def _check_object(number: int, obj: dict, schema: dict, optional: dict) -> None:
+    for key, ok in schema.items():
+        if key not in obj:
+            raise SnapshotFormatError(number, f"{key!r} is missing")
+        if not ok(obj[key]):
+            raise SnapshotFormatError(number, f"{key!r} has an unexpected value "
+                                              f"{_short(obj[key])}")
+    for key, ok in optional.items():
+        if key in obj and not ok(obj[key]):
+            raise SnapshotFormatError(number, f"{key!r} has an unexpected value "
+                                              f"{_short(obj[key])}")
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def is_ours(text: object) -> bool:
@@ -206,6 +311,11 @@ def compare(old: tuple[dict, list[dict]], new: tuple[dict, list[dict]],
         detail = ", ".join(f"{k} {om.get(k)!r} -> {nm.get(k)!r}" for k in what) or \
             f"{len(orows)} rows -> {len(nrows)} rows"
         return [Change(EXACT, f"a different measurement: {detail}")]
+    for number, (o, n) in enumerate(zip(orows, nrows, strict=True), 1):
+        if _row_shape(kind, o) != _row_shape(kind, n):
+            return [Change(EXACT, f"a different measurement: row {number} is "
+                                  f"{_row_shape(kind, o)} in the snapshot, {_row_shape(kind, n)} "
+                                  "now")]
     changes: list[Change] = []
     if kind == "lens":
         tokens = om["tokens"]
@@ -216,8 +326,8 @@ def compare(old: tuple[dict, list[dict]], new: tuple[dict, list[dict]],
     elif kind == "patching":
         for name in ("clean_logit_diff", "corrupted_logit_diff"):
             if size := _num(om[name], nm[name], tol.logit):
-                changes.append(Change(size, f"{name.replace('_', ' ')} {om[name]:+.3f} -> "
-                                            f"{nm[name]:+.3f}"))
+                old, new = _fmt(om[name], "+.3f"), _fmt(nm[name], "+.3f")
+                changes.append(Change(size, f"{name.replace('_', ' ')} {old} -> {new}"))
         for o, n in zip(orows, nrows, strict=True):
             key = "positions" if "positions" in o else "heads" if "heads" in o else "recovery"
             for i, (a, b) in enumerate(zip(o[key], n[key], strict=True)):
@@ -233,10 +343,11 @@ def compare(old: tuple[dict, list[dict]], new: tuple[dict, list[dict]],
                                              f"{n['text']!r}"))
             if "p" in o and (size := _num(o["p"], n.get("p"), tol.prob)):
                 changes.append(Change(size, f"layers {o['layers']}: P({om['expected']!r}) "
-                                            f"{o['p']:.2f} -> {n['p']:.2f}"))
+                                            f"{_fmt(o['p'])} -> {_fmt(n.get('p'))}"))
     elif kind == "steering":
         if size := _num(om["baseline"], nm["baseline"], tol.logit):
-            changes.append(Change(size, f"baseline {om['baseline']:.3f} -> {nm['baseline']:.3f}"))
+            changes.append(Change(size, f"baseline {_fmt(om['baseline'], '.3f')} -> "
+                                        f"{_fmt(nm['baseline'], '.3f')}"))
         changes += _top_changes("baseline", om["baseline_top"], nm["baseline_top"], tol.prob)
         if om.get("baseline_text") != nm.get("baseline_text"):
             changes.append(Change(EXACT, f"baseline generation {om.get('baseline_text')!r} -> "
@@ -259,13 +370,25 @@ def compare(old: tuple[dict, list[dict]], new: tuple[dict, list[dict]],
             for k, size in moved:
                 flip = f" (label {o['label']} -> {n['label']})" if label else ""
                 changes.append(Change(size + (EXACT if label else 0),
-                                      f"{o['head']}: {k} {o[k]:.2f} -> {n[k]:.2f}{flip}"))
+                                      f"{o['head']}: {k} {_fmt(o[k])} -> {_fmt(n[k])}{flip}"))
                 label = False
     return sorted(changes, key=lambda c: -c.size)
 
 
-def _fmt(x: float | None) -> str:
-    return "·" if x is None else f"{x:.2f}"
+def _row_shape(kind: str, row: dict) -> str:
+    """What a row measures (its layer, position, head, pair or coefficient, and how many
+    values): rows are compared pairwise only when these agree."""
+    if kind == "patching":
+        key = next(k for k in ("positions", "heads", "recovery") if k in row)
+        head = f" head {row['head']}" if "head" in row else ""
+        return f"layer {row['layer']}{head}, {len(row[key])} {key}"
+    names = {"lens": ("layer", "position"), "patchscope": ("layers",), "steering": ("coef",),
+             "attention": ("head",)}[kind]
+    return ", ".join(f"{k} {row[k]}" for k in names)
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "·" if x is None else format(x, spec)
 
 
 # ---------------------------------------------------------------------------
@@ -285,20 +408,103 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
             return render(data)
         return super().serialize(data, **kwargs)
 
+    _source: tuple[str, str] | None = None  # (file, snapshot name) last read
+
+    def read_snapshot_data_from_location(
+        self, snapshot_location: str, snapshot_name: str, session_id: str
+    ) -> Any:
+        """syrupy's read, with a file it cannot read turned into an "unreadable" value that
+        fails the assertion naming the file and line (not a traceback, not "does not exist")."""
+        from syrupy.exceptions import TaintedSnapshotError
+
+        self._source = (snapshot_location, snapshot_name)
+        try:
+            data = super().read_snapshot_data_from_location(
+                snapshot_location=snapshot_location, snapshot_name=snapshot_name,
+                session_id=session_id)
+        except UnicodeDecodeError as exc:
+            return _unreadable(f"{self._file()}:{_line_of_byte(snapshot_location, exc.start)}: "
+                               f"not UTF-8 text (byte {exc.object[exc.start]:#04x})")
+        except TaintedSnapshotError:
+            first = _first_line(snapshot_location)
+            if first.startswith("# serializer version:"):
+                raise  # written by another syrupy version: syrupy's own message says so
+            return _unreadable(f"{self._file()}:1: does not start with '# serializer version: "
+                               f"1' (found {first[:40]!r})")
+        if data is None:
+            line = _name_line(snapshot_location, snapshot_name)
+            if line is not None:  # named in the file, but syrupy dropped it
+                return _unreadable(f"{self._file()}:{line}: snapshot {snapshot_name} has no "
+                                   "closing '# ---' line (is the file truncated?)")
+        return data
+
+    def read_snapshot_collection(self, snapshot_location: str) -> Any:
+        """A file that is not UTF-8 reads as empty here (the assertion reports it)."""
+        try:
+            return super().read_snapshot_collection(snapshot_location)
+        except UnicodeDecodeError:
+            from syrupy.data import SnapshotCollection
+
+            return SnapshotCollection(location=snapshot_location)
+
+    @classmethod
+    def write_snapshot_collection(cls, *, snapshot_collection: Any,
+                                  name_order: dict[str, int] | None = None) -> None:
+        """syrupy merges into the existing file; one that is not UTF-8 is first moved out of
+        ``__snapshots__`` (where syrupy would delete it) to ``<file>.unreadable`` beside it,
+        with a warning, so --snapshot-update can re-create it and nothing is lost."""
+        import warnings
+        from pathlib import Path
+
+        path = Path(snapshot_collection.location)
+        try:
+            if path.is_file():
+                path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            aside = path.parent.parent / (path.name + ".unreadable")
+            path.replace(aside)
+            warnings.warn(f"pytest-interp: {path} was not UTF-8 text; moved it to {aside} and "
+                          "wrote the snapshots afresh", stacklevel=1)
+        super().write_snapshot_collection(snapshot_collection=snapshot_collection,
+                                          name_order=name_order)
+
+    def _file(self) -> str:
+        import os
+
+        location = self._source[0] if self._source else "the snapshot file"
+        shown = os.path.relpath(location)
+        return location if shown.startswith("..") else shown
+
     def _changes(self, serialized: str, stored: str) -> list[Change]:
         try:
             old = parse(stored)
         except SnapshotFormatError as exc:
-            return [Change(EXACT, f"the stored snapshot cannot be read: {exc}; fix it by hand "
-                                  "or re-create it with --snapshot-update")]
+            return [Change(EXACT, f"the stored snapshot cannot be read: {self._where(exc.line)}: "
+                                  f"{exc.problem}; fix it by hand or re-create it with "
+                                  "--snapshot-update")]
         return compare(old, parse(serialized), self.tolerances)
 
+    def _where(self, line: int) -> str:
+        """``path:line`` in the snapshot file for line ``line`` of the stored snapshot."""
+        if self._source is None:
+            return f"line {line} of the snapshot"
+        start = _name_line(*self._source)
+        if start is None:
+            return f"{self._file()}, snapshot {self._source[1]}, line {line}"
+        return f"{self._file()}:{start + line} (snapshot {self._source[1]})"
+
     def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
+        if _is_unreadable(snapshot_data):
+            return False
         if is_ours(serialized_data) and is_ours(snapshot_data):
             return not self._changes(serialized_data, snapshot_data)
         return super().matches(serialized_data=serialized_data, snapshot_data=snapshot_data)
 
     def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
+        if _is_unreadable(snapshot_data):
+            yield (f"the stored snapshot cannot be read: {snapshot_data[len(_UNREADABLE):]}; fix "
+                   "it by hand or re-create it with --snapshot-update")
+            return
         if not (is_ours(serialized_data) and is_ours(snapshot_data)):
             yield from super().diff_lines(serialized_data, snapshot_data)
             return
@@ -317,6 +523,42 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
                    "--snapshot-update accepts them)")
         else:
             yield "  (--snapshot-update accepts them)"
+
+
+_UNREADABLE = "pytest-interp cannot read this snapshot: "
+
+
+def _unreadable(problem: str) -> str:
+    return _UNREADABLE + problem
+
+
+def _is_unreadable(data: object) -> bool:
+    return isinstance(data, str) and data.startswith(_UNREADABLE)
+
+
+def _name_line(location: str, name: str) -> int | None:
+    """The line number of ``# name: <name>`` in a snapshot file (None if absent)."""
+    try:
+        with open(location, encoding="utf-8", errors="replace") as file:
+            for number, text in enumerate(file, 1):
+                if text.rstrip("\r\n") == f"# name: {name}":
+                    return number
+    except OSError:
+        pass
+    return None
+
+
+def _line_of_byte(location: str, offset: int) -> int:
+    with open(location, "rb") as file:
+        return file.read(offset).count(b"\n") + 1
+
+
+def _first_line(location: str) -> str:
+    try:
+        with open(location, encoding="utf-8", errors="replace") as file:
+            return file.readline().rstrip("\r\n")
+    except OSError:
+        return ""
 
 
 def _tolerance_text(tol: Tolerances) -> str:

@@ -67,7 +67,8 @@ def test_a_different_measurement_and_unreadable_snapshots():
         "a different measurement: prompt 'The capital of France is' -> 'Another prompt'"]
     with pytest.raises(SnapshotFormatError) as err:
         parse(render(_lens([3, 2, 0, 0])).replace('"top"', "top", 1))
-    assert str(err.value).startswith("line 3 of the snapshot is not JSON (")
+    assert str(err.value) == ("line 3: not JSON (Expecting property name enclosed in double "
+                              "quotes)")
     with pytest.raises(TypeError):
         with_tolerance(probability=0.1)
     assert summarize(_attention(0.5))[1][3]["label"] == "induction"
@@ -135,10 +136,51 @@ def test_corrupt_snapshot_is_named(pytester):
     stored.write_text(text.replace('"label": "mixed"}', '"label": mixed}', 1))
     result = pytester.runpytest()
     result.assert_outcomes(failed=1, passed=2)
+    bad = next(i for i, line in enumerate(stored.read_text().splitlines(), 1)
+               if '"label": mixed}' in line)
     result.stdout.fnmatch_lines([
-        "*the stored snapshot cannot be read: line * of the snapshot is not JSON (*); fix it by "
-        "hand or re-create it with --snapshot-update",
+        f"*the stored snapshot cannot be read: __snapshots__/test_m.interp:{bad} (snapshot "
+        "test_*): not JSON (Expecting value); fix it by hand or re-create it with "
+        "--snapshot-update",
     ])
+    assert "Traceback" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("damage, line, problem", [
+    ("not utf-8", "last", "not UTF-8 text (byte 0xff)"),
+    ("truncated", "name", "snapshot test_lens has no closing '# ---' line (is the file "
+                          "truncated?)"),
+    ("emptied", 1, "does not start with '# serializer version: 1' (found '')"),
+])
+def test_damaged_snapshot_file_names_file_and_line_and_is_kept(pytester, damage, line, problem):
+    """A file syrupy cannot read fails the test with the place and the fix; nothing is
+    rewritten until --snapshot-update re-creates it."""
+    _ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=SUITE)
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=3)
+    stored = pytester.path / "__snapshots__" / "test_m.interp"
+    text = stored.read_bytes()
+    lines = text.decode().splitlines()
+    if damage == "not utf-8":
+        damaged, line = text + b"\xff\n", len(lines) + 1
+    elif damage == "truncated":
+        line = lines.index("# name: test_lens") + 1
+        damaged = "\n".join(lines[:line + 2]).encode()
+    else:
+        damaged = b""
+    stored.write_bytes(damaged)
+    result = pytester.runpytest()
+    assert result.parseoutcomes().get("failed", 0) >= 1
+    result.stdout.fnmatch_lines([
+        f"E * the stored snapshot cannot be read: __snapshots__/test_m.interp:{line}: {problem}; "
+        "fix it by hand or re-create it with --snapshot-update"])
+    assert "Error" not in result.stdout.str().replace("AssertionError", "")
+    assert stored.read_bytes() == damaged
+    pytester.runpytest("--snapshot-update").assert_outcomes(passed=3)
+    pytester.runpytest().assert_outcomes(passed=3)
+    assert stored.read_bytes() == text
+    if damage == "not utf-8":  # moved aside, not lost
+        assert (pytester.path / "test_m.interp.unreadable").read_bytes() == damaged
 
 
 def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
