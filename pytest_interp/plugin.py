@@ -332,6 +332,10 @@ def interp_snapshot(snapshot: Any, request: pytest.FixtureRequest) -> Any:
                         "set a non-negative number such as 0.05", pytrace=False)
     extension = with_tolerance(InterpSnapshotExtension, **tolerances)
     extension.details = bool(getattr(config.option, "include_snapshot_details", False))
+    try:
+        extension.dtype = _request_for(request.node).dtype
+    except InterpError:
+        pass  # no model configured: float32 tolerances
     return snapshot.use_extension(extension)
 
 

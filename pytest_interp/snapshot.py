@@ -110,8 +110,22 @@ def summarize(result: Any) -> tuple[dict, list[dict]]:
 SNAPSHOT_TYPES = (LensResult, PatchingResult, PatchscopeResult, SteeringResult, AttentionResult)
 
 
-def render(result: Any) -> str:
+# Tolerances are set for float32; a half-precision run (or snapshot) widens them. Measured on
+# the SmolLM2 example suite against its float32 snapshots: bfloat16 moved probabilities by up
+# to 3.5x and logits by 2.5x the float32 tolerances; float16 stayed within them.
+DTYPE_TOLERANCE_SCALE = {"float32": 1.0, "float16": 2.0, "bfloat16": 4.0}
+
+
+def dtype_scale(*dtypes: str | None) -> float:
+    """The tolerance factor for comparing results computed in these dtypes (the coarsest)."""
+    return max(DTYPE_TOLERANCE_SCALE.get(d or "float32", 1.0) for d in dtypes)
+
+
+def render(result: Any, dtype: str = "float32") -> str:
+    """The stored text of a result; ``dtype`` (when not float32) is kept in the metadata."""
     meta, rows = summarize(result)
+    if dtype != "float32":
+        meta["dtype"] = dtype
     lines = [f"{HEADER}: {meta['kind']} of {meta['model']}",
              json.dumps(meta, ensure_ascii=False)]
     lines += [json.dumps(row, ensure_ascii=False) for row in rows]
@@ -209,6 +223,9 @@ def _check(meta: dict, rows: list[dict]) -> None:
     kind = meta.get("kind")
     if not isinstance(kind, str) or kind not in _SCHEMA:
         raise SnapshotFormatError(2, f"kind {kind!r} is not one of {', '.join(_SCHEMA)}")
+    if "dtype" in meta and meta["dtype"] not in DTYPE_TOLERANCE_SCALE:
+        raise SnapshotFormatError(2, f"dtype {_short(meta['dtype'])} is not one of "
+                                     f"{', '.join(DTYPE_TOLERANCE_SCALE)}")
     if not _str(meta.get("model")):
         raise SnapshotFormatError(2, "'model' is missing or not a string")
     meta_schema, row_schema = _SCHEMA[kind]
@@ -401,11 +418,12 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
     file_extension = "interp"  # its own files: syrupy's default amber never claims them
     tolerances: ClassVar[Tolerances] = Tolerances()
     details: ClassVar[bool] = False
+    dtype: ClassVar[str] = "float32"  # the run's dtype (the fixture sets the test model's)
     shown: ClassVar[int] = 10  # changes listed in a failure without --snapshot-details
 
     def serialize(self, data: Any, **kwargs: Any) -> str:
         if isinstance(data, SNAPSHOT_TYPES):
-            return render(data)
+            return render(data, self.dtype)
         return super().serialize(data, **kwargs)
 
     _source: tuple[str, str] | None = None  # (file, snapshot name) last read
@@ -482,7 +500,13 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
             return [Change(EXACT, f"the stored snapshot cannot be read: {self._where(exc.line)}: "
                                   f"{exc.problem}; fix it by hand or re-create it with "
                                   "--snapshot-update")]
-        return compare(old, parse(serialized), self.tolerances)
+        new = parse(serialized)
+        return compare(old, new, self._tolerances(old[0], new[0]))
+
+    def _tolerances(self, old_meta: dict, new_meta: dict) -> Tolerances:
+        scale = dtype_scale(old_meta.get("dtype"), new_meta.get("dtype"))
+        return Tolerances(*(getattr(self.tolerances, f.name) * scale
+                            for f in fields(Tolerances)))
 
     def _where(self, line: int) -> str:
         """``path:line`` in the snapshot file for line ``line`` of the stored snapshot."""
@@ -513,8 +537,16 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
         record(SnapshotDiff(f"{meta.get('kind')} of {meta.get('model')}", snapshot_data,
                             serialized_data, tuple(c.text for c in changes)))
         shown = changes if self.details else changes[: self.shown]
+        try:
+            dtypes = (parse(snapshot_data)[0].get("dtype"), meta.get("dtype"))
+        except SnapshotFormatError:
+            dtypes = (None, meta.get("dtype"))
+        tolerance = _tolerance_text(self._tolerances(*({"dtype": d} for d in dtypes)))
+        if dtype_scale(*dtypes) != 1:
+            coarsest = max(dtypes, key=lambda d: dtype_scale(d))
+            tolerance += f"; x{dtype_scale(*dtypes):g} for {coarsest}"
         yield (f"{meta.get('kind', 'result')} of {meta.get('model', '?')} changed beyond "
-               f"tolerance ({_tolerance_text(self.tolerances)}), {len(changes)} change"
+               f"tolerance ({tolerance}), {len(changes)} change"
                f"{'s' if len(changes) != 1 else ''}, largest first:")
         for change in shown:
             yield f"  {change.text}"
