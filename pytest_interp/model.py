@@ -397,6 +397,12 @@ def load_backend(request: ModelRequest) -> Backend:
 
     from .backends.loading import load_hf, resolve_spec
 
+    if request.remote:
+        from .backends.nnsight import NNsightBackend
+
+        loaded = load_hf(resolve_spec(request.spec, remote=True), dtype=request.dtype,
+                         weights=False)
+        return NNsightBackend(loaded, prepend_bos=request.prepend_bos, remote=True)
     device = request.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -24,6 +24,7 @@ from .settings import (
     DEFAULT_MEMO_BYTES,
     DEVICES,
     DTYPES,
+    REMOTE_NEEDS_NNSIGHT,
     ModelRequest,
     parse_bool,
     parse_bytes,
@@ -67,12 +68,14 @@ class InterpConfig:
     threads: int | None = None  # None: torch's default
     seed: int = 0
     deterministic: bool = True
+    remote: bool = False
 
     def request(self, spec: str | None = None, **overrides: Any) -> ModelRequest:
         """The model request for a test (raises "no model given" if there is no spec)."""
         return ModelRequest(
             spec=spec or self.spec or "", backend=self.backend,  # type: ignore[arg-type]
             device=self.device, dtype=self.dtype, prepend_bos=self.prepend_bos,  # type: ignore[arg-type]
+            remote=self.remote,
         ).with_overrides(**overrides)
 
 
@@ -90,6 +93,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=f"interp_{name}", metavar=metavar, default=None,
                         help=f"{help_text} (ini: interp_{name}{default_text})")
         parser.addini(f"interp_{name}", help_text, default=default)
+    group.addoption("--interp-remote", dest="interp_remote", action="store_true", default=None,
+                    help="run the model on NDIF through nnsight (remote=True): only its config "
+                         "and tokenizer load here; needs an NDIF API key (ini: interp_remote)")
+    parser.addini("interp_remote", "run the model on NDIF (true | false)", default="false")
     group.addoption("--interp-report", dest="interp_report", metavar="PATH", default=None,
                     help="write a self-contained HTML report with figures to PATH "
                          "(ini: interp_report)")
@@ -117,6 +124,10 @@ def _read_config(config: pytest.Config) -> InterpConfig:
                 raise InterpError(
                     f"--interp-{name} {value!r} is not one of: {', '.join(choices)}"
                 )
+        remote = config.getoption("interp_remote") or parse_bool(
+            config.getini("interp_remote"), "interp_remote") or False
+        if remote and backend != "nnsight":
+            raise InterpError(REMOTE_NEEDS_NNSIGHT)
         memory = _setting(config, "memory")
         timeout = _setting(config, "timeout") or "0"
         try:
@@ -133,6 +144,7 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             timeout=seconds, threads=_threads(config), seed=_seed(config),
             deterministic=parse_bool(_setting(config, "deterministic"),
                                      "--interp-deterministic") is not False,
+            remote=remote,
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -199,15 +211,26 @@ def pytest_configure(config: pytest.Config) -> None:
     _start_report(config)
 
 
+NO_NDIF_KEY = (
+    "--interp-remote needs an NDIF API key and none is configured: set NDIF_API_KEY (get a key "
+    "at https://login.ndif.us) or save one once with python -c \"import nnsight; "
+    "nnsight.CONFIG.set_default_api_key('KEY')\""
+)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fail at once, in one line, if the configured model spec cannot be used."""
-    spec = session.config.stash[CONFIG_KEY].spec
-    if spec is None:
-        return
+    """Fail at once, in one line, if the configured model spec (or NDIF key) cannot be used."""
+    interp = session.config.stash[CONFIG_KEY]
     from .backends.loading import resolve_spec, validate
 
     try:
-        validate(resolve_spec(spec))
+        if interp.remote:
+            from .backends.nnsight import ndif_api_key
+
+            if not ndif_api_key():
+                raise InterpError(NO_NDIF_KEY)
+        if interp.spec is not None:
+            validate(resolve_spec(interp.spec, remote=interp.remote), weights=not interp.remote)
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
 
@@ -225,9 +248,10 @@ def _versions() -> str:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     interp = config.stash[CONFIG_KEY]
     bos = "auto" if interp.prepend_bos is None else str(interp.prepend_bos).lower()
+    device = "remote (NDIF)" if interp.remote else interp.device
     return [
         f"interp: model {interp.spec or '(none: set --interp-model)'}, backend {interp.backend}, "
-        f"device {interp.device}, dtype {interp.dtype}, prepend_bos {bos}, "
+        f"device {device}, dtype {interp.dtype}, prepend_bos {bos}, "
         f"memo {interp.memory_bytes / 1024**3:.2f} GiB, threads "
         f"{interp.threads or 'torch default'}, seed {interp.seed}, deterministic "
         f"{str(interp.deterministic).lower()}",

@@ -20,6 +20,9 @@ DEFAULT_MEMO_BYTES = 2 * 1024**3
 IDENTITY_PROMPT = "cat->cat; 135->135; hello->hello; ?->"
 PLACEHOLDER = "?"
 
+REMOTE_NEEDS_NNSIGHT = ("--interp-remote runs models on NDIF through nnsight: add "
+                        "--interp-backend nnsight")
+
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
           "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
@@ -63,6 +66,7 @@ class ModelRequest:
     device: DeviceName = "cpu"
     dtype: DtypeName = "float32"
     prepend_bos: bool | None = None
+    remote: bool = False  # run on NDIF through nnsight; only config + tokenizer load here
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, str) or not self.spec.strip():
@@ -73,6 +77,8 @@ class ModelRequest:
         _choice(self.backend, BACKENDS, "interp backend")
         _choice(self.device, DEVICES, "interp device")
         _choice(self.dtype, DTYPES, "interp dtype")
+        if self.remote and self.backend != "nnsight":
+            raise InterpError(REMOTE_NEEDS_NNSIGHT)
 
     def with_overrides(self, **overrides: object) -> ModelRequest:
         """A copy with the given fields replaced (None values are ignored)."""
@@ -80,5 +86,6 @@ class ModelRequest:
 
     def describe(self) -> str:
         bos = "tokenizer default" if self.prepend_bos is None else str(self.prepend_bos).lower()
-        return (f"model {self.spec}, backend {self.backend}, device {self.device}, "
+        where = "remote (NDIF)" if self.remote else self.device
+        return (f"model {self.spec}, backend {self.backend}, device {where}, "
                 f"dtype {self.dtype}, prepend_bos {bos}")

@@ -38,7 +38,7 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "GPT2LMHeadModel")
 CONVERSION_VERSION = "1"
 TINY_VERSION = "1"
 
-SpecKind = Literal["smollm2", "tiny", "hf_dir", "gguf"]
+SpecKind = Literal["smollm2", "tiny", "hf_dir", "gguf", "hub"]
 
 _WHAT_TO_PASS = (
     f"pass an alias ({', '.join(ALIASES)}), a local Hugging Face directory "
@@ -59,6 +59,8 @@ class ResolvedSpec:
         """A short content fingerprint identifying the weights (the model's revision)."""
         if self.kind == "tiny":
             return f"{self.spec}-seed0-v{TINY_VERSION}"
+        if self.kind == "hub":
+            return f"hub:{self.spec}"
         assert self.path is not None
         if self.kind in ("smollm2", "gguf"):
             return _file_fingerprint(self.path)
@@ -111,8 +113,11 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def resolve_spec(spec: str) -> ResolvedSpec:
-    """Turn a spec into what to load, or raise one line naming the spec and the fix."""
+def resolve_spec(spec: str, *, remote: bool = False) -> ResolvedSpec:
+    """Turn a spec into what to load, or raise one line naming the spec and the fix.
+
+    With ``remote`` (the model runs on NDIF), a hub id such as ``meta-llama/Llama-3.1-70B``
+    is a spec too: only its config and tokenizer are read here, from the HF cache."""
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError(f"empty model spec: {_WHAT_TO_PASS}")
     spec = spec.strip()
@@ -132,6 +137,8 @@ def resolve_spec(spec: str) -> ResolvedSpec:
         )
     if spec.endswith(".gguf") or (os.sep in spec and not _looks_like_hub_id(spec)):
         raise ModelSpecError(f"model spec {spec!r}: no such file or directory: {_WHAT_TO_PASS}")
+    if _looks_like_hub_id(spec) and remote:
+        return ResolvedSpec(spec, "hub", None, spec)
     if _looks_like_hub_id(spec):
         raise ModelSpecError(
             f"model spec {spec!r} looks like a model hub id, and pytest-interp never downloads: "
@@ -146,9 +153,10 @@ def _looks_like_hub_id(spec: str) -> bool:
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
 
 
-def validate(resolved: ResolvedSpec) -> None:
-    """Cheap checks (no torch): the files exist, parse and name a supported architecture."""
-    if resolved.kind == "tiny":
+def validate(resolved: ResolvedSpec, *, weights: bool = True) -> None:
+    """Cheap checks (no torch): the files exist, parse and name a supported architecture
+    (and, unless ``weights`` is False as for a remote model, the weights are whole)."""
+    if resolved.kind in ("tiny", "hub"):
         return
     assert resolved.path is not None
     if resolved.kind in ("smollm2", "gguf"):
@@ -173,13 +181,15 @@ def validate(resolved: ResolvedSpec) -> None:
             f"model spec {resolved.spec!r}: architecture {', '.join(architectures) or 'unknown'} "
             f"is not supported: use a model of {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
-    weights = sorted(resolved.path.glob("*.safetensors")) + sorted(resolved.path.glob("*.bin"))
     if not weights:
+        return
+    files = sorted(resolved.path.glob("*.safetensors")) + sorted(resolved.path.glob("*.bin"))
+    if not files:
         raise ModelSpecError(
             f"model spec {resolved.spec!r}: {resolved.path} has no *.safetensors or *.bin weights: "
             "save the model with save_pretrained"
         )
-    for file in weights:
+    for file in files:
         if file.suffix == ".safetensors":
             _validate_safetensors(resolved.spec, file)
 
@@ -232,15 +242,22 @@ class LoadedHF:
     hf_name: str  # the name TransformerLens should see (architecture lookup only)
 
 
-def load_hf(resolved: ResolvedSpec, *, device: str = "cpu", dtype: str = "float32") -> LoadedHF:
-    """Load a fresh model instance (each adapter owns its own: TL rewrites modules in place)."""
+def load_hf(
+    resolved: ResolvedSpec, *, device: str = "cpu", dtype: str = "float32", weights: bool = True
+) -> LoadedHF:
+    """Load a fresh model instance (each adapter owns its own: TL rewrites modules in place).
+
+    ``weights=False`` builds the model on the meta device from its config alone (for remote
+    execution: the weights live on the server)."""
     import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no per-load progress bars in test output
-    validate(resolved)
+    validate(resolved, weights=weights)
     torch_dtype = getattr(torch, dtype)
-    if resolved.kind == "tiny":
+    if not weights:
+        model, tokenizer, hf_name = _meta_model(resolved, torch_dtype)
+    elif resolved.kind == "tiny":
         model, tokenizer = _tiny_model(resolved.spec)
         model = model.to(device=device, dtype=torch_dtype)
         hf_name = resolved.spec
@@ -260,6 +277,41 @@ def load_hf(resolved: ResolvedSpec, *, device: str = "cpu", dtype: str = "float3
     model.eval()
     model.requires_grad_(False)
     return LoadedHF(model, tokenizer, resolved, resolved.fingerprint(), hf_name)
+
+
+def _meta_model(resolved: ResolvedSpec, dtype: Any) -> tuple[Any, Any, str]:
+    """A weightless (meta device) model, its tokenizer and the hub name it stands for."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if resolved.kind == "tiny":
+        tokenizer = offline_tokenizer()
+        config, hf_name = tiny_config(resolved.spec, len(tokenizer)), resolved.spec
+    else:
+        if resolved.kind == "hub":
+            source: str | Path = resolved.spec
+        elif resolved.kind in ("smollm2", "gguf"):
+            source = _converted_gguf(resolved)
+        else:
+            assert resolved.path is not None
+            source = resolved.path
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        except Exception as exc:
+            raise ModelSpecError(
+                f"model spec {resolved.spec!r}: its config and tokenizer are not available "
+                f"offline ({type(exc).__name__}): fetch them once with `hf download "
+                f"{resolved.spec} config.json tokenizer.json tokenizer_config.json`, or pass a "
+                "local directory holding them"
+            ) from None
+        hf_name = (SMOLLM2_HF_NAME if resolved.kind == "smollm2" else
+                   resolved.spec if resolved.kind == "hub" else str(source))
+    config._name_or_path = hf_name  # nnsight keys the remote model by it
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                 attn_implementation="eager")
+    return model, tokenizer, hf_name
 
 
 def _from_directory(resolved: ResolvedSpec, directory: Path, device: str, dtype: Any) -> Any:

@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import nnsight
 import torch
 from torch import Tensor
 
@@ -58,10 +59,45 @@ def _get(root: Any, path: str) -> Any:
     return root
 
 
-class NNsightBackend:
-    """Backend over an nnsight ``TransformersModel`` wrapping a pre-loaded HF model."""
+BACKEND_ENV = "PYTEST_INTERP_NDIF_BACKEND"
 
-    def __init__(self, loaded: LoadedHF, *, prepend_bos: bool | None = None) -> None:
+
+def remote_backend(lm: Any) -> Any:
+    """The nnsight Backend remote traces run through: nnsight's own NDIF client (None, i.e.
+    ``trace(remote=True)``), or one made by the ``module:callable`` factory named in
+    $PYTEST_INTERP_NDIF_BACKEND (a fake server in tests, a private deployment)."""
+    import importlib
+    import os
+
+    factory = os.environ.get(BACKEND_ENV)
+    if not factory:
+        return None
+    module, _, name = factory.partition(":")
+    try:
+        make = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ModelSpecError(f"${BACKEND_ENV}={factory!r} names no factory ({exc}): write it "
+                             "as module:callable, or unset it to use NDIF") from None
+    return make(lm)
+
+
+def ndif_api_key() -> str | None:
+    """The NDIF API key nnsight would send (NDIF_API_KEY, or one saved with nnsight)."""
+    from nnsight import CONFIG
+
+    return CONFIG.API.APIKEY or None
+
+
+class NNsightBackend:
+    """Backend over an nnsight ``TransformersModel`` wrapping a pre-loaded HF model.
+
+    With ``remote=True`` the HF model is weightless (meta device) and every forward pass,
+    unembedding and weight read happens inside a trace run by NDIF: results come back only
+    through saved values."""
+
+    def __init__(
+        self, loaded: LoadedHF, *, prepend_bos: bool | None = None, remote: bool = False
+    ) -> None:
         from nnsight import TransformersModel
 
         self.info: ModelInfo = model_info(loaded, "nnsight")
@@ -77,13 +113,30 @@ class NNsightBackend:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.lm = TransformersModel(
-                loaded.model, task="text-generation", tokenizer=loaded.tokenizer
+                loaded.model, task="text-generation", tokenizer=loaded.tokenizer,
+                **({"device": "meta"} if remote else {}),  # a weightless model stays on meta
             )
         self._blocks = _get(self.lm, self._layout.blocks)
         hf_blocks = _get(self._hf, self._layout.blocks)
         self._w_o_cache: dict[int, Tensor] = {}
         self._hf_o_proj = [_get(b, f"{self._layout.attn}.{self._layout.o_proj}") for b in hf_blocks]
         self._final_norm = _get(self._hf, self._layout.final_norm)
+        self.remote = remote
+        self._input_device = "cpu" if remote else self.info.device
+        if remote:
+            import nnsight
+
+            import pytest_interp
+
+            nnsight.register(pytest_interp)  # the server has no pytest-interp: ship our code
+            _canonical_hub_id(loaded.hf_name)
+
+    def _trace(self, tokens: Tensor, **kwargs: Any) -> Any:
+        """A trace of ``tokens``: local, or sent to NDIF (or the configured fake)."""
+        if self.remote:
+            backend = remote_backend(self.lm)
+            kwargs.update({"backend": backend} if backend is not None else {"remote": True})
+        return self.lm.trace(tokens, **kwargs)
 
     def tokenize(self, text: str) -> Tokens:
         return hf_tokenize(self._tokenizer, text, self._prepend_bos)
@@ -120,14 +173,18 @@ class NNsightBackend:
         if keep_past or past is not None:
             kwargs.update(past_key_values=past, use_cache=True)
         cache = None
-        with self.lm.trace(tokens.tensor(self.info.device), **kwargs):
+        with self._trace(tokens.tensor(self._input_device), **kwargs):
             for layer in skipped:  # a start edit then installs the residual
                 self._blocks[layer].skip(self._blocks[layer].input)
             for layer, block in blocks.items():
                 self._visit(self._blocks[layer], block)
             logits = self.lm.lm_head.output.save()
+            # Remotely the hooks fill the server's copy of `saved`: send it back as plain
+            # tuples (the server cannot pickle our classes by reference).
+            found = nnsight.save([(s.layer, s.component, v) for s, v in saved.items()])
             if keep_past:
                 cache = self.lm.output.past_key_values.save()
+        saved = {Site(layer, component): v for layer, component, v in found}
         return Run(tokens, logits.detach().clone(), saved, cache)
 
     def _visit(self, envoy: Any, block: BlockHooks) -> None:
@@ -157,12 +214,28 @@ class NNsightBackend:
 
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
-        return self._hf.lm_head(self._final_norm(hidden))
+        if not self.remote:
+            return self._hf.lm_head(self._final_norm(hidden))
+        norm = _get(self.lm, self._layout.final_norm)
+        one = torch.zeros(1, 1, dtype=torch.long)  # a forward must run; its output is unused
+        with self._trace(one, logits_to_keep=1):
+            logits = self.lm.lm_head(norm(hidden)).save()
+        return logits
 
     def generate(
         self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
     ) -> Tokens:
         return greedy_generate(self, tokens, max_new_tokens=max_new_tokens, edits=edits)
+
+
+def _canonical_hub_id(name: str) -> None:
+    """nnsight asks the Hub how to spell a repo id before a remote request; pytest-interp keeps
+    the Hub offline, so the spec's spelling is taken as canonical."""
+    from nnsight.modeling import huggingface
+
+    cache = getattr(huggingface, "_ID_CACHE", None)
+    if isinstance(cache, dict):
+        cache.setdefault(name, name)
 
 
 def _write(live: Tensor, new: Tensor) -> None:
