@@ -153,3 +153,12 @@ def test_marker_suite_runs_against_the_fake_remote(pytester, monkeypatch, tiny_d
                                  "fake NDIF served * requests"])
     served = int(result.stdout.str().split("fake NDIF served ")[1].split()[0])
     assert served >= 3
+
+
+def test_a_bad_backend_factory_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(nnsight_backend.BACKEND_ENV, "no_such_module:make")
+    with pytest.raises(ModelSpecError) as err:
+        nnsight_backend.remote_backend(None)
+    assert str(err.value) == (
+        "$PYTEST_INTERP_NDIF_BACKEND='no_such_module:make' names no factory (No module named "
+        "'no_such_module'): write it as module:callable, or unset it to use NDIF")
