@@ -124,8 +124,6 @@ class NNsightBackend:
         self.remote = remote
         self._input_device = "cpu" if remote else self.info.device
         if remote:
-            import nnsight
-
             import pytest_interp
 
             nnsight.register(pytest_interp)  # the server has no pytest-interp: ship our code
