@@ -221,6 +221,8 @@ NO_NDIF_KEY = (
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Fail at once, in one line, if the configured model spec (or NDIF key) cannot be used."""
     interp = session.config.stash[CONFIG_KEY]
+    if interp.spec is None and not interp.remote:
+        return  # a project not using pytest-interp: import nothing (loading sets HF offline)
     from .backends.loading import resolve_spec, validate
 
     try:

@@ -501,10 +501,11 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
                                   f"{exc.problem}; fix it by hand or re-create it with "
                                   "--snapshot-update")]
         new = parse(serialized)
-        return compare(old, new, self._tolerances(old[0], new[0]))
+        return compare(old, new, self._tolerances(old[0].get("dtype"), new[0].get("dtype")))
 
-    def _tolerances(self, old_meta: dict, new_meta: dict) -> Tolerances:
-        scale = dtype_scale(old_meta.get("dtype"), new_meta.get("dtype"))
+    def _tolerances(self, *dtypes: str | None) -> Tolerances:
+        """The configured tolerances, widened for the coarsest of ``dtypes``."""
+        scale = dtype_scale(*dtypes)
         return Tolerances(*(getattr(self.tolerances, f.name) * scale
                             for f in fields(Tolerances)))
 
@@ -541,7 +542,7 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
             dtypes = (parse(snapshot_data)[0].get("dtype"), meta.get("dtype"))
         except SnapshotFormatError:
             dtypes = (None, meta.get("dtype"))
-        tolerance = _tolerance_text(self._tolerances(*({"dtype": d} for d in dtypes)))
+        tolerance = _tolerance_text(self._tolerances(*dtypes))
         if dtype_scale(*dtypes) != 1:
             coarsest = max(dtypes, key=lambda d: dtype_scale(d))
             tolerance += f"; x{dtype_scale(*dtypes):g} for {coarsest}"

@@ -282,6 +282,8 @@ def test_unrelated_pytest_run_does_not_load_torch(pytester):
         def test_no_torch():
             assert "torch" not in sys.modules
             assert "pytest_interp.plugin" in sys.modules
+            # loading forces Hugging Face offline: never for a project that does not use us
+            assert "pytest_interp.backends.loading" not in sys.modules
     """)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
