@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import InterpError, ModelSpecError
 from .record import record
@@ -14,8 +14,8 @@ from .settings import DEFAULT_MEMO_BYTES, IDENTITY_PROMPT, PLACEHOLDER, ModelReq
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from .backends.base import Backend, Component, Edit, ModelInfo, Run, Site, Tokens
-    from .probes.lens import TunedLens
+    from .backends.base import Backend, Edit, ModelInfo, Run, Start, Tokens
+    from .lenses import Lens, TunedLens
     from .results import (
         AttentionResult,
         LensResult,
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
         TokenSpec,
         Vocab,
     )
+    from .sites import Component, Site
 
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,7 +43,7 @@ class RunMemo:
 
     max_bytes: int = DEFAULT_MEMO_BYTES
     stats: MemoStats = field(default_factory=MemoStats)
-    _runs: OrderedDict[tuple, Run] = field(default_factory=OrderedDict)
+    _runs: OrderedDict[tuple[Any, ...], Run] = field(default_factory=OrderedDict)
     _bytes: int = 0
 
     @property
@@ -51,7 +53,7 @@ class RunMemo:
     def __len__(self) -> int:
         return len(self._runs)
 
-    def get(self, key: tuple, read: Collection[Site]) -> Run | None:
+    def get(self, key: tuple[Any, ...], read: Collection[Site]) -> Run | None:
         run = self._runs.get(key)
         if run is None or not all(site in run.acts for site in read):
             return None
@@ -59,11 +61,11 @@ class RunMemo:
         self.stats.hits += 1
         return run
 
-    def sites(self, key: tuple) -> set[Site]:
+    def sites(self, key: tuple[Any, ...]) -> set[Site]:
         run = self._runs.get(key)
         return set(run.acts) if run is not None else set()
 
-    def put(self, key: tuple, run: Run) -> None:
+    def put(self, key: tuple[Any, ...], run: Run) -> None:
         self.stats.misses += 1
         if key in self._runs:
             self._bytes -= self._runs.pop(key).nbytes()
@@ -94,7 +96,7 @@ class ActivationCache(Mapping["Site", "Tensor"]):
         self._info = info
 
     def _site(self, key: object) -> Site:
-        from .backends.base import Site
+        from .sites import Site
 
         if isinstance(key, Site):
             return key
@@ -129,7 +131,11 @@ class ActivationCache(Mapping["Site", "Tensor"]):
 
 
 class InterpModel:
-    """A loaded model as tests see it: tokenize, memoised runs, activations, generation."""
+    """A loaded model as tests see it: tokenize, memoised runs, activations, generation, and
+    the probes as methods (each result memoised per argument set and recorded for the report).
+
+    It is the ``Runner`` that probes are written against (``pytest_interp.probes.runner``).
+    """
 
     def __init__(
         self, backend: Backend, *, request: ModelRequest | None = None,
@@ -140,14 +146,21 @@ class InterpModel:
         self.memo = RunMemo(memory_bytes)
         self._vocab: Vocab | None = None
         self._tuned_lenses: dict[str, TunedLens] = {}
-        self._sweeps: dict[tuple, PatchingResult] = {}
-        self._patchscopes: dict[tuple, PatchscopeResult] = {}
-        self._steering: dict[tuple, SteeringResult] = {}
+        self._results: dict[tuple[Any, ...], Any] = {}
 
     def __repr__(self) -> str:
         i = self.info
         return (f"<InterpModel {i.name} ({i.architecture}, {i.n_layers} layers) via {i.backend} "
                 f"on {i.device}/{i.dtype}>")
+
+    def remember(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``'s result, computed once per ``key`` for this model (and recorded for
+        the running test's report). Probes with the same arguments are never run twice."""
+        if key not in self._results:
+            self._results[key] = compute()
+        return record(self._results[key])  # type: ignore[no-any-return]
+
+    # -- the Runner interface -------------------------------------------------------------
 
     @property
     def info(self) -> ModelInfo:
@@ -164,7 +177,7 @@ class InterpModel:
             decode = self.backend.decode
             self._vocab = Vocab(
                 self.info.d_vocab, lru_cache(maxsize=None)(lambda i: decode([i])),
-                self.backend.encode,
+                self.backend.encode, decode, self.backend.special_ids,
             )
         return self._vocab
 
@@ -179,9 +192,6 @@ class InterpModel:
         if not isinstance(prompts, Sequence) or not prompts:
             raise InterpError(f"expected a prompt or a list of prompts, got {prompts!r}")
         return Tokens.stack([self.backend.tokenize(p) for p in prompts])
-
-    def to_str_tokens(self, prompt: str) -> tuple[str, ...]:
-        return self.backend.tokenize(prompt).strs[0]
 
     def run(
         self, prompts: str | Sequence[str] | Tokens, *, read: Collection[Site] = (),
@@ -200,11 +210,37 @@ class InterpModel:
         self.memo.put(key, run)
         return run
 
+    def forward(
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        start: Start | None = None, logits_to_keep: int = 0,
+    ) -> Run:
+        """One batched forward pass, not memoised (for rows used once, e.g. sweep rows)."""
+        return self.backend.run(tokens, read=read, edits=edits, start=start,
+                                logits_to_keep=logits_to_keep)
+
+    def unembed(self, hidden: Tensor) -> Tensor:
+        """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
+        return self.backend.unembed(hidden)
+
+    def generate_tokens(
+        self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,
+        edits: Sequence[Edit] = (), on_step: Callable[[int, Tensor], None] | None = None,
+        choose: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tokens:
+        """Greedy continuation of each row (prompt included); ``on_step(step, logits [B, V])``
+        sees each step, ``choose(logits) -> ids [B]`` replaces the argmax."""
+        from .backends.base import greedy_generate
+
+        return greedy_generate(self.backend, self.tokens(prompts), max_new_tokens=max_new_tokens,
+                               edits=edits, on_step=on_step, choose=choose)
+
+    # -- for tests ------------------------------------------------------------------------
+
     def cache(
         self, prompt: str, *, components: Collection[Component] | None = None
     ) -> ActivationCache:
         """All activations of one prompt (every layer; all components unless given)."""
-        from .backends.base import COMPONENTS, all_sites
+        from .sites import COMPONENTS, all_sites
 
         tokens = self.tokens(prompt)
         if tokens.batch != 1:
@@ -213,32 +249,47 @@ class InterpModel:
         run = self.run(tokens, read=all_sites(self.info.n_layers, comps))
         return ActivationCache(run, self.info)
 
+    def generate(self, prompt: str, *, max_new_tokens: int = 20) -> str:
+        """Greedy continuation text of one prompt (the prompt itself excluded)."""
+        tokens = self.tokens(prompt)
+        out = self.generate_tokens(tokens, max_new_tokens=max_new_tokens)
+        return self.backend.decode(out.ids[0][tokens.length:])
+
+    # -- probes ---------------------------------------------------------------------------
+
+    def lens(
+        self, prompt: str, *, lens: Lens | str = "logit",
+        positions: int | Sequence[int] | None = -1,
+    ) -> LensResult:
+        """Every block's resid_post at ``positions`` (None = all) decoded through ``lens``
+        (a Lens, ``"logit"``, or a tuned-lens folder), the final norm and the unembedding."""
+        from .lenses import TunedLens, named_lens
+        from .probes.lens import run_lens
+
+        chosen = named_lens(lens)
+        if isinstance(chosen, str):
+            if chosen not in self._tuned_lenses:
+                self._tuned_lenses[chosen] = TunedLens.load(chosen)
+            chosen = self._tuned_lenses[chosen]
+        return record(run_lens(self, prompt, positions=positions, lens=chosen))
+
     def logit_lens(
         self, prompt: str, *, positions: int | Sequence[int] | None = -1
     ) -> LensResult:
         """Every block's resid_post decoded by final norm + unembedding, at ``positions``."""
-        from .probes.lens import run_lens
-
-        return record(run_lens(self, prompt, positions=positions))
+        return self.lens(prompt, positions=positions)
 
     def tuned_lens(
         self, prompt: str, *, lens: str | TunedLens, positions: int | Sequence[int] | None = -1
     ) -> LensResult:
         """As ``logit_lens``, through a tuned lens (a tuned-lens folder or a TunedLens)."""
-        from .probes.lens import TunedLens, run_lens
-
-        if not isinstance(lens, TunedLens):
-            key = str(lens)
-            if key not in self._tuned_lenses:
-                self._tuned_lenses[key] = TunedLens.load(key)
-            lens = self._tuned_lenses[key]
-        return record(run_lens(self, prompt, positions=positions, lens=lens))
+        return self.lens(prompt, lens=lens, positions=positions)
 
     def logit_diff(self, prompt: str, answer: str, foil: str) -> float:
         """logit(answer) - logit(foil) at the last position (memoised run)."""
         from .probes.patching import logit_diff
 
-        return logit_diff(self, prompt, answer, foil)
+        return logit_diff(self, prompt, answer, foil).value
 
     def activation_patching(
         self, clean: str, corrupted: str, *, answer: str, foil: str,
@@ -246,19 +297,18 @@ class InterpModel:
         layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
     ) -> PatchingResult:
         """Patch each clean activation into the corrupted run: every (layer, position), or
-        (layer, head[, position]) for head_out, or the ``layers``/``positions`` given (the
-        rest NaN); batched, and memoised per argument set."""
+        for head_out every (layer, head, position) (``per_position=False``: (layer, head),
+        the head patched at every position at once); ``layers``/``positions`` restrict the
+        sweep (other cells NaN). Batched, and memoised per argument set."""
         from .probes.patching import activation_patching
 
-        key = (clean, corrupted, answer, foil, site, per_position or site != "head_out",
-               None if layers is None else tuple(layers),
+        key = ("patching", clean, corrupted, answer, foil, site,
+               per_position or site != "head_out", None if layers is None else tuple(layers),
                None if positions is None else tuple(positions))
-        if key not in self._sweeps:
-            self._sweeps[key] = activation_patching(
-                self, clean, corrupted, answer=answer, foil=foil, site=site,
-                per_position=per_position, layers=layers, positions=positions,
-            )
-        return record(self._sweeps[key])
+        return self.remember(key, lambda: activation_patching(
+            self, clean, corrupted, answer=answer, foil=foil, site=site,
+            per_position=per_position, layers=layers, positions=positions,
+        ))
 
     def patchscope(
         self, source: str, token: TokenSpec, *, layer: int | Iterable[int],
@@ -287,21 +337,18 @@ class InterpModel:
         Memoised when there is no mapping."""
         from .probes.patchscope import patchscope
 
-        def freeze(x: object) -> object:
-            return tuple(x) if isinstance(x, Iterable) and not isinstance(x, str) else x
-
-        key = (source, freeze(token), freeze(layers), freeze(target_layers), mode, target,
-               freeze(target_token), max_new_tokens, expected)
-        if mapping is not None or key not in self._patchscopes:
-            result = patchscope(
+        def compute() -> PatchscopeResult:
+            return patchscope(
                 self, source, token, layers=layers, target=target, target_layers=target_layers,
                 mode=mode, target_token=target_token, mapping=mapping,  # type: ignore[arg-type]
                 max_new_tokens=max_new_tokens, expected=expected,
             )
-            if mapping is not None:
-                return record(result)
-            self._patchscopes[key] = result
-        return record(self._patchscopes[key])
+
+        if mapping is not None:  # a callable or matrix: not a memo key
+            return record(compute())
+        key = ("patchscope", source, _frozen(token), _frozen(layers), _frozen(target_layers),
+               mode, target, _frozen(target_token), max_new_tokens, expected)
+        return self.remember(key, compute)
 
     def steering_vector(
         self, positive: str | Sequence[str], negative: str | Sequence[str], *, layer: int,
@@ -341,15 +388,14 @@ class InterpModel:
             vector = self.load_vector(vector)
         coefs = (coef,) if isinstance(coef, int | float) else tuple(coef)
         digest = hashlib.sha1(vector.detach().float().cpu().numpy().tobytes()).hexdigest()
-        key = (prompt, digest, layer, coefs, site, positions, normalize, target, foil,
-               max_new_tokens, sample, seed, temperature)
-        if key not in self._steering:
-            self._steering[key] = steer(
-                self, prompt, vector, layer=layer, coefs=coefs, site=site, positions=positions,
-                normalize=normalize, target=target, foil=foil, max_new_tokens=max_new_tokens,
-                sample=sample, seed=seed, temperature=temperature,
-            )
-        return record(self._steering[key])
+        key = ("steering", prompt, digest, layer, coefs, site, positions, normalize, target,
+               foil, max_new_tokens, sample, seed, temperature)
+        steering = vector
+        return self.remember(key, lambda: steer(
+            self, prompt, steering, layer=layer, coefs=coefs, site=site, positions=positions,
+            normalize=normalize, target=target, foil=foil, max_new_tokens=max_new_tokens,
+            sample=sample, seed=seed, temperature=temperature,
+        ))
 
     def attention(
         self, prompt: str | None = None, *, n: int = 20, seed: int = 0,
@@ -362,20 +408,10 @@ class InterpModel:
 
         return record(attention(self, prompt, n=n, seed=seed, thresholds=thresholds))
 
-    def generate_tokens(
-        self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,
-        edits: Sequence[Edit] = (),
-    ) -> Tokens:
-        """Greedy continuation of each row (prompt included)."""
-        return self.backend.generate(
-            self.tokens(prompts), max_new_tokens=max_new_tokens, edits=edits
-        )
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 20) -> str:
-        """Greedy continuation text of one prompt (the prompt itself excluded)."""
-        tokens = self.tokens(prompt)
-        out = self.generate_tokens(tokens, max_new_tokens=max_new_tokens)
-        return self.backend.decode(out.ids[0][tokens.length:])
+def _frozen(x: object) -> object:
+    """A memo-key form of an argument: iterables (not strings) as tuples."""
+    return tuple(x) if isinstance(x, Iterable) and not isinstance(x, str) else x
 
 
 def use_deterministic_algorithms() -> None:

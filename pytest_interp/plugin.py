@@ -1,30 +1,38 @@
-"""pytest shell: options and ini keys, markers, fixtures, header and summary.
+"""pytest shell: options and ini keys, markers -> expectations, fixtures, header and outcomes.
 
 Imports neither torch nor a backend at module level: pytest loads every installed plugin in
 every session, and a project that does not use pytest-interp must not pay for torch.
+Collection is static: it reads markers into expectations and checks what needs no model;
+models load when a test that needs one runs.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
 import sys
 from collections.abc import Callable, Collection, Generator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
 from .errors import InterpError
-from .markers import EXPECTATION_MARKERS, MARKERS, parse_expectation, parse_interp_model
+from .expectation import Expectation, ExpectationKind, Marker
+from .registry import KINDS, AnyKind
 from .settings import (
     BACKENDS,
-    DEFAULT_MEMO_BYTES,
     DEVICES,
     DTYPES,
     REMOTE_NEEDS_NNSIGHT,
+    BackendName,
+    DeviceName,
+    DtypeName,
+    ModelOverride,
     ModelRequest,
     parse_bool,
     parse_bytes,
@@ -32,25 +40,12 @@ from .settings import (
 
 if TYPE_CHECKING:
     from .model import ActivationCache, InterpModel
+    from .report.html import Entry
 
-_OPTIONS: tuple[tuple[str, str, str, str | None], ...] = (
-    # (name, ini help, metavar, default)
-    ("model", "model spec: alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), "
-              "local HF directory or .gguf file", "SPEC", None),
-    ("backend", f"backend: {' | '.join(BACKENDS)}", "NAME", "transformer_lens"),
-    ("device", f"device: {' | '.join(DEVICES)}", "NAME", "cpu"),
-    ("dtype", f"dtype: {' | '.join(DTYPES)}", "NAME", "float32"),
-    ("prepend_bos", "prepend BOS: true | false | auto (the tokenizer's default)", "BOOL", "auto"),
-    ("memory", "memory budget of the memoised run cache per model, e.g. 2GiB", "SIZE", "2GiB"),
-    ("timeout", "seconds a test's model work may take before it fails (0 = no limit)",
-     "SECONDS", "0"),
-    ("threads", "torch CPU threads per process: N, or auto (under xdist: cores // workers, "
-                "so workers do not oversubscribe the cores; otherwise torch's default)",
-     "N", "auto"),
-    ("seed", "base seed: each test starts with random, numpy and torch seeded from it and its "
-             "node id, so its draws do not depend on test order or xdist worker", "N", "0"),
-    ("deterministic", "torch.use_deterministic_algorithms on model load (true | false)",
-     "BOOL", "true"),
+INTERP_MODEL = Marker(
+    "interp_model", ModelOverride,
+    "run this test (class, module) on another model or backend; spec is an alias, "
+    "a local HF directory or a .gguf file.",
 )
 
 
@@ -59,92 +54,174 @@ class InterpConfig:
     """The session's settings, from command line over ini over defaults."""
 
     spec: str | None
-    backend: str
-    device: str
-    dtype: str
-    prepend_bos: bool | None
-    memory_bytes: int
+    backend: BackendName = "transformer_lens"
+    device: DeviceName = "cpu"
+    dtype: DtypeName = "float32"
+    prepend_bos: bool | None = None
+    memory_bytes: int = 2 * 1024**3
     timeout: float = 0.0
     threads: int | None = None  # None: torch's default
     seed: int = 0
     deterministic: bool = True
     remote: bool = False
+    tolerances: dict[str, float] = field(default_factory=dict)
 
-    def request(self, spec: str | None = None, **overrides: Any) -> ModelRequest:
-        """The model request for a test (raises "no model given" if there is no spec)."""
+    def request(self, override: ModelOverride | None = None) -> ModelRequest:
+        """The model request for a test: the session's, changed by its ``interp_model``
+        marker (raises "no model given" if neither names a model)."""
+        if override is None:
+            return ModelRequest(spec=self.spec or "", backend=self.backend, device=self.device,
+                                dtype=self.dtype, prepend_bos=self.prepend_bos,
+                                remote=self.remote)
         return ModelRequest(
-            spec=spec or self.spec or "", backend=self.backend,  # type: ignore[arg-type]
-            device=self.device, dtype=self.dtype, prepend_bos=self.prepend_bos,  # type: ignore[arg-type]
-            remote=self.remote,
-        ).with_overrides(**overrides)
+            spec=override.spec, backend=override.backend or self.backend,
+            device=override.device or self.device, dtype=override.dtype or self.dtype,
+            prepend_bos=self.prepend_bos if override.prepend_bos is None
+            else override.prepend_bos, remote=self.remote,
+        )
 
 
 CONFIG_KEY = pytest.StashKey[InterpConfig]()
 POOL_KEY = pytest.StashKey["ModelPool"]()
-OVERRIDE_KEY = pytest.StashKey[Any]()  # ModelOverride | None, set at collection
-EXPECT_KEY = pytest.StashKey[tuple[Any, ...]]()  # expectations from markers, set at collection
+OVERRIDE_KEY = pytest.StashKey[ModelOverride | None]()  # the interp_model marker, if any
+EXPECT_KEY = pytest.StashKey[tuple[tuple[AnyKind, Expectation[Any]], ...]]()
+RECORDED_KEY = pytest.StashKey[list[object]]()  # results a test produced, for the report
+REPORT_KEY = pytest.StashKey["_Report"]()
+KINDS_KEY = pytest.StashKey[list[str]]()  # kinds this session registered through the hook
+
+
+# ---------------------------------------------------------------------------
+# Options: typed by argparse on the command line and by pytest in ini files
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser raising InterpError."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except InterpError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _threads_value(text: str) -> int | Literal["auto"]:
+    raw = str(text).strip().lower()
+    if raw == "auto":
+        return "auto"
+    if not raw.isdigit() or int(raw) < 1:
+        raise InterpError(f"{text!r} is not a thread count: pass a whole number >= 1, or auto")
+    return int(raw)
+
+
+def _seconds_value(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise InterpError(f"{text!r} is not a number of seconds >= 0: pass e.g. 300, or 0 for "
+                          "no limit")
+    return seconds
+
+
+def _bool_or_auto(text: str) -> bool | Literal["auto"]:
+    value = parse_bool(text, "")
+    return "auto" if value is None else value
+
+
+def _memory_value(text: str) -> int:
+    return parse_bytes(text, "")
+
+
+_TOLERANCES = (("prob", 0.02), ("logit", 0.1), ("recovery", 0.05))
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("interp", "pytest-interp: tests of model internals")
-    for name, help_text, metavar, default in _OPTIONS:
+
+    def option(name: str, help_text: str, metavar: str, ini_type: Any, default: Any,
+               **cli: Any) -> None:
         flag = "--interp-" + name.replace("_", "-")
-        default_text = f"; default {default}" if default is not None else ""
+        shown = {True: "true", False: "false"}.get(default, default)
         group.addoption(flag, dest=f"interp_{name}", metavar=metavar, default=None,
-                        help=f"{help_text} (ini: interp_{name}{default_text})")
-        parser.addini(f"interp_{name}", help_text, default=default)
+                        help=f"{help_text} (ini: interp_{name}; default {shown})", **cli)
+        parser.addini(f"interp_{name}", help_text, type=ini_type, default=default)
+
+    option("model", "model spec: alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), "
+                    "local HF directory or .gguf file", "SPEC", "string", "")
+    option("backend", f"backend: {' | '.join(BACKENDS)}", "NAME", BackendName,
+           "transformer_lens", choices=BACKENDS)
+    option("device", f"device: {' | '.join(DEVICES)}", "NAME", DeviceName, "cpu",
+           choices=DEVICES)
+    option("dtype", f"dtype: {' | '.join(DTYPES)}", "NAME", DtypeName, "float32",
+           choices=DTYPES)
+    option("prepend_bos", "prepend BOS: true | false | auto (the tokenizer's default)", "BOOL",
+           bool | Literal["auto"], "auto", type=_arg(_bool_or_auto))
+    option("memory", "memory budget of the memoised run cache per model, e.g. 2GiB", "SIZE",
+           "string", "2GiB", type=_arg(_memory_value))
+    option("timeout", "seconds a test's model work may take before it fails (0 = no limit)",
+           "SECONDS", float, 0.0, type=_arg(_seconds_value))
+    option("threads", "torch CPU threads per process: N, or auto (under xdist: cores // "
+                      "workers, so workers do not oversubscribe the cores; otherwise torch's "
+                      "default)", "N", int | Literal["auto"], "auto", type=_arg(_threads_value))
+    option("seed", "base seed: each test starts with random, numpy and torch seeded from it and "
+                   "its node id, so its draws do not depend on test order or xdist worker", "N",
+           int, 0, type=int)
+    option("deterministic", "torch.use_deterministic_algorithms on model load (true | false)",
+           "BOOL", bool, True, type=_arg(lambda text: parse_bool(text, "") is not False))
     group.addoption("--interp-remote", dest="interp_remote", action="store_true", default=None,
                     help="run the model on NDIF through nnsight (remote=True): only its config "
                          "and tokenizer load here; needs an NDIF API key (ini: interp_remote)")
-    parser.addini("interp_remote", "run the model on NDIF (true | false)", default="false")
+    parser.addini("interp_remote", "run the model on NDIF (true | false)", type=bool,
+                  default=False)
     group.addoption("--interp-report", dest="interp_report", metavar="PATH", default=None,
                     help="write a self-contained HTML report with figures to PATH "
                          "(ini: interp_report)")
     parser.addini("interp_report", "path of the HTML report (relative to the rootdir)")
-    for name, default in (("prob", "0.02"), ("logit", "0.1"), ("recovery", "0.05")):
+    for name, default in _TOLERANCES:
         parser.addini(f"interp_snapshot_{name}_tol",
-                      f"interp_snapshot: absolute tolerance on {name} values", default=default)
+                      f"interp_snapshot: absolute tolerance on {name} values", type=float,
+                      default=default)
 
 
-def _setting(config: pytest.Config, name: str) -> str | None:
+def _setting(config: pytest.Config, name: str) -> Any:
+    """The command line's value, else the ini file's (typed), else the default."""
     value = config.getoption(f"interp_{name}")
-    if value is None:
-        value = config.getini(f"interp_{name}")
-    return value if value not in ("", None) else None
+    return config.getini(f"interp_{name}") if value is None else value
 
 
 def _read_config(config: pytest.Config) -> InterpConfig:
     try:
-        backend = _setting(config, "backend") or "transformer_lens"
-        device = _setting(config, "device") or "cpu"
-        dtype = _setting(config, "dtype") or "float32"
-        for name, value, choices in (("backend", backend, BACKENDS), ("device", device, DEVICES),
-                                     ("dtype", dtype, DTYPES)):
-            if value not in choices:
-                raise InterpError(
-                    f"--interp-{name} {value!r} is not one of: {', '.join(choices)}"
-                )
-        remote = config.getoption("interp_remote") or parse_bool(
-            config.getini("interp_remote"), "interp_remote") or False
+        backend, remote = _setting(config, "backend"), bool(_setting(config, "remote"))
         if remote and backend != "nnsight":
             raise InterpError(REMOTE_NEEDS_NNSIGHT)
         memory = _setting(config, "memory")
-        timeout = _setting(config, "timeout") or "0"
-        try:
-            seconds = float(timeout)
-        except ValueError:
-            seconds = -1.0
-        if not seconds >= 0 or seconds == float("inf"):
-            raise InterpError(f"--interp-timeout {timeout!r} is not a number of seconds >= 0: "
-                              "pass e.g. 300, or 0 for no limit")
+        bos = _setting(config, "prepend_bos")
+        tolerances = {}
+        for name, _ in _TOLERANCES:
+            value = config.getini(f"interp_snapshot_{name}_tol")
+            if not value >= 0:
+                raise InterpError(f"interp_snapshot_{name}_tol = {value!r} is negative: set a "
+                                  "non-negative number such as 0.05")
+            tolerances[name] = float(value)
         return InterpConfig(
-            spec=_setting(config, "model"), backend=backend, device=device, dtype=dtype,
-            prepend_bos=parse_bool(_setting(config, "prepend_bos"), "--interp-prepend-bos"),
-            memory_bytes=parse_bytes(memory) if memory else DEFAULT_MEMO_BYTES,
-            timeout=seconds, threads=_threads(config), seed=_seed(config),
-            deterministic=parse_bool(_setting(config, "deterministic"),
-                                     "--interp-deterministic") is not False,
-            remote=remote,
+            spec=_setting(config, "model") or None, backend=backend,
+            device=_setting(config, "device"), dtype=_setting(config, "dtype"),
+            prepend_bos=None if bos == "auto" else bool(bos),
+            memory_bytes=memory if isinstance(memory, int) else parse_bytes(memory),
+            timeout=float(_setting(config, "timeout")), threads=_threads(config),
+            seed=int(_setting(config, "seed")),
+            deterministic=bool(_setting(config, "deterministic")), remote=remote,
+            tolerances=tolerances,
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -152,26 +229,15 @@ def _read_config(config: pytest.Config) -> InterpConfig:
 
 def _threads(config: pytest.Config) -> int | None:
     """The torch thread count: a number, or auto (cores // xdist workers on a worker)."""
-    raw = (_setting(config, "threads") or "auto").strip().lower()
-    if raw == "auto":
-        workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
-        if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
-            return None  # one process, or the user chose
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else os.cpu_count() or 1
-        return max(1, cores // workers)
-    if not raw.isdigit() or int(raw) < 1:
-        raise InterpError(f"--interp-threads {raw!r} is not a thread count: pass a whole "
-                          "number >= 1, or auto")
-    return int(raw)
-
-
-def _seed(config: pytest.Config) -> int:
-    raw = _setting(config, "seed") or "0"
-    try:
+    raw = _setting(config, "threads")
+    if raw != "auto":
         return int(raw)
-    except ValueError:
-        raise InterpError(f"--interp-seed {raw!r} is not an integer: pass e.g. 0") from None
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None  # one process, or the user chose
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    return max(1, cores // workers)
 
 
 def _seed_everything(seed: int, nodeid: str, phase: str) -> None:
@@ -198,17 +264,39 @@ def _use_threads(threads: int | None) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
+def _add_marker_line(config: pytest.Config, marker: Marker) -> None:
+    config.addinivalue_line("markers", f"{marker.call}: {marker.help}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    for marker in MARKERS:
-        config.addinivalue_line("markers", f"{marker.call}: {marker.help}")
     interp = _read_config(config)
     config.stash[CONFIG_KEY] = interp
+    _add_marker_line(config, INTERP_MODEL)
+    for kind in KINDS:
+        _add_marker_line(config, kind.marker)
+    added: list[str] = []
+    config.stash[KINDS_KEY] = added
+
+    def registered(kind: AnyKind) -> None:
+        added.append(kind.name)
+        _add_marker_line(config, kind.marker)
+
+    config.add_cleanup(KINDS.on_register(registered))
+    config.hook.pytest_interp_register_kinds.call_historic(kwargs={"registry": KINDS})
     _use_threads(interp.threads)
     from .model import ModelPool  # torch-free module; torch loads with the first model
 
     config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes,
                                        deterministic=interp.deterministic)
     _start_report(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name in config.stash.get(KINDS_KEY, []):
+        KINDS.unregister(name)
+    state = config.stash.get(REPORT_KEY, None)
+    if state is not None and state in _ACTIVE:
+        _ACTIVE.remove(state)
 
 
 NO_NDIF_KEY = (
@@ -261,6 +349,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+# ---------------------------------------------------------------------------
+# Collection: markers -> expectations (static: no model, no tokenizer, no forward pass)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_pycollect_makeitem(
     collector: pytest.Collector, name: str, obj: object
@@ -275,29 +367,46 @@ def pytest_pycollect_makeitem(
 
 
 def _read_marks(item: pytest.Function) -> None:
-    mark = item.get_closest_marker("interp_model")
+    """Bind each interp marker to its dataclass (types, ranges, files); a bad one, or a
+    near-miss of one of our marker names, is a collection error naming the test."""
+    ours = (INTERP_MODEL.name, *KINDS.names())
+    registered = _registered_markers(item.config)
+    for mark in item.iter_markers():
+        if mark.name not in registered:
+            close = difflib.get_close_matches(mark.name, ours, n=1, cutoff=0.75)
+            if close:
+                raise pytest.Collector.CollectError(
+                    f"{item.nodeid}: @pytest.mark.{mark.name} is not a marker: did you mean "
+                    f"@pytest.mark.{close[0]}?"
+                )
     try:
-        item.stash[OVERRIDE_KEY] = (
-            parse_interp_model(mark.args, dict(mark.kwargs)) if mark is not None else None
-        )
+        mark = item.get_closest_marker(INTERP_MODEL.name)
+        override = INTERP_MODEL.build(mark.args, dict(mark.kwargs)) if mark else None
+        if override is not None:
+            from .backends.loading import resolve_spec, validate
+
+            validate(resolve_spec(override.spec))
     except InterpError as exc:
         raise pytest.Collector.CollectError(
             f"{item.nodeid}: @pytest.mark.interp_model: {exc}"
         ) from None
+    item.stash[OVERRIDE_KEY] = override
     expectations = []
-    for marker in EXPECTATION_MARKERS:
-        for mark in item.iter_markers(marker.name):
+    for kind in KINDS:
+        for mark in item.iter_markers(kind.name):
             try:
-                expectation = parse_expectation(
-                    marker, mark.args, dict(mark.kwargs), item.config.rootpath
-                )
-                expectation.validate(_model_for(item))
+                expectation = kind.parse(mark.args, dict(mark.kwargs), item.config.rootpath)
             except InterpError as exc:
                 raise pytest.Collector.CollectError(
-                    f"{item.nodeid}: @pytest.mark.{marker.name}: {exc}"
+                    f"{item.nodeid}: @pytest.mark.{kind.name}: {exc}"
                 ) from None
-            expectations.append(expectation)
+            expectations.append((kind, expectation))
     item.stash[EXPECT_KEY] = tuple(expectations)
+
+
+def _registered_markers(config: pytest.Config) -> set[str]:
+    """The names of every marker registered with pytest (ini ``markers`` and plugins)."""
+    return {line.split(":")[0].split("(")[0].strip() for line in config.getini("markers")}
 
 
 def _model_for(item: pytest.Item) -> InterpModel:
@@ -305,14 +414,11 @@ def _model_for(item: pytest.Item) -> InterpModel:
 
 
 def _request_for(item: pytest.Item) -> ModelRequest:
-    interp = item.config.stash[CONFIG_KEY]
-    override = item.stash.get(OVERRIDE_KEY, None)
-    if override is None:
-        return interp.request()
-    return interp.request(
-        override.spec, backend=override.backend, device=override.device,
-        dtype=override.dtype, prepend_bos=override.prepend_bos,
-    )
+    return item.config.stash[CONFIG_KEY].request(item.stash.get(OVERRIDE_KEY, None))
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
 
 
 @pytest.fixture
@@ -345,18 +451,7 @@ def interp_snapshot(snapshot: Any, request: pytest.FixtureRequest) -> Any:
     from .snapshot import InterpSnapshotExtension, with_tolerance
 
     config = request.config
-    tolerances = {}
-    for name in ("prob", "logit", "recovery"):
-        raw = config.getini(f"interp_snapshot_{name}_tol")
-        try:
-            tolerances[name] = float(raw)
-        except ValueError:
-            pytest.fail(f"pytest-interp: interp_snapshot_{name}_tol = {raw!r} is not a number: "
-                        "set a non-negative number such as 0.05", pytrace=False)
-        if not tolerances[name] >= 0:
-            pytest.fail(f"pytest-interp: interp_snapshot_{name}_tol = {raw!r} is negative: "
-                        "set a non-negative number such as 0.05", pytrace=False)
-    extension = with_tolerance(InterpSnapshotExtension, **tolerances)
+    extension = with_tolerance(InterpSnapshotExtension, **config.stash[CONFIG_KEY].tolerances)
     extension.details = bool(getattr(config.option, "include_snapshot_details", False))
     try:
         extension.dtype = _request_for(request.node).dtype
@@ -365,34 +460,38 @@ def interp_snapshot(snapshot: Any, request: pytest.FixtureRequest) -> Any:
     return snapshot.use_extension(extension)
 
 
+# ---------------------------------------------------------------------------
+# Running: expectations after the test body, per-test seeds, timeouts, report figures
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
-    """After the test body passes, check the expectations its markers declared."""
+    """After the test body passes, check each expectation its markers declared; each fails
+    on its own (with the marker named), and the others still run."""
     result = yield
     expectations = pyfuncitem.stash.get(EXPECT_KEY, ())
-    if expectations:
-        failures = []
-        try:
-            model = _model_for(pyfuncitem)
-            for expectation in expectations:
-                text = expectation.check(model)
-                if text is not None:
-                    failures.append(text)
-        except InterpError as exc:
-            failures.append(f"pytest-interp: {exc}")
-        if failures:
-            pytest.fail("\n\n".join(failures), pytrace=False)
-    return result
+    if not expectations:
+        return result
+    try:
+        model = _model_for(pyfuncitem)
+    except InterpError as exc:
+        message = f"pytest-interp: {exc}"
+    else:
+        failures = [text for kind, expectation in expectations
+                    if (text := _check(kind, expectation, model)) is not None]
+        if not failures:
+            return result
+        message = "\n\n".join(failures)
+    pytest.fail(message, pytrace=False)
 
 
-REPORT_KEY = pytest.StashKey[Any]()  # _Report | None
-
-
-@dataclass
-class _Report:
-    path: Path
-    start: float
-    entries: dict[str, Any]  # nodeid -> report.html.Entry
+def _check(kind: ExpectationKind[Any, Any], expectation: Expectation[Any],
+           model: InterpModel) -> str | None:
+    """One expectation's failure text (a model-dependent bad argument names the marker)."""
+    try:
+        return kind.check(model, expectation)[1]
+    except InterpError as exc:
+        return f"@pytest.mark.{kind.name}: {exc}"
 
 
 def _report_path(config: pytest.Config) -> Path | None:
@@ -456,11 +555,10 @@ def _deadline(seconds: float) -> Generator[None, None, None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-RECORDED_KEY = pytest.StashKey[list[Any]]()
-
-
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, Any, Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the figures (HTML) to the call report; they travel with it under xdist."""
     report = yield
     if call.when == "call" and _report_path(item.config) is not None:
@@ -472,24 +570,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, A
     return report
 
 
+# ---------------------------------------------------------------------------
+# The HTML report
+
+
+@dataclass
+class _Report:
+    path: Path
+    start: float
+    entries: dict[str, Entry]
+
+
 _ACTIVE: list[_Report] = []  # a stack: pytester runs sessions inside sessions
 
 
 def _start_report(config: pytest.Config) -> None:
-    """Collect report entries when a report is asked for (on the controller, not workers)."""
+    """Collect report entries when a report is asked for (on the controller, not workers,
+    and not when only collecting)."""
     path = _report_path(config)
-    if path is not None and not hasattr(config, "workerinput"):
+    if path is not None and not hasattr(config, "workerinput") and not config.option.collectonly:
         import time
 
         state = _Report(path, time.perf_counter(), {})
         config.stash[REPORT_KEY] = state
         _ACTIVE.append(state)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    state = config.stash.get(REPORT_KEY, None)
-    if state is not None and state in _ACTIVE:
-        _ACTIVE.remove(state)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -502,7 +606,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     entry.duration += report.duration
     if report.failed or report.skipped:
         entry.failure += report.longreprtext
-    entry.figures += [v for k, v in report.user_properties if k == "interp_figures"]
+    entry.figures += [str(v) for k, v in report.user_properties if k == "interp_figures"]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -531,3 +635,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"layers) via {info.backend}: {stats.misses} runs computed, {stats.hits} memo hits, "
             f"{model.memo.nbytes / 1024**2:.1f} MiB held"
         )
+

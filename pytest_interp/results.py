@@ -11,17 +11,25 @@ from functools import cached_property
 
 import numpy as np
 
+from . import checks
 from .errors import InterpError, SiteError
 from .settings import PLACEHOLDER
 
 
 @dataclass(frozen=True)
 class Vocab:
-    """A model's tokens as results need them: id -> string, and a single token's id."""
+    """A model's tokens as results need them: id <-> string, and a single token's id.
+
+    ``decode_one(id)`` is one token's text, ``decode(ids)`` a sequence's (as the tokenizer
+    joins them), ``encode(text)`` the ids of a text without special tokens; ``special`` holds
+    the tokenizer's special token ids.
+    """
 
     size: int
     decode_one: Callable[[int], str]
     encode: Callable[[str], list[int]]
+    decode: Callable[[Sequence[int]], str] = lambda ids: ""
+    special: frozenset[int] = frozenset()
 
     @staticmethod
     def from_strings(strings: Sequence[str]) -> Vocab:
@@ -33,7 +41,8 @@ class Vocab:
                 return [index[text]]
             return [index.get(ch, 0) for ch in text]
 
-        return Vocab(len(strings), lambda i: strings[i], encode)
+        return Vocab(len(strings), lambda i: strings[i], encode,
+                     lambda ids: "".join(strings[i] for i in ids))
 
     def id(self, token: str | int) -> int:
         """The id of a single-token string (or an id, checked), else one clear error."""
@@ -96,14 +105,8 @@ class LensResult:
         return (np.exp(final) * (final - self.log_probs)).sum(-1)
 
     def layer_index(self, layer: int) -> int:
-        if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
-            raise SiteError(f"layer must be an int, got {layer!r}")
-        if not -self.n_layers <= layer < self.n_layers:
-            raise SiteError(
-                f"layer {layer} is out of range for {self.model} with {self.n_layers} layers: "
-                f"use 0..{self.n_layers - 1} (or -{self.n_layers}..-1 from the end)"
-            )
-        return int(layer) % self.n_layers
+        """A block index (negative from the end) as 0..n_layers-1."""
+        return checks.index(layer, self.n_layers, what="layer", owner=self.model, unit="layers")
 
     def position_index(self, position: int) -> int:
         absolute = position % len(self.str_tokens) if -len(self.str_tokens) <= position < len(
@@ -188,13 +191,20 @@ def token_position(tokens: Sequence[str], position: int | str, prompt: str) -> i
                 f"{list(tokens)}): pass one of them or an int position"
             )
         return n - 1 - list(tokens)[::-1].index(position)
-    if isinstance(position, bool) or not isinstance(position, int | np.integer) \
-            or not -n <= position < n:
-        raise SiteError(
-            f"position {position!r} is outside the {n}-token prompt: use 0..{n - 1} or "
-            f"-{n}..-1, or a token string"
-        )
-    return int(position) % n
+    return checks.position(position, n, or_token=True)
+
+
+@dataclass(frozen=True)
+class LogitDiffResult:
+    """logit(answer) - logit(foil) at the last position of a prompt, with the model's own
+    next-token top-5 there (token, probability)."""
+
+    model: str
+    prompt: str
+    answer: str
+    foil: str
+    value: float
+    top: tuple[tuple[str, float], ...]
 
 
 def _short(token: str, width: int) -> str:
@@ -245,13 +255,8 @@ class PatchingResult:
         return token_position(self.clean_tokens, position, self.clean)
 
     def layer_index(self, layer: int) -> int:
-        if isinstance(layer, bool) or not isinstance(layer, int | np.integer) \
-                or not -self.n_layers <= layer < self.n_layers:
-            raise SiteError(
-                f"layer {layer!r} is out of range for {self.model} with {self.n_layers} layers: "
-                f"use 0..{self.n_layers - 1} (or -{self.n_layers}..-1 from the end)"
-            )
-        return int(layer) % self.n_layers
+        """A block index (negative from the end) as 0..n_layers-1."""
+        return checks.index(layer, self.n_layers, what="layer", owner=self.model, unit="layers")
 
     def grid_2d(self, head: int | None = None) -> tuple[np.ndarray, list[str], str]:
         """The 2-D recovery grid shown in failures: values, column labels, column axis name."""
@@ -302,12 +307,7 @@ def find_token(tokens: Sequence[str], spec: TokenSpec, prompt: str, what: str = 
     elif isinstance(spec, str):
         text, k = spec, None
     else:
-        if isinstance(spec, bool) or not isinstance(spec, int | np.integer) or not -n <= spec < n:
-            raise SiteError(
-                f"{what} position {spec!r} is outside the {n}-token prompt {prompt!r}: use "
-                f"0..{n - 1} or -{n}..-1, or a token string"
-            )
-        return int(spec) % n
+        return checks.position(spec, n, what=f"{what} position", prompt=prompt, or_token=True)
     hits = [i for i, t in enumerate(tokens) if t == text] or \
         [i for i, t in enumerate(tokens) if text.strip() and t.strip() == text.strip()]
     if not hits and what == "target" and text == PLACEHOLDER:
@@ -536,12 +536,9 @@ class AttentionResult:
         return len(self.labels[0])
 
     def head_index(self, layer: int, head: int) -> tuple[int, int]:
-        for name, value, size in (("layer", layer, self.n_layers), ("head", head, self.n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) \
-                    or not -size <= value < size:
-                raise SiteError(f"{name} {value!r} is out of range for {self.model} with {size} "
-                                f"{name}s: use 0..{size - 1}")
-        return int(layer) % self.n_layers, int(head) % self.n_heads
+        """(layer, head), each negative from the end, as non-negative indices."""
+        return (checks.index(layer, self.n_layers, what="layer", owner=self.model, unit="layers"),
+                checks.index(head, self.n_heads, what="head", owner=self.model, unit="heads"))
 
     def score(self, kind: str, layer: int, head: int) -> float:
         if kind not in ATTENTION_KINDS:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Literal
 
+from . import checks
 from .errors import InterpError
 
 BackendName = Literal["transformer_lens", "nnsight"]
@@ -27,12 +28,13 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb":
           "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
 
-def parse_bytes(text: str) -> int:
-    """Parse a memory size such as ``2GiB``, ``512MB`` or ``1000000``."""
+def parse_bytes(text: str, what: str = "interp_memory") -> int:
+    """Parse a memory size such as ``2GiB``, ``512MB`` or ``1000000`` (``what`` names it in
+    the error; "" for none)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in _UNITS:
         raise InterpError(
-            f"interp_memory {text!r} is not a size: write it like 2GiB, 512MiB or 1000000"
+            f"{what} {text!r}".lstrip() + " is not a size: write it like 2GiB, 512MiB or 1000000"
         )
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
@@ -48,13 +50,11 @@ def parse_bool(text: str | bool | None, what: str) -> bool | None:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise InterpError(f"{what} {text!r} is not a boolean: write true, false or auto")
+    raise InterpError(f"{what} {text!r}".lstrip() + " is not a boolean: write true, false or "
+                      "auto")
 
 
-def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
-        raise InterpError(f"{what} {value!r} is not one of: {', '.join(choices)}")
-    return value
+_IS_NOT_ONE_OF = "{name} {value!r} is not one of: {choices}"
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,9 @@ class ModelRequest:
                 "no model given: pass --interp-model SPEC, set interp_model in the ini file, "
                 "or mark the test with @pytest.mark.interp_model('SPEC')"
             )
-        _choice(self.backend, BACKENDS, "interp backend")
-        _choice(self.device, DEVICES, "interp device")
-        _choice(self.dtype, DTYPES, "interp dtype")
+        checks.choice("interp backend", self.backend, BACKENDS, style=_IS_NOT_ONE_OF)
+        checks.choice("interp device", self.device, DEVICES, style=_IS_NOT_ONE_OF)
+        checks.choice("interp dtype", self.dtype, DTYPES, style=_IS_NOT_ONE_OF)
         if self.remote and self.backend != "nnsight":
             raise InterpError(REMOTE_NEEDS_NNSIGHT)
 
@@ -84,8 +84,25 @@ class ModelRequest:
         """A copy with the given fields replaced (None values are ignored)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
-    def describe(self) -> str:
-        bos = "tokenizer default" if self.prepend_bos is None else str(self.prepend_bos).lower()
-        where = "remote (NDIF)" if self.remote else self.device
-        return (f"model {self.spec}, backend {self.backend}, device {where}, "
-                f"dtype {self.dtype}, prepend_bos {bos}")
+
+@dataclass(frozen=True)
+class ModelOverride:
+    """``@pytest.mark.interp_model``: what a test, class or module changes about the session's
+    model request (None keeps the session's value). Its signature is the marker's."""
+
+    spec: str
+    _: KW_ONLY
+    backend: BackendName | None = None
+    device: DeviceName | None = None
+    dtype: DtypeName | None = None
+    prepend_bos: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec.strip():
+            raise InterpError(f"spec must be a non-empty string, got {self.spec!r}")
+        for name, choices in (("backend", BACKENDS), ("device", DEVICES), ("dtype", DTYPES)):
+            value = getattr(self, name)
+            if value is not None:
+                checks.choice(name, value, choices, style="{name}={value!r} is not one of: "
+                                                          "{choices}")
+        object.__setattr__(self, "prepend_bos", parse_bool(self.prepend_bos, "prepend_bos"))

@@ -1,113 +1,55 @@
 """Snapshots of results (syrupy): readable JSON-lines text, tolerant comparison, model-term diffs.
 
 A result snapshot is a header line, a metadata object and one JSON object per row (a layer,
-a head, a layer pair, a coefficient), stored in syrupy's per-module ``.ambr`` files. Numbers
-are compared within tolerances (probabilities, logits/logit diffs, recovery); tokens, texts and
-labels exactly, except that a top-1 swap between near-tied tokens or a label flip with every
-score within tolerance is noise, not change. Other data (e.g. a generated string) is stored
-and compared as syrupy's amber format does.
+a head, a layer pair, a coefficient), stored in syrupy's amber-style files with the
+``.interp`` extension (one per test module). What each kind stores and how its rows compare
+is its codec (``pytest_interp.codec``), found in the registry; this module does the rest for
+every kind: the header, file checks, the generic identity and row-shape comparison, and the
+syrupy extension. Other data (e.g. a generated string) is stored and compared as syrupy's
+amber format does.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, ClassVar
 
 from syrupy.extensions.amber import AmberSnapshotExtension
 
-from .record import SnapshotDiff, record
-from .results import (
-    ATTENTION_KINDS,
-    AttentionResult,
-    LensResult,
-    PatchingResult,
-    PatchscopeResult,
-    SteeringResult,
+from .codec import (
+    EXACT,
+    Change,
+    SnapshotCodec,
+    SnapshotFormatError,
+    Tolerances,
+    check_object,
+    is_str,
+    short_json,
 )
+from .record import SnapshotDiff, record
+from .registry import KINDS
 
 HEADER = "pytest-interp snapshot v1"
-TIE = 1e-4  # probabilities this close are a tie: their order is noise
-EXACT = 1e9  # the size of a change in tokens, texts or labels (sorted before number changes)
+
+__all__ = ["Change", "InterpSnapshotExtension", "SnapshotFormatError", "Tolerances", "compare",
+           "parse", "render", "summarize", "with_tolerance"]
 
 
-@dataclass(frozen=True)
-class Tolerances:
-    """Absolute tolerances: probabilities and attention scores, logits, recovery."""
-
-    prob: float = 0.02
-    logit: float = 0.1
-    recovery: float = 0.05
+def codec_for(result: object) -> SnapshotCodec[Any] | None:
+    """The codec of ``result``'s kind (None: not a result snapshots know)."""
+    kind = KINDS.for_result(result)
+    return kind.codec if kind is not None else None
 
 
-def _r(x: float, digits: int = 4) -> float | None:
-    return None if x is None or math.isnan(x) else round(float(x), digits)
-
-
-# ---------------------------------------------------------------------------
-# Summaries: result -> (metadata, rows)
-
-
-def summarize(result: Any) -> tuple[dict, list[dict]]:
+def summarize(result: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The stored form of a result: what snapshots compare."""
-    if isinstance(result, LensResult):
-        meta = {"kind": "lens", "model": result.model, "lens": result.lens,
-                "prompt": result.prompt, "tokens": list(result.str_tokens),
-                "positions": list(result.positions)}
-        rows = [{"layer": layer, "position": pos,
-                 "top": [[t, _r(p)] for t, p in result.top(layer, 3, pos - len(result.str_tokens))]}
-                for layer in range(result.n_layers) for pos in result.positions]
-        return meta, rows
-    if isinstance(result, PatchingResult):
-        meta = {"kind": "patching", "model": result.model, "site": result.site,
-                "clean": result.clean, "corrupted": result.corrupted, "answer": result.answer,
-                "foil": result.foil, "tokens": list(result.clean_tokens),
-                "clean_logit_diff": _r(result.clean_logit_diff),
-                "corrupted_logit_diff": _r(result.corrupted_logit_diff)}
-        rec = result.recovery
-        columns = "heads" if result.heads and not result.per_position else "positions"
-        rows = []
-        for layer in range(rec.shape[0]):
-            if rec.ndim == 3:
-                rows += [{"layer": layer, "head": h, "recovery": [_r(x, 3) for x in rec[layer, h]]}
-                         for h in range(rec.shape[1])]
-            else:
-                rows.append({"layer": layer, columns: [_r(x, 3) for x in rec[layer]]})
-        return meta, rows
-    if isinstance(result, PatchscopeResult):
-        meta = {"kind": "patchscope", "model": result.model, "source": result.source,
-                "source_position": result.source_position, "target": result.target,
-                "target_position": result.target_position, "expected": result.expected}
-        rows = [{"layers": f"{s}->{t}", "text": text}
-                | ({"p": _r(result.expected_prob[i])} if result.expected_prob else {})
-                for i, ((s, t), text) in enumerate(zip(result.pairs, result.continuations,
-                                                       strict=True))]
-        return meta, rows
-    if isinstance(result, SteeringResult):
-        meta = {"kind": "steering", "model": result.model, "prompt": result.prompt,
-                "layer": result.layer, "site": result.site, "positions": result.positions,
-                "target": result.target, "foil": result.foil, "baseline": _r(result.baseline),
-                "baseline_top": [[t, _r(p)] for t, p in result.baseline_top],
-                "baseline_text": result.baseline_text}
-        rows = [{"coef": coef, "value": None if result.values is None else _r(result.values[i]),
-                 "kl": _r(result.kl[i]), "top": [[t, _r(p)] for t, p in result.steered_top[i]]}
-                | ({"text": result.texts[i]} if result.texts is not None else {})
-                for i, coef in enumerate(result.coefs)]
-        return meta, rows
-    if isinstance(result, AttentionResult):
-        meta = {"kind": "attention", "model": result.model, "prompt": result.prompt,
-                "seed": result.seed, "n": result.n}
-        rows = [{"head": f"L{layer}H{head}"}
-                | {k: _r(result.scores[k][layer, head], 3) for k in ATTENTION_KINDS}
-                | {"label": result.labels[layer][head]}
-                for layer in range(result.n_layers) for head in range(result.n_heads)]
-        return meta, rows
-    raise TypeError(f"no interp snapshot for {type(result).__name__}")
-
-
-SNAPSHOT_TYPES = (LensResult, PatchingResult, PatchscopeResult, SteeringResult, AttentionResult)
+    codec = codec_for(result)
+    if codec is None:
+        raise TypeError(f"no interp snapshot for {type(result).__name__}")
+    meta, rows = codec.summarize(result)
+    return {"kind": codec.kind} | meta, rows
 
 
 # Tolerances are set for float32; a half-precision run (or snapshot) widens them. Measured on
@@ -132,16 +74,7 @@ def render(result: Any, dtype: str = "float32") -> str:
     return "\n".join(lines)
 
 
-class SnapshotFormatError(ValueError):
-    """A stored snapshot that is not a readable pytest-interp snapshot, at ``line`` (1 is
-    the header line)."""
-
-    def __init__(self, line: int, problem: str) -> None:
-        super().__init__(f"line {line}: {problem}")
-        self.line, self.problem = line, problem
-
-
-def parse(text: str) -> tuple[dict, list[dict]]:
+def parse(text: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Read a stored snapshot; SnapshotFormatError names the first bad line (1 = header)."""
     lines = text.strip("\n").split("\n")
     if not lines[0].startswith(HEADER):
@@ -162,108 +95,21 @@ def parse(text: str) -> tuple[dict, list[dict]]:
     return objects[0], objects[1:]
 
 
-# What each kind stores: key -> type check, for the metadata line and for each row.
-def _str(x: object) -> bool:
-    return isinstance(x, str)
-
-
-def _int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _number(x: object) -> bool:
-    """A finite number, or None (what NaN is stored as)."""
-    return x is None or (isinstance(x, int | float) and not isinstance(x, bool)
-                         and math.isfinite(x))
-
-
-def _opt_str(x: object) -> bool:
-    return x is None or isinstance(x, str)
-
-
-def _strs(x: object) -> bool:
-    return isinstance(x, list) and all(isinstance(t, str) for t in x)
-
-
-def _nums(x: object) -> bool:
-    return isinstance(x, list) and all(_number(v) for v in x)
-
-
-def _top(x: object) -> bool:
-    """[[token, probability], ...]"""
-    return isinstance(x, list) and all(
-        isinstance(e, list) and len(e) == 2 and _str(e[0]) and _number(e[1]) and e[1] is not None
-        for e in x)
-
-
-_SCHEMA: dict[str, tuple[dict, dict]] = {
-    "lens": ({"lens": _str, "prompt": _str, "tokens": _strs,
-              "positions": lambda x: isinstance(x, list) and all(_int(p) for p in x)},
-             {"layer": _int, "position": _int, "top": _top}),
-    "patching": ({"site": _str, "clean": _str, "corrupted": _str, "answer": _str, "foil": _str,
-                  "tokens": _strs, "clean_logit_diff": _number, "corrupted_logit_diff": _number},
-                 {"layer": _int}),
-    "patchscope": ({"source": _str, "source_position": _int, "target": _str,
-                    "target_position": _int, "expected": _opt_str},
-                   {"layers": _str, "text": _str}),
-    "steering": ({"prompt": _str, "layer": _int, "site": _str, "target": _opt_str,
-                  "foil": _opt_str, "baseline": _number, "baseline_top": _top,
-                  "baseline_text": _opt_str},
-                 {"coef": lambda x: _number(x) and x is not None, "value": _number, "kl": _number,
-                  "top": _top}),
-    "attention": ({"seed": _int, "n": _int},
-                  {"head": _str, "label": _str} | {k: _number for k in ATTENTION_KINDS}),
-}
-_OPTIONAL_ROW = {"patchscope": {"p": _number}, "steering": {"text": _opt_str}}
-
-
-def _check(meta: dict, rows: list[dict]) -> None:
+def _check(meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Raise SnapshotFormatError at the first line whose keys or values are not what the kind
     stores (so comparison never meets a missing key or a wrong type)."""
     kind = meta.get("kind")
-    if not isinstance(kind, str) or kind not in _SCHEMA:
-        raise SnapshotFormatError(2, f"kind {kind!r} is not one of {', '.join(_SCHEMA)}")
+    codec = KINDS.codec_named(kind) if isinstance(kind, str) else None
+    if codec is None:
+        raise SnapshotFormatError(2, f"kind {kind!r} is not one of "
+                                     f"{', '.join(KINDS.codec_names())}")
     if "dtype" in meta and meta["dtype"] not in DTYPE_TOLERANCE_SCALE:
-        raise SnapshotFormatError(2, f"dtype {_short(meta['dtype'])} is not one of "
+        raise SnapshotFormatError(2, f"dtype {short_json(meta['dtype'])} is not one of "
                                      f"{', '.join(DTYPE_TOLERANCE_SCALE)}")
-    if not _str(meta.get("model")):
+    if not is_str(meta.get("model")):
         raise SnapshotFormatError(2, "'model' is missing or not a string")
-    meta_schema, row_schema = _SCHEMA[kind]
-    _check_object(2, meta, meta_schema, {})
-    tokens = meta.get("tokens", [])
-    for number, row in enumerate(rows, 3):
-        _check_object(number, row, row_schema, _OPTIONAL_ROW.get(kind, {}))
-        if kind == "lens" and not 0 <= row["position"] < len(tokens):
-            raise SnapshotFormatError(number, f"position {row['position']} is outside the "
-                                              f"{len(tokens)} stored tokens")
-        if kind == "patching":
-            columns = [k for k in ("positions", "heads", "recovery") if k in row]
-            if len(columns) != 1 or not _nums(row[columns[0]]):
-                raise SnapshotFormatError(number, "expected one list of recovery values: "
-                                                  "'positions', 'heads' or 'recovery'")
-            if "head" in row and not _int(row["head"]):
-                raise SnapshotFormatError(number, "'head' is not an integer")
-            if columns[0] == "positions" and len(row["positions"]) > len(tokens):
-                raise SnapshotFormatError(number, f"more positions than the {len(tokens)} "
-                                                  "stored tokens")
-
-
-def _check_object(number: int, obj: dict, schema: dict, optional: dict) -> None:
-    for key, ok in schema.items():
-        if key not in obj:
-            raise SnapshotFormatError(number, f"{key!r} is missing")
-        if not ok(obj[key]):
-            raise SnapshotFormatError(number, f"{key!r} has an unexpected value "
-                                              f"{_short(obj[key])}")
-    for key, ok in optional.items():
-        if key in obj and not ok(obj[key]):
-            raise SnapshotFormatError(number, f"{key!r} has an unexpected value "
-                                              f"{_short(obj[key])}")
-
-
-def _short(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."
+    check_object(2, meta, codec.meta_schema, {})
+    codec.check_rows(meta, rows)
 
 
 def is_ours(text: object) -> bool:
@@ -274,138 +120,28 @@ def is_ours(text: object) -> bool:
 # Comparison in model terms
 
 
-@dataclass(frozen=True)
-class Change:
-    size: float  # |difference| / tolerance, or EXACT for tokens, texts and labels
-    text: str
-
-
-def _num(old: float | None, new: float | None, tol: float) -> float:
-    """How many tolerances apart (0 when within tolerance)."""
-    if old is None or new is None:
-        return 0.0 if old is new else EXACT
-    gap = abs(new - old)
-    return gap / tol if gap > tol else 0.0
-
-
-def _top_changes(where: str, old: list, new: list, tol: float) -> list[Change]:
-    """Top-k token lists: top-1 identity (ties aside), probabilities of shared tokens."""
-    out = []
-    if old and new and old[0][0] != new[0][0]:
-        old_probs = dict((t, p) for t, p in old)
-        tied = new[0][0] in old_probs and abs(old_probs[new[0][0]] - old[0][1]) <= TIE
-        if not tied:
-            out.append(Change(EXACT, f"{where}: top-1 {old[0][0]!r} ({old[0][1]:.2g}) -> "
-                                     f"{new[0][0]!r} ({new[0][1]:.2g})"))
-    new_probs = dict((t, p) for t, p in new)
-    for token, p in old:
-        q = new_probs.get(token)
-        floor = new[-1][1] if new else 0.0
-        if q is None and p - floor > tol:
-            out.append(Change((p - floor) / tol, f"{where}: P({token!r}) {p:.2g} -> below the "
-                                                 f"top-{len(new)} (<= {floor:.2g})"))
-        elif q is not None and _num(p, q, tol):
-            out.append(Change(_num(p, q, tol), f"{where}: P({token!r}) {p:.2g} -> {q:.2g}"))
-    return out
-
-
-_KEYS = {"lens": ("lens", "prompt", "tokens", "positions"),
-         "patching": ("site", "clean", "corrupted", "answer", "foil", "tokens"),
-         "patchscope": ("source", "source_position", "target", "target_position", "expected"),
-         "steering": ("prompt", "layer", "site", "positions", "target", "foil"),
-         "attention": ("prompt", "seed", "n")}
-
-
-def compare(old: tuple[dict, list[dict]], new: tuple[dict, list[dict]],
-            tol: Tolerances) -> list[Change]:
+def compare(old: tuple[dict[str, Any], list[dict[str, Any]]],
+            new: tuple[dict[str, Any], list[dict[str, Any]]], tol: Tolerances) -> list[Change]:
     """Every change beyond tolerance from the stored ``old`` to the ``new`` result, largest
-    first."""
+    first. Results of another measurement (kind, identity, rows) are one EXACT change."""
     (om, orows), (nm, nrows) = old, new
-    kind = om.get("kind")
-    if kind != nm.get("kind") or len(orows) != len(nrows) or any(
-            om.get(k) != nm.get(k) for k in _KEYS.get(kind, ())):
-        what = [k for k in ("kind", *_KEYS.get(nm.get("kind"), ())) if om.get(k) != nm.get(k)]
+    codec = KINDS.codec_named(str(om.get("kind")))
+    identity = codec.identity if codec is not None else ()
+    if codec is None or om.get("kind") != nm.get("kind") or len(orows) != len(nrows) or any(
+            om.get(k) != nm.get(k) for k in identity):
+        new_codec = KINDS.codec_named(str(nm.get("kind")))
+        keys = ("kind", *(new_codec.identity if new_codec is not None else ()))
+        what = [k for k in keys if om.get(k) != nm.get(k)]
         detail = ", ".join(f"{k} {om.get(k)!r} -> {nm.get(k)!r}" for k in what) or \
             f"{len(orows)} rows -> {len(nrows)} rows"
         return [Change(EXACT, f"a different measurement: {detail}")]
     for number, (o, n) in enumerate(zip(orows, nrows, strict=True), 1):
-        if _row_shape(kind, o) != _row_shape(kind, n):
+        if codec.row_shape(o) != codec.row_shape(n):
             return [Change(EXACT, f"a different measurement: row {number} is "
-                                  f"{_row_shape(kind, o)} in the snapshot, {_row_shape(kind, n)} "
+                                  f"{codec.row_shape(o)} in the snapshot, {codec.row_shape(n)} "
                                   "now")]
-    changes: list[Change] = []
-    if kind == "lens":
-        tokens = om["tokens"]
-        for o, n in zip(orows, nrows, strict=True):
-            pos = o["position"]
-            where = f"layer {o['layer']} pos {pos - len(tokens)} ({tokens[pos]!r})"
-            changes += _top_changes(where, o["top"], n["top"], tol.prob)
-    elif kind == "patching":
-        for name in ("clean_logit_diff", "corrupted_logit_diff"):
-            if size := _num(om[name], nm[name], tol.logit):
-                old, new = _fmt(om[name], "+.3f"), _fmt(nm[name], "+.3f")
-                changes.append(Change(size, f"{name.replace('_', ' ')} {old} -> {new}"))
-        for o, n in zip(orows, nrows, strict=True):
-            key = "positions" if "positions" in o else "heads" if "heads" in o else "recovery"
-            for i, (a, b) in enumerate(zip(o[key], n[key], strict=True)):
-                if size := _num(a, b, tol.recovery):
-                    col = (f"pos {i} ({om['tokens'][i]!r})" if key != "heads" else f"H{i}")
-                    head = f" H{o['head']}" if "head" in o else ""
-                    changes.append(Change(size, f"{om['site']} L{o['layer']}{head} {col}: "
-                                                f"recovery {_fmt(a)} -> {_fmt(b)}"))
-    elif kind == "patchscope":
-        for o, n in zip(orows, nrows, strict=True):
-            if o["text"] != n["text"]:
-                changes.append(Change(EXACT, f"layers {o['layers']}: {o['text']!r} -> "
-                                             f"{n['text']!r}"))
-            if "p" in o and (size := _num(o["p"], n.get("p"), tol.prob)):
-                changes.append(Change(size, f"layers {o['layers']}: P({om['expected']!r}) "
-                                            f"{_fmt(o['p'])} -> {_fmt(n.get('p'))}"))
-    elif kind == "steering":
-        if size := _num(om["baseline"], nm["baseline"], tol.logit):
-            changes.append(Change(size, f"baseline {_fmt(om['baseline'], '.3f')} -> "
-                                        f"{_fmt(nm['baseline'], '.3f')}"))
-        changes += _top_changes("baseline", om["baseline_top"], nm["baseline_top"], tol.prob)
-        if om.get("baseline_text") != nm.get("baseline_text"):
-            changes.append(Change(EXACT, f"baseline generation {om.get('baseline_text')!r} -> "
-                                         f"{nm.get('baseline_text')!r}"))
-        for o, n in zip(orows, nrows, strict=True):
-            where = f"coef {o['coef']:g}"
-            for name in ("value", "kl"):
-                if size := _num(o[name], n[name], tol.logit):
-                    changes.append(Change(size, f"{where}: {name} {_fmt(o[name])} -> "
-                                                f"{_fmt(n[name])}"))
-            changes += _top_changes(where, o["top"], n["top"], tol.prob)
-            if o.get("text") != n.get("text"):
-                changes.append(Change(EXACT, f"{where}: generation {o.get('text')!r} -> "
-                                             f"{n.get('text')!r}"))
-    elif kind == "attention":
-        for o, n in zip(orows, nrows, strict=True):
-            moved = [(k, _num(o[k], n[k], tol.prob)) for k in ATTENTION_KINDS]
-            moved = [(k, s) for k, s in moved if s]
-            label = o["label"] != n["label"] and bool(moved)
-            for k, size in moved:
-                flip = f" (label {o['label']} -> {n['label']})" if label else ""
-                changes.append(Change(size + (EXACT if label else 0),
-                                      f"{o['head']}: {k} {_fmt(o[k])} -> {_fmt(n[k])}{flip}"))
-                label = False
+    changes = codec.compare_rows(om, nm, orows, nrows, tol)
     return sorted(changes, key=lambda c: -c.size)
-
-
-def _row_shape(kind: str, row: dict) -> str:
-    """What a row measures (its layer, position, head, pair or coefficient, and how many
-    values): rows are compared pairwise only when these agree."""
-    if kind == "patching":
-        key = next(k for k in ("positions", "heads", "recovery") if k in row)
-        head = f" head {row['head']}" if "head" in row else ""
-        return f"layer {row['layer']}{head}, {len(row[key])} {key}"
-    names = {"lens": ("layer", "position"), "patchscope": ("layers",), "steering": ("coef",),
-             "attention": ("head",)}[kind]
-    return ", ".join(f"{k} {row[k]}" for k in names)
-
-
-def _fmt(x: float | None, spec: str = ".2f") -> str:
-    return "·" if x is None else format(x, spec)
 
 
 # ---------------------------------------------------------------------------
@@ -422,9 +158,9 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
     shown: ClassVar[int] = 10  # changes listed in a failure without --snapshot-details
 
     def serialize(self, data: Any, **kwargs: Any) -> str:
-        if isinstance(data, SNAPSHOT_TYPES):
+        if codec_for(data) is not None:
             return render(data, self.dtype)
-        return super().serialize(data, **kwargs)
+        return str(super().serialize(data, **kwargs))
 
     _source: tuple[str, str] | None = None  # (file, snapshot name) last read
 

@@ -62,3 +62,25 @@ def smollm2_nnsight(load_backend):
     from pytest_interp.model import InterpModel
 
     return InterpModel(load_backend("smollm2-135m", "nnsight"))
+
+
+@pytest.fixture(scope="session")
+def _preloaded_libraries(load_backend):
+    """Import torch, TL, nnsight and the model classes once, before any in-process pytester run.
+
+    pytester restores sys.modules after each run, so anything first imported inside one is
+    re-imported by the next; objects of the dropped C-extension-backed modules then crash the
+    garbage collector (segfault), and every run pays the imports again.
+    """
+    for spec in ("tiny-random-llama", "tiny-random-gpt2"):
+        for backend in ("transformer_lens", "nnsight"):
+            model = load_backend(spec, backend)
+            model.run(model.tokenize("warm up"))
+    import syrupy  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _preload_before_pytester(request):
+    """Every test that runs pytest in-process gets the libraries preloaded first."""
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("_preloaded_libraries")

@@ -8,12 +8,12 @@ import torch
 
 from pytest_interp.backends.base import Site
 from pytest_interp.errors import InterpError
-from pytest_interp.expect import AttentionExpectation
+from pytest_interp.kinds.attention import AttentionExpectation
 from pytest_interp.model import InterpModel
 from pytest_interp.probes.attention import repeated_random_tokens
 from pytest_interp.results import AttentionResult, attention_labels
 
-from .test_plugin import _ini, _preload_libraries, assert_collection_error  # noqa: F401
+from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
@@ -111,7 +111,7 @@ def test_smollm2_heads(smollm2, smollm2_nnsight):
 
 
 def test_attention_markers(pytester):
-    _ini(pytester, model="smollm2-135m")
+    ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -144,10 +144,24 @@ def test_attention_markers(pytester):
      "layer 3 is out of range for tiny-random-llama with 3 layers: use 0..2 (or -3..-1 from "
      "the end)"),
     ('attention(kind="induction", head=(0, 9), min_score=0.5)',
-     "head 9 is out of range for tiny-random-llama with 4 heads: use 0..3"),
+     "head 9 is out of range for tiny-random-llama with 4 heads: use 0..3 (or -4..-1 from the "
+     "end)"),
     ('attention("Hi", kind="self", min_score=0.5)',
      "the prompt 'Hi' has one token: attention scores need two or more"),
 ])
+def test_attention_marker_that_needs_the_model_to_check_fails_its_test(pytester, marker,
+                                                                        message):
+    ini(pytester, model="tiny-random-llama")
+    assert_fails_when_run(pytester, marker, message)
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ('attention(kind="copying", min_score=0.5)',
+     "kind must be one of previous_token, induction, first_token, self, entropy, got 'copying'"),
+    ('attention(head=(0, 1), min_score=0.5)',
+     "missing a required argument: 'kind'; usage: @pytest.mark.attention(prompt=None, *, kind, "
+     "head=None, min_score=None, max_score=None)"),
+])
 def test_bad_attention_marker_is_a_collection_error(pytester, marker, message):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     assert_collection_error(pytester, marker, message)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from .test_plugin import _ini, _preload_libraries  # noqa: F401
+from .pytester_helpers import ini
 from .test_report import SUITE
 
 pytest_plugins = ["pytester"]
@@ -27,7 +27,7 @@ def test_report_renders_in_chromium(pytester, load_raw_hf, tmp_path):
 
     from .test_snapshot import _perturbed_copy
 
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE + """
     def test_heads(interp_model, interp_snapshot):
         assert interp_snapshot == interp_model.attention()

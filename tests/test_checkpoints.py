@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .test_plugin import _preload_libraries  # noqa: F401
-
 pytest_plugins = ["pytester"]
 
 SUITE = Path(__file__).resolve().parents[1] / "example_suites" / "induction_checkpoints"

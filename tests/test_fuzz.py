@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pytest_interp.errors import InterpError
-from pytest_interp.markers import EXPECTATION_MARKERS, parse_expectation
 from pytest_interp.model import InterpModel
+from pytest_interp.registry import KINDS
 
 PROMPTS = st.one_of(
     st.sampled_from(["The cat sat on the", "The dog sat on the", "When Mary and John went",
@@ -31,27 +31,14 @@ VALUES = st.one_of(PROMPTS, TOKENS, NUMBERS, LAYERS, st.booleans(),
 
 
 CLEAN, CORRUPTED = "The cat sat on the", "The dog sat on the"
-VALID = {  # one valid call per marker; examples change 0-3 of its arguments
-    "lens": (("The cat sat on the", " mat"), dict(layer=-1, top_k=5)),
-    "logit_diff": ((CLEAN,), dict(answer=" mat", foil=" rug", min=-100)),
-    "activation_patching": ((CLEAN, CORRUPTED), dict(answer=" mat", foil=" rug", layer=1,
-                                                     position=1, min_recovery=-10)),
-    "patchscope": (("The cat sat", " cat"), dict(layer=[0, 1], expect="x", mode="any",
-                                                 max_new_tokens=2)),
-    "steering": ((CLEAN,), dict(positive="I love", negative="I hate", layer=1, coef=[0, 2],
-                                target=" mat", max_delta=100)),
-    "attention": ((), dict(kind="self", head=(0, 1), max_score=1)),
-}
 
 
 @st.composite
 def marker_calls(draw):
-    import inspect
-
-    marker = draw(st.sampled_from(EXPECTATION_MARKERS))
-    args, kwargs = VALID[marker.name]
+    kind = draw(st.sampled_from([k for k in KINDS if k.example is not None]))
+    args, kwargs = kind.example  # one valid call per kind; examples change 0-3 arguments
     args, kwargs = list(args), dict(kwargs)
-    names = [p.name for p in inspect.signature(marker.signature).parameters.values()]
+    names = list(kind.marker.parameters)
     for _ in range(draw(st.integers(0, 3))):
         name = draw(st.sampled_from([*names, "unknown_keyword"]))
         value = draw(PROMPTS if name in ("prompt", "clean", "corrupted", "source", "positive",
@@ -63,7 +50,7 @@ def marker_calls(draw):
             args[index] = value
         elif draw(st.integers(0, 5)) or name != "unknown_keyword":
             kwargs[name] = value
-    return marker, tuple(args), kwargs
+    return kind, tuple(args), kwargs
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +62,10 @@ def tiny(load_backend):
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(call=marker_calls())
 def test_random_marker_arguments_never_crash(tiny, call):
-    marker, args, kwargs = call
+    kind, args, kwargs = call
     try:
-        expectation = parse_expectation(marker, args, kwargs, Path("/nonexistent-root"))
-        expectation.validate(tiny)
-        outcome = expectation.check(tiny)
+        expectation = kind.parse(args, kwargs, Path("/nonexistent-root"))
+        _, outcome = kind.check(tiny, expectation)
     except InterpError as exc:
         event("one-line error")
         message = str(exc)

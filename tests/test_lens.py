@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from pytest_interp.errors import InterpError
-from pytest_interp.expect import LensExpectation
-from pytest_interp.probes.lens import TrainConfig, TunedLens, train_tuned_lens
+from pytest_interp.kinds.lens import LensExpectation
+from pytest_interp.lenses import TunedLens
+from pytest_interp.probes.lens import TrainConfig, train_tuned_lens
 from pytest_interp.results import LensResult, Vocab
 
 FACT = "The capital of France is"

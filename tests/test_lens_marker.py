@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_interp.probes.lens import TunedLens
+from pytest_interp.lenses import TunedLens
 
-from .test_plugin import _ini, _preload_libraries, assert_collection_error  # noqa: F401
+from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
@@ -15,7 +15,7 @@ LENS_USAGE = ("@pytest.mark.lens(prompt, target, *, layer=None, position=-1, top
 
 
 def test_markers_alone_are_a_complete_test_on_smollm2(pytester):
-    _ini(pytester, model="smollm2-135m")
+    ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -53,7 +53,7 @@ def test_markers_alone_are_a_complete_test_on_smollm2(pytester):
 
 
 def test_tuned_lens_folder_is_relative_to_the_rootdir(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     lens = TunedLens.identity(64, 3)
     lens.save(pytester.path / "lenses" / "tiny")
     pytester.makepyfile(test_m="""
@@ -83,6 +83,17 @@ def test_tuned_lens_folder_is_relative_to_the_rootdir(pytester):
      f"unknown keyword 'topk' (did you mean 'top_k'?); usage: {LENS_USAGE}"),
     ('lens("The capital of France is", " Paris")',
      "no check given: pass top_k=, min_prob= or emerges_by="),
+    ('lens("The capital of France is", " Paris", layer=0, top_k=1, lens="nowhere")',
+     "tuned lens '*/nowhere' needs config.json and params.pt in one folder: train one with "
+     "`python -m pytest_interp.lens train --model SPEC --text FILE --out DIR`"),
+    ('lens("", " Paris", layer=0, top_k=1)', "prompt must be a non-empty string, got ''"),
+])
+def test_bad_lens_marker_is_a_collection_error_naming_the_test(pytester, marker, message):
+    ini(pytester, model="tiny-random-llama")
+    assert_collection_error(pytester, marker, message)
+
+
+@pytest.mark.parametrize(("marker", "message"), [
     ('lens("The capital of France is", " Paris", layer=3, top_k=1)',
      "layer 3 is out of range for tiny-random-llama with 3 layers: use 0..2 (or -3..-1 from "
      "the end)"),
@@ -90,23 +101,18 @@ def test_tuned_lens_folder_is_relative_to_the_rootdir(pytester):
      "emerges_by -4 is out of range for tiny-random-llama with 3 layers: use 0..2 (or -3..-1 "
      "from the end)"),
     ('lens("The capital of France is", " Paris", layer=0, top_k=1, position=5)',
-     "position 5 is outside the prompt 'The capital of France is' (5 tokens): use 0..4 or "
-     "-5..-1"),
+     "position 5 is outside the 5-token prompt 'The capital of France is': use 0..4 or -5..-1"),
     ('lens("The capital of France is", " Xyzzyqux", layer=0, top_k=1)',
      "target ' Xyzzyqux' is not a single token: it tokenizes to [[]' X', 'y', 'zzy', 'qu', 'x'[]]; "
      "use a single-token target "
      "(mind the leading space, e.g. ' Paris')"),
-    ('lens("The capital of France is", " Paris", layer=0, top_k=1, lens="nowhere")',
-     "tuned lens '*/nowhere' needs config.json and params.pt in one folder: train one with "
-     "`python -m pytest_interp.lens train --model SPEC --text FILE --out DIR`"),
-    ('lens("", " Paris", layer=0, top_k=1)', "prompt must be a non-empty string, got ''"),
 ])
-def test_bad_lens_marker_is_a_collection_error_naming_the_test(pytester, marker, message):
-    _ini(pytester, model="tiny-random-llama")
-    assert_collection_error(pytester, marker, message)
+def test_lens_marker_that_needs_the_model_to_check_fails_its_test(pytester, marker, message):
+    ini(pytester, model="tiny-random-llama")
+    assert_fails_when_run(pytester, marker, message)
 
 
-def test_lens_marker_without_a_model_is_a_collection_error(pytester):
+def test_lens_marker_without_a_model_fails_its_test(pytester):
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -115,9 +121,10 @@ def test_lens_marker_without_a_model_is_a_collection_error(pytester):
             pass
     """)
     result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "test_m.py::test_x: @pytest.mark.lens: no model given: pass --interp-model SPEC, set "
-        "interp_model in the ini file, or mark the test with @pytest.mark.interp_model('SPEC')",
+        "pytest-interp: no model given: pass --interp-model SPEC, set interp_model in the "
+        "ini file, or mark the test with @pytest.mark.interp_model('SPEC')",
     ])
 
 

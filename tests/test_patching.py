@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pytest_interp.errors import InterpError
-from pytest_interp.expect import LogitDiffExpectation, PatchingExpectation
+from pytest_interp.kinds.logit_diff import LogitDiffExpectation
+from pytest_interp.kinds.patching import PatchingExpectation
 from pytest_interp.model import InterpModel
 from pytest_interp.probes.patching import paired_tokens
 from pytest_interp.results import PatchingResult

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_plugin import _ini, _preload_libraries, assert_collection_error  # noqa: F401
+from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
@@ -16,7 +16,7 @@ PATCHING_USAGE = (
 
 
 def test_ioi_markers_on_smollm2(pytester):
-    _ini(pytester, model="smollm2-135m")
+    ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -63,6 +63,22 @@ def test_ioi_markers_on_smollm2(pytester):
 
 
 @pytest.mark.parametrize(("marker", "message"), [
+    ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
+     'min_recov=0.5)',
+     f"unknown keyword 'min_recov' (did you mean 'min_recovery'?); usage: {PATCHING_USAGE}"),
+    ('logit_diff("The cat sat", answer=" on", foil=" in")',
+     "no check given: pass min= and/or max="),
+    ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
+     'site="attn_pattern", min_recovery=0.5)',
+     "site 'attn_pattern' cannot be patched: use one of resid_pre, resid_mid, resid_post, "
+     "attn_out, mlp_out, head_out"),
+])
+def test_bad_patching_marker_is_a_collection_error(pytester, marker, message):
+    ini(pytester, model="tiny-random-llama")
+    assert_collection_error(pytester, marker, message)
+
+
+@pytest.mark.parametrize(("marker", "message"), [
     ('activation_patching("The cat sat", "The big cat sat", answer=" on", foil=" in", '
      'layer=0, min_recovery=0.5)',
      "clean and corrupted prompts must tokenize to the same length, got 3 and 4: reword one so "
@@ -73,22 +89,55 @@ def test_ioi_markers_on_smollm2(pytester):
      "' sat'[]]): pass one of them or an int position"),
     ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
      'site="head_out", head=4, min_recovery=0.5)',
-     "head 4 is out of range for tiny-random-llama with 4 heads: use 0..3"),
+     "head 4 is out of range for tiny-random-llama with 4 heads: use 0..3 (or -4..-1 from the "
+     "end)"),
     ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
      'position=1, peak_layer=(0, 5))',
      "peak_layer bound 5 is out of range for tiny-random-llama with 3 layers: use 0..2 (or "
      "-3..-1 from the end)"),
-    ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
-     'min_recov=0.5)',
-     f"unknown keyword 'min_recov' (did you mean 'min_recovery'?); usage: {PATCHING_USAGE}"),
     ('logit_diff("The cat sat", answer=" on", foil=" Xyzzyqux", min=1)',
      "target ' Xyzzyqux' is not a single token: it tokenizes to *"),
-    ('logit_diff("The cat sat", answer=" on", foil=" in")',
-     "no check given: pass min= and/or max="),
 ])
-def test_bad_patching_marker_is_a_collection_error(pytester, marker, message):
-    _ini(pytester, model="tiny-random-llama")
-    assert_collection_error(pytester, marker, message)
+def test_patching_marker_that_needs_the_model_to_check_fails_its_test(pytester, marker,
+                                                                       message):
+    ini(pytester, model="tiny-random-llama")
+    assert_fails_when_run(pytester, marker, message)
+
+
+def test_a_bad_marker_fails_only_its_own_test(pytester):
+    """A bad-token patchscope, a mismatched-length patching marker and two good tests: the
+    good ones pass, each bad one fails with its message, nothing else is interrupted."""
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.patchscope("The cat sat", " dog", layer=0, expect="dog")
+        def test_bad_token():
+            pass
+
+        @pytest.mark.activation_patching("The cat sat", "The big cat sat", answer=" on",
+                                         foil=" in", layer=0, min_recovery=0.5)
+        def test_bad_lengths():
+            pass
+
+        @pytest.mark.logit_diff("The cat sat", answer=" on", foil=" in", min=-100)
+        def test_good_marker():
+            pass
+
+        def test_good_plain(interp_model):
+            assert interp_model.info.n_layers == 3
+    """)
+    result = pytester.runpytest("-rf")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines([
+        "@pytest.mark.patchscope: source token ' dog' is not in 'The cat sat' (tokens: "
+        "[[]'The', ' cat', ' sat'[]]): pass one of them or an int position",
+    ])
+    result.stdout.fnmatch_lines([
+        "@pytest.mark.activation_patching: clean and corrupted prompts must tokenize to the "
+        "same length, got 3 and 4: reword one so positions line up",
+        "  pos  clean            corrupted",
+    ])
 
 
 def test_patching_markers_are_listed(pytester):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pytest_interp.errors import InterpError, SiteError
-from pytest_interp.expect import PatchscopeExpectation
+from pytest_interp.kinds.patchscope import PatchscopeExpectation
 from pytest_interp.model import InterpModel
 from pytest_interp.results import PatchscopeResult, find_token
 from pytest_interp.settings import IDENTITY_PROMPT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_plugin import _ini, _preload_libraries, assert_collection_error  # noqa: F401
+from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
@@ -16,7 +16,7 @@ PATCHSCOPE_USAGE = (
 
 
 def test_patchscope_markers_on_smollm2(pytester):
-    _ini(pytester, model="smollm2-135m")
+    ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -50,7 +50,7 @@ def test_patchscope_markers_on_smollm2(pytester):
 
 
 def test_patchscope_on_the_other_backend(pytester):
-    _ini(pytester, model="tiny-random-gpt2", backend="nnsight")
+    ini(pytester, model="tiny-random-gpt2", backend="nnsight")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -69,8 +69,23 @@ def test_patchscope_on_the_other_backend(pytester):
 
 
 @pytest.mark.parametrize(("marker", "message"), [
+    ('patchscope("The cat sat", " cat", layer=0, expect="cat", mode="grid")',
+     "mode must be 'all' or 'any', got 'grid'"),
+    ('patchscope("The cat sat", " cat", layer=0)',
+     f"missing a required argument: 'expect'; usage: {PATCHSCOPE_USAGE}"),
+    ('patchscope("The cat sat", " cat", layers=0, expect="cat")',
+     f"unknown keyword 'layers' (did you mean 'layer'?); usage: {PATCHSCOPE_USAGE}"),
+    ('patchscope("The cat sat", " cat", layer=[], expect="cat")',
+     "layer must be an int or a non-empty list of ints, got []"),
+])
+def test_bad_patchscope_marker_is_a_collection_error(pytester, marker, message):
+    ini(pytester, model="tiny-random-llama")
+    assert_collection_error(pytester, marker, message)
+
+
+@pytest.mark.parametrize(("marker", "message"), [
     ('patchscope("The cat sat on the cat", " cat", layer=0, expect="cat")',
-     "source token ' cat' occurs 2 times in 'The cat sat on the cat' (positions [1, 5]): pass "
+     "source token ' cat' occurs 2 times in 'The cat sat on the cat' (positions [[]1, 5[]]): pass "
      "(' cat', k) for the k-th occurrence or an int position"),
     ('patchscope("The cat sat", " dog", layer=0, expect="dog")',
      "source token ' dog' is not in 'The cat sat' (tokens: [[]'The', ' cat', ' sat'[]]): pass "
@@ -85,16 +100,11 @@ def test_patchscope_on_the_other_backend(pytester):
     ('patchscope("The cat sat", " cat", layer=[0, 1], target_layer=[0, 1, 2], expect="cat")',
      "2 source layers but 3 target layers: pass as many target layers as source layers (or "
      "one), or mode='grid'"),
-    ('patchscope("The cat sat", " cat", layer=0, expect="cat", mode="grid")',
-     "mode must be 'all' or 'any', got 'grid'"),
-    ('patchscope("The cat sat", " cat", layer=0)',
-     f"missing a required argument: 'expect'; usage: {PATCHSCOPE_USAGE}"),
-    ('patchscope("The cat sat", " cat", layers=0, expect="cat")',
-     f"unknown keyword 'layers' (did you mean 'layer'?); usage: {PATCHSCOPE_USAGE}"),
 ])
-def test_bad_patchscope_marker_is_a_collection_error(pytester, marker, message):
-    _ini(pytester, model="tiny-random-llama")
-    assert_collection_error(pytester, marker, message)
+def test_patchscope_marker_that_needs_the_model_to_check_fails_its_test(pytester, marker,
+                                                                         message):
+    ini(pytester, model="tiny-random-llama")
+    assert_fails_when_run(pytester, marker, message)
 
 
 def test_patchscope_marker_is_listed(pytester):

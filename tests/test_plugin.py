@@ -8,46 +8,12 @@ import sys
 
 import pytest
 
+from .pytester_helpers import ini
+
 pytest_plugins = ["pytester"]
 
 WHAT = ("pass an alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), a local Hugging Face "
         "directory (config.json + *.safetensors) or a .gguf file")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _preload_libraries(load_backend):
-    """Import torch, TL, nnsight and the model classes before any in-process pytester run.
-
-    pytester restores sys.modules after each run, so anything first imported inside one is
-    re-imported by the next; objects of the dropped C-extension-backed modules then crash the
-    garbage collector (segfault), and every run pays the imports again.
-    """
-    for spec in ("tiny-random-llama", "tiny-random-gpt2"):
-        for backend in ("transformer_lens", "nnsight"):
-            model = load_backend(spec, backend)
-            model.run(model.tokenize("warm up"))
-    import syrupy  # noqa: F401
-
-
-def _ini(pytester: pytest.Pytester, **settings: str) -> None:
-    lines = "\n".join(f"interp_{k} = {v}" for k, v in settings.items())
-    pytester.makeini(f"[pytest]\n{lines}\n")
-
-
-def assert_collection_error(pytester: pytest.Pytester, marker: str, message: str) -> None:
-    """A test decorated with ``@pytest.mark.<marker>`` fails collection with ``message``."""
-    pytester.makepyfile(test_m=f"""
-        import pytest
-
-        @pytest.mark.{marker}
-        def test_x():
-            pass
-    """)
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    name = marker.split("(")[0]
-    result.stdout.fnmatch_lines(["*ERROR collecting test_m.py*",
-                                 f"test_m.py::test_x: @pytest.mark.{name}: {message}"])
 
 
 def test_options_are_listed_in_help(pytester):
@@ -68,7 +34,7 @@ def test_markers_have_one_line_usage(pytester):
 
 
 def test_header_names_model_backend_and_versions(pytester):
-    _ini(pytester, model="tiny-random-llama", backend="nnsight")
+    ini(pytester, model="tiny-random-llama", backend="nnsight")
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest()
     result.stdout.fnmatch_lines([
@@ -91,12 +57,20 @@ def test_bad_backend_choice_is_a_usage_error(pytester):
     result = pytester.runpytest("--interp-backend", "jax")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
-        "ERROR: pytest-interp: --interp-backend 'jax' is not one of: transformer_lens, nnsight"
+        "*: error: argument --interp-backend: invalid choice: 'jax' (choose from "
+        "'transformer_lens', 'nnsight')"
+    ])
+    ini(pytester, backend="jax")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: *: config option 'interp_backend' expects one of 'transformer_lens' | "
+        "'nnsight', got 'jax'"
     ])
 
 
 def test_bad_memory_size_is_a_usage_error(pytester):
-    _ini(pytester, memory="lots")
+    ini(pytester, memory="lots")
     result = pytester.runpytest()
     result.stderr.fnmatch_lines([
         "ERROR: pytest-interp: interp_memory 'lots' is not a size: write it like 2GiB, "
@@ -167,7 +141,7 @@ def test_no_model_configured_fails_the_test_in_one_line(pytester):
 
 
 def test_fixture_loads_the_configured_model_once_per_session(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -186,7 +160,7 @@ def test_fixture_loads_the_configured_model_once_per_session(pytester):
 
 
 def test_marker_overrides_model_and_backend_per_class_and_test(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -208,7 +182,7 @@ def test_marker_overrides_model_and_backend_per_class_and_test(pytester):
 
 
 def test_cli_option_beats_ini(pytester):
-    _ini(pytester, model="tiny-random-llama", backend="transformer_lens")
+    ini(pytester, model="tiny-random-llama", backend="transformer_lens")
     pytester.makepyfile(test_m="""
         def test_x(interp_model):
             assert interp_model.info.name == "tiny-random-gpt2"
@@ -220,7 +194,7 @@ def test_cli_option_beats_ini(pytester):
 
 
 def test_interp_cache_is_memoised_and_read_only(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""
         PROMPT = "When Mary and John went to the store"
 
@@ -290,7 +264,7 @@ def test_unrelated_pytest_run_does_not_load_torch(pytester):
 
 
 def test_one_model_per_xdist_worker(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""
         import os
 
@@ -315,7 +289,7 @@ def test_one_model_per_xdist_worker(pytester):
 
 
 def test_timeout_stops_a_runaway_test(pytester):
-    _ini(pytester, model="tiny-random-llama", timeout="0.5")
+    ini(pytester, model="tiny-random-llama", timeout="0.5")
     pytester.makepyfile(test_m="""
         import time
 
@@ -336,14 +310,14 @@ def test_timeout_stops_a_runaway_test(pytester):
     result.assert_outcomes(failed=2)
     result = pytester.runpytest("--interp-timeout=soon")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: pytest-interp: --interp-timeout 'soon' is not a number "
+    result.stderr.fnmatch_lines(["*: error: argument --interp-timeout: 'soon' is not a number "
                                  "of seconds >= 0: pass e.g. 300, or 0 for no limit"])
 
 
 def test_bad_thread_count_is_a_usage_error(pytester):
     result = pytester.runpytest("--interp-threads=many")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: pytest-interp: --interp-threads 'many' is not a thread "
+    result.stderr.fnmatch_lines(["*: error: argument --interp-threads: 'many' is not a thread "
                                  "count: pass a whole number >= 1, or auto"])
 
 
@@ -399,5 +373,4 @@ def test_each_test_draws_the_same_numbers_in_any_order_or_worker(pytester):
 def test_bad_seed_is_a_usage_error(pytester):
     result = pytester.runpytest("--interp-seed=abc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: pytest-interp: --interp-seed 'abc' is not an integer: "
-                                 "pass e.g. 0"])
+    result.stderr.fnmatch_lines(["*: error: argument --interp-seed: invalid int value: 'abc'"])

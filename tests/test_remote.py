@@ -14,7 +14,6 @@ from pytest_interp.model import InterpModel, load_backend
 from pytest_interp.settings import ModelRequest
 
 from . import fake_ndif as fake_ndif_module
-from .test_plugin import _preload_libraries  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

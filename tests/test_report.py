@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .test_plugin import _ini, _preload_libraries  # noqa: F401
+from .pytester_helpers import ini
 
 pytest_plugins = ["pytester"]
 
@@ -47,7 +47,7 @@ def _html(pytester, *args: str) -> str:
 
 
 def test_report_has_every_figure(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE)
     (pytester.path / "__snapshots__").mkdir()
     first = _html(pytester, "--snapshot-update")
@@ -67,7 +67,7 @@ def test_report_has_every_figure(pytester):
 def test_report_shows_a_failed_snapshot_side_by_side(pytester, load_raw_hf, tmp_path):
     from .test_snapshot import _perturbed_copy
 
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""
         def test_heads(interp_model, interp_snapshot):
             assert interp_snapshot == interp_model.attention()
@@ -83,7 +83,7 @@ def test_report_shows_a_failed_snapshot_side_by_side(pytester, load_raw_hf, tmp_
 
 @pytest.mark.parametrize("args", [("-n", "2")], ids=["xdist"])
 def test_report_under_xdist(pytester, args):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE.split("def test_snapshot")[0])
     page = _html(pytester, *args)
     assert page.count("<section") == 4

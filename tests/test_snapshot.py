@@ -16,7 +16,7 @@ from pytest_interp.snapshot import (
     with_tolerance,
 )
 
-from .test_plugin import _ini, _preload_libraries  # noqa: F401
+from .pytester_helpers import ini
 
 pytest_plugins = ["pytester"]
 
@@ -101,7 +101,7 @@ def _perturbed_copy(load_raw_hf, path, layer: int, head: int) -> None:
 
 
 def test_snapshot_flow_on_tiny_llama(pytester, load_raw_hf, tmp_path):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=3)
     stored = pytester.path / "__snapshots__" / "test_m.interp"
@@ -128,7 +128,7 @@ def test_snapshot_flow_on_tiny_llama(pytester, load_raw_hf, tmp_path):
 
 
 def test_corrupt_snapshot_is_named(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=3)
     stored = pytester.path / "__snapshots__" / "test_m.interp"
@@ -155,7 +155,7 @@ def test_corrupt_snapshot_is_named(pytester):
 def test_damaged_snapshot_file_names_file_and_line_and_is_kept(pytester, damage, line, problem):
     """A file syrupy cannot read fails the test with the place and the fix; nothing is
     rewritten until --snapshot-update re-creates it."""
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=3)
     stored = pytester.path / "__snapshots__" / "test_m.interp"
@@ -184,7 +184,7 @@ def test_damaged_snapshot_file_names_file_and_line_and_is_kept(pytester, damage,
 
 
 def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
-    _ini(pytester, model="smollm2-135m")
+    ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
         def test_all(interp_model, interp_snapshot):
             fact = "The capital of France is"
@@ -213,7 +213,7 @@ def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
 
 
 def test_snapshots_under_xdist_are_neither_lost_nor_duplicated(pytester):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     tests = "\n".join(f"""
 def test_lens_{i}(interp_model, interp_snapshot):
     assert interp_snapshot == interp_model.logit_lens("The cat sat on mat {i}")
@@ -276,7 +276,7 @@ def test_patching_patchscope_and_steering_changes():
 
 
 def test_snapshot_details_lists_every_change(pytester, load_raw_hf, tmp_path):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""
         def test_attention(interp_model, interp_snapshot):
             assert interp_snapshot == interp_model.attention()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .test_plugin import _ini, _preload_libraries, assert_collection_error  # noqa: F401
+from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
@@ -17,7 +17,7 @@ STEERING_USAGE = (
 
 
 def test_steering_markers_on_smollm2(pytester):
-    _ini(pytester, model="smollm2-135m")
+    ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
         import pytest
 
@@ -58,7 +58,7 @@ def test_steering_markers_on_smollm2(pytester):
 
 
 def test_vector_file_relative_to_rootdir(pytester, load_backend):
-    _ini(pytester, model="tiny-random-llama", backend="nnsight")
+    ini(pytester, model="tiny-random-llama", backend="nnsight")
     model = load_backend("tiny-random-llama")
     vector = np.random.default_rng(0).normal(size=model.info.d_model).astype(np.float32)
     (pytester.path / "vectors").mkdir()
@@ -75,32 +75,40 @@ def test_vector_file_relative_to_rootdir(pytester, load_backend):
 
 
 @pytest.mark.parametrize(("marker", "message"), [
-    ('steering("The cat sat", positive="a cat", negative="a cat", layer=1, coef=2, '
-     'target=" on", min_delta=1)',
-     "the resid_pre@1 difference of the prompts is zero (norm 0): use prompts whose "
-     "activations differ there"),
     ('steering("The cat sat", vector="missing.npy", layer=1, coef=2, target=" on", '
      'min_delta=1)',
      "steering vector file '*/missing.npy' does not exist: check the path"),
-    ('steering("The cat sat", positive="a cat", negative="a dog", layer=3, coef=2, '
-     'target=" on", min_delta=1)',
-     "layer 3 is out of range for tiny-random-llama with 3 layers: use 0..2 (or -3..-1 from "
-     "the end)"),
     ('steering("The cat sat", layer=1, coef=2, target=" on", min_delta=1)',
      "no vector: pass positive= and negative= prompts, or vector=FILE"),
     ('steering("The cat sat", positive="a cat", negative="a dog", layer=1, coef=2, '
      'target=" on")',
      "no check given: pass min_delta=, max_delta= or generation_contains="),
-    ('steering("The cat sat", positive="a cat", negative="a dog", layer=1, coef=2, '
-     'target=" Xyzzyqux", min_delta=1)',
-     "target ' Xyzzyqux' is not a single token: it tokenizes to *"),
     ('steering("The cat sat", positive="a cat", negative="a dog", layer=1, coeff=2, '
      'target=" on", min_delta=1)',
      f"unknown keyword 'coeff' (did you mean 'coef'?); usage: {STEERING_USAGE}"),
 ])
 def test_bad_steering_marker_is_a_collection_error(pytester, marker, message):
-    _ini(pytester, model="tiny-random-llama")
+    ini(pytester, model="tiny-random-llama")
     assert_collection_error(pytester, marker, message)
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ('steering("The cat sat", positive="a cat", negative="a cat", layer=1, coef=2, '
+     'target=" on", min_delta=1)',
+     "the resid_pre@1 difference of the prompts is zero (norm 0): use prompts whose "
+     "activations differ there"),
+    ('steering("The cat sat", positive="a cat", negative="a dog", layer=3, coef=2, '
+     'target=" on", min_delta=1)',
+     "layer 3 is out of range for tiny-random-llama with 3 layers: use 0..2 (or -3..-1 from "
+     "the end)"),
+    ('steering("The cat sat", positive="a cat", negative="a dog", layer=1, coef=2, '
+     'target=" Xyzzyqux", min_delta=1)',
+     "target ' Xyzzyqux' is not a single token: it tokenizes to *"),
+])
+def test_steering_marker_that_needs_the_model_to_check_fails_its_test(pytester, marker,
+                                                                       message):
+    ini(pytester, model="tiny-random-llama")
+    assert_fails_when_run(pytester, marker, message)
 
 
 def test_steering_marker_is_listed(pytester):

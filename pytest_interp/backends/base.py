@@ -1,12 +1,6 @@
 """The Backend protocol: what every adapter offers, in model terms (no hook names).
 
-Shapes (B = batch rows, P = positions, D = d_model, H = heads, V = vocab):
-
-- resid_pre, resid_mid, resid_post, attn_out, mlp_out: [B, P, D]
-- head_out: [B, P, H, D], each head's output written into the residual stream
-  (``z_h @ W_O[h]``, without the output bias, as TransformerLens's ``hook_result``)
-- attn_pattern: [B, H, P_query, P_key], softmaxed attention weights
-- logits: [B, P, V]
+Sites and their shapes are in ``pytest_interp.sites``; logits are [B, P, V].
 """
 
 from __future__ import annotations
@@ -14,48 +8,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, get_args, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+# Functions, not the module: remote (NDIF) traces pickle this module's code by value, and a
+# module object referenced from it would be pickled whole.
+from ..checks import index as check_index
+from ..checks import position as check_position
 from ..errors import InterpError, SiteError
+from ..sites import COMPONENTS, Component, Site, all_sites
 
-Component = Literal[
-    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "attn_pattern"
-]
-COMPONENTS: tuple[Component, ...] = get_args(Component)
-EDITABLE: tuple[Component, ...] = tuple(c for c in COMPONENTS if c != "attn_pattern")
-# The order in which a block computes its sites; adapters read and edit in this order.
-EXECUTION_ORDER: dict[Component, int] = {
-    "resid_pre": 0, "head_out": 1, "attn_pattern": 2, "attn_out": 3,
-    "resid_mid": 4, "mlp_out": 5, "resid_post": 6,
-}
-
-
-@dataclass(frozen=True, order=True)
-class Site:
-    """A place in the model: block ``layer`` (0-based, non-negative) and a component."""
-
-    layer: int
-    component: Component
-
-    def __post_init__(self) -> None:
-        if self.component not in COMPONENTS:
-            raise SiteError(
-                f"unknown site component {self.component!r}: use one of {', '.join(COMPONENTS)}"
-            )
-        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
-            raise SiteError(f"site layer must be an int, got {self.layer!r}")
-
-    def __str__(self) -> str:
-        return f"{self.component}@{self.layer}"
-
-
-def all_sites(n_layers: int, components: Iterable[Component] = COMPONENTS) -> tuple[Site, ...]:
-    """Every (layer, component) site of a model with ``n_layers`` blocks."""
-    comps = tuple(components)
-    return tuple(Site(layer, c) for layer in range(n_layers) for c in comps)
+__all__ = ["COMPONENTS", "Backend", "Component", "Edit", "ModelInfo", "Run", "Site", "Start",
+           "Tokens", "all_sites"]
 
 
 @dataclass(frozen=True)
@@ -210,23 +176,12 @@ class ModelInfo:
     backend: str
 
     def check_layer(self, layer: int, what: str = "layer") -> int:
-        """Normalise a (possibly negative) block index or raise naming the valid range."""
-        if not isinstance(layer, int) or isinstance(layer, bool):
-            raise SiteError(f"{what} must be an int, got {layer!r}")
-        if not -self.n_layers <= layer < self.n_layers:
-            raise SiteError(
-                f"{what} {layer} is out of range for {self.name} with {self.n_layers} layers: "
-                f"use 0..{self.n_layers - 1} (or -{self.n_layers}..-1 from the end)"
-            )
-        return layer % self.n_layers
+        """A (possibly negative) block index as 0..n_layers-1, or one line naming the range."""
+        return check_index(layer, self.n_layers, what=what, owner=self.name, unit="layers")
 
     def check_head(self, head: int) -> int:
-        if not isinstance(head, int) or isinstance(head, bool) or not 0 <= head < self.n_heads:
-            raise SiteError(
-                f"head {head!r} is out of range for {self.name} with {self.n_heads} heads: "
-                f"use 0..{self.n_heads - 1}"
-            )
-        return head
+        """A (possibly negative) head index as 0..n_heads-1, or one line naming the range."""
+        return check_index(head, self.n_heads, what="head", owner=self.name, unit="heads")
 
 
 @dataclass(frozen=True)
@@ -253,6 +208,11 @@ class Backend(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
     def encode(self, text: str) -> list[int]: ...
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """The tokenizer's special token ids (BOS, EOS, padding, ...)."""
+        ...
 
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
@@ -292,11 +252,7 @@ def check_edits(info: ModelInfo, tokens: Tokens, edits: Sequence[Edit]) -> None:
         if edit.head is not None:
             info.check_head(edit.head)
         for pos in edit.positions or ():
-            if not -tokens.length <= pos < tokens.length:
-                raise SiteError(
-                    f"edit position {pos} is outside the {tokens.length}-token prompt: "
-                    f"use 0..{tokens.length - 1} or -{tokens.length}..-1"
-                )
+            check_position(pos, tokens.length, what="edit position")
         for row in edit.rows or ():
             if not 0 <= row < tokens.batch:
                 raise SiteError(

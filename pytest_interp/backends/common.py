@@ -37,9 +37,25 @@ def hf_tokenize(tokenizer: Any, text: str, prepend_bos: bool | None) -> Tokens:
     return Tokens((tuple(ids),), (strs,))
 
 
-def hf_encode(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of a text piece, without special tokens (for target tokens)."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+class HFTokens:
+    """Tokenization through a Hugging Face tokenizer, shared by the adapters."""
+
+    _tokenizer: Any
+    _prepend_bos: bool | None
+
+    def tokenize(self, text: str) -> Tokens:
+        return hf_tokenize(self._tokenizer, text, self._prepend_bos)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(ids)))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a text piece, without special tokens (for target tokens)."""
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset(self._tokenizer.all_special_ids)
 
 
 def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:

@@ -25,7 +25,7 @@ from .base import (
     greedy_generate,
     start_edits,
 )
-from .common import BlockHooks, check_context, hf_encode, hf_tokenize, model_info, plan_blocks
+from .common import BlockHooks, HFTokens, check_context, model_info, plan_blocks
 from .loading import LoadedHF
 
 
@@ -88,7 +88,7 @@ def ndif_api_key() -> str | None:
     return CONFIG.API.APIKEY or None
 
 
-class NNsightBackend:
+class NNsightBackend(HFTokens):
     """Backend over an nnsight ``TransformersModel`` wrapping a pre-loaded HF model.
 
     With ``remote=True`` the HF model is weightless (meta device) and every forward pass,
@@ -135,15 +135,6 @@ class NNsightBackend:
             backend = remote_backend(self.lm)
             kwargs.update({"backend": backend} if backend is not None else {"remote": True})
         return self.lm.trace(tokens, **kwargs)
-
-    def tokenize(self, text: str) -> Tokens:
-        return hf_tokenize(self._tokenizer, text, self._prepend_bos)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids))
-
-    def encode(self, text: str) -> list[int]:
-        return hf_encode(self._tokenizer, text)
 
     def _w_o(self, layer: int) -> Tensor:
         """The output projection per head, [H, Dh, D]."""

@@ -24,7 +24,7 @@ from .base import (
     greedy_generate,
     start_edits,
 )
-from .common import check_context, hf_encode, hf_tokenize, model_info, plan_blocks
+from .common import HFTokens, check_context, model_info, plan_blocks
 from .loading import LoadedHF
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
@@ -40,7 +40,7 @@ _HOOK = {
 }
 
 
-class TransformerLensBackend:
+class TransformerLensBackend(HFTokens):
     """Backend over a ``TransformerBridge`` booted on a pre-loaded HF model (no download)."""
 
     def __init__(self, loaded: LoadedHF, *, prepend_bos: bool | None = None) -> None:
@@ -64,15 +64,6 @@ class TransformerLensBackend:
             tl_logger.setLevel(previous)
         self.bridge.eval()
         self.info: ModelInfo = model_info(loaded, "transformer_lens")
-
-    def tokenize(self, text: str) -> Tokens:
-        return hf_tokenize(self._tokenizer, text, self._prepend_bos)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids))
-
-    def encode(self, text: str) -> list[int]:
-        return hf_encode(self._tokenizer, text)
 
     @torch.inference_mode()
     def run(

@@ -1,4 +1,4 @@
-"""Attention-head summaries, written once against the Backend protocol.
+"""Attention-head summaries, written once against the Runner interface.
 
 Per head, from its softmaxed pattern on a prompt (query positions >= 1, since position 0 can
 only attend to itself): mean entropy (nats), mass on the first token, previous-token score
@@ -10,26 +10,23 @@ pattern-lens's induction detectors do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from ..backends.base import Tokens, all_sites
+from ..backends.base import Tokens
 from ..errors import InterpError
 from ..results import AttentionResult, attention_labels
+from ..sites import all_sites
+from .runner import Runner
 
-if TYPE_CHECKING:
-    from ..model import InterpModel
 
-
-def repeated_random_tokens(model: InterpModel, n: int, seed: int) -> Tokens:
+def repeated_random_tokens(model: Runner, n: int, seed: int) -> Tokens:
     """``n`` seeded random token ids (no special tokens), then the same ``n`` again."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise InterpError(f"the repeated sequence needs n >= 2 random tokens, got {n!r}")
     if 2 * n > model.info.n_ctx:
         raise InterpError(f"2 x {n} tokens exceed the model's context of {model.info.n_ctx}")
     generator = torch.Generator().manual_seed(seed)
-    special = set(getattr(getattr(model.backend, "_tokenizer", None), "all_special_ids", ()))
+    special = model.vocab.special
     pool = torch.tensor([i for i in range(min(model.info.d_vocab, 20000)) if i not in special])
     ids = pool[torch.randperm(len(pool), generator=generator)[:n]].tolist() * 2
     return Tokens((tuple(ids),), (tuple(model.vocab.decode_one(i) for i in ids),))
@@ -48,7 +45,7 @@ def _scores(pattern: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _patterns(model: InterpModel, tokens: Tokens) -> torch.Tensor:
+def _patterns(model: Runner, tokens: Tokens) -> torch.Tensor:
     sites = all_sites(model.info.n_layers, ("attn_pattern",))
     run = model.run(tokens, read=sites)
     return torch.stack([run.acts[s][0] for s in sites]).float()  # [L, H, Q, K]
@@ -56,7 +53,7 @@ def _patterns(model: InterpModel, tokens: Tokens) -> torch.Tensor:
 
 @torch.inference_mode()
 def attention(
-    model: InterpModel, prompt: str | None = None, *, n: int = 20, seed: int = 0,
+    model: Runner, prompt: str | None = None, *, n: int = 20, seed: int = 0,
     thresholds: dict[str, float] | None = None,
 ) -> AttentionResult:
     """Scores and labels of every head; ``prompt`` None = the repeated random sequence."""

@@ -1,4 +1,4 @@
-"""Activation patching and logit differences, written once against the Backend protocol.
+"""Activation patching and logit differences, written once against the Runner interface.
 
 A patch runs the corrupted prompt with one clean activation written in. Sweeps are batched:
 all patches at layer L are rows of one forward pass that starts at block L from the corrupted
@@ -13,32 +13,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..backends.base import Component, Edit, Site, Start, Tokens, all_sites
+from ..backends.base import Edit, Start, Tokens
 from ..errors import InterpError
 from ..progress import progress
-from ..results import PatchingResult, token_position
-
-if TYPE_CHECKING:
-    from ..model import InterpModel
-
-POSITION_SITES: tuple[Component, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out",
-                                         "mlp_out")
-PATCH_SITES: tuple[Component, ...] = (*POSITION_SITES, "head_out")
+from ..results import LogitDiffResult, PatchingResult, token_position
+from ..sites import PATCH_SITES, Component, Site, all_sites
+from .runner import Runner
 
 
-def logit_diff(model: InterpModel, prompt: str | Tokens, answer: str, foil: str) -> float:
-    """logit(answer) - logit(foil) at the last position of ``prompt``."""
+def logit_diff(model: Runner, prompt: str, answer: str, foil: str) -> LogitDiffResult:
+    """logit(answer) - logit(foil) at the last position of ``prompt``, with the top-5 there."""
+    tokens = model.tokens(prompt)
+    if tokens.batch != 1:
+        raise InterpError("logit_diff reads one prompt at a time; call it once per prompt")
     a, f = model.vocab.id(answer), model.vocab.id(foil)
-    logits = model.run(prompt).logits[0, -1]
-    return float(logits[a] - logits[f])
+    logits = model.run(tokens).logits[0, -1].float()
+    top = torch.softmax(logits, -1).topk(5)
+    return LogitDiffResult(
+        model=model.info.name, prompt=prompt, answer=answer, foil=foil,
+        value=float(logits[a] - logits[f]),
+        top=tuple((model.vocab.decode_one(int(i)), float(p))
+                  for p, i in zip(top.values, top.indices, strict=True)),
+    )
 
 
-def paired_tokens(model: InterpModel, clean: str, corrupted: str) -> tuple[Tokens, Tokens]:
+def paired_tokens(model: Runner, clean: str, corrupted: str) -> tuple[Tokens, Tokens]:
     """Tokenize a clean/corrupted pair, which must have the same number of tokens."""
     a, b = model.tokens(clean), model.tokens(corrupted)
     if a.length != b.length:
@@ -58,7 +61,7 @@ def _cell(tokens: tuple[str, ...], i: int) -> str:
 
 @torch.inference_mode()
 def activation_patching(
-    model: InterpModel, clean: str, corrupted: str, *, answer: str, foil: str,
+    model: Runner, clean: str, corrupted: str, *, answer: str, foil: str,
     site: Component = "resid_pre", per_position: bool = True,
     layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
     batch_size: int = 64,
@@ -113,7 +116,7 @@ def activation_patching(
         for lo in range(0, len(todo), batch_size):
             chunk = todo[lo:lo + batch_size]
             edits = [replace(edit, rows=(row,)) for row, (_, edit) in enumerate(chunk)]
-            run = model.backend.run(
+            run = model.forward(
                 corrupted_tokens.repeat(len(chunk)), edits=edits, logits_to_keep=1,
                 start=Start(layer, base.expand(len(chunk), -1, -1)),
             )

@@ -1,4 +1,4 @@
-"""Patchscopes (Ghandeharioun et al. 2024), written once against the Backend protocol.
+"""Patchscopes (Ghandeharioun et al. 2024), written once against the Runner interface.
 
 The source prompt's hidden state at (source layer, position) -- block ``layer``'s output,
 resid_post, as obvs reads ``layers[layer].output`` -- is optionally mapped, written over the
@@ -13,21 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..backends.base import Edit, Site, greedy_generate
+from ..backends.base import Edit
 from ..errors import InterpError, SiteError
 from ..progress import progress
 from ..results import PatchscopeResult, TokenSpec, find_token
 from ..settings import IDENTITY_PROMPT, PLACEHOLDER
-
-if TYPE_CHECKING:
-    from ..model import InterpModel
-
+from ..sites import Site
+from .runner import Runner
 
 Mapping = Callable[[Tensor], Tensor] | Tensor | np.ndarray | None
 
@@ -57,7 +55,7 @@ class TargetContext:
 
 
 def layer_pairs(
-    model: InterpModel, layers: int | Iterable[int] | None,
+    model: Runner, layers: int | Iterable[int] | None,
     target_layers: int | Iterable[int] | None = None, mode: Literal["pairs", "grid"] = "pairs",
 ) -> tuple[tuple[int, int], ...]:
     """(source, target) block pairs: zipped (obvs ``over_pairs``; one target layer, or none =
@@ -81,7 +79,7 @@ def layer_pairs(
     return tuple(zip(sources, targets, strict=True))
 
 
-def _layers(model: InterpModel, layers: int | Iterable[int] | None, what: str) -> list[int]:
+def _layers(model: Runner, layers: int | Iterable[int] | None, what: str) -> list[int]:
     if layers is None:
         return list(range(model.info.n_layers))
     if isinstance(layers, int | np.integer) and not isinstance(layers, bool):
@@ -121,7 +119,7 @@ def _mapped(mapping: Mapping, hidden: Tensor, d_model: int) -> Tensor:
     return out
 
 
-def _first_token(model: InterpModel, expected: str | int | None) -> int | None:
+def _first_token(model: Runner, expected: str | int | None) -> int | None:
     """The id whose first-step probability is kept: a token id, or a text's first token."""
     if expected is None or not isinstance(expected, str):
         return None if expected is None else model.vocab.id(expected)
@@ -133,7 +131,7 @@ def _first_token(model: InterpModel, expected: str | int | None) -> int | None:
 
 @torch.inference_mode()
 def patchscope(
-    model: InterpModel, source: SourceContext | str, token: TokenSpec | None = None, *,
+    model: Runner, source: SourceContext | str, token: TokenSpec | None = None, *,
     layers: int | Iterable[int] | None = None, target: TargetContext | str = IDENTITY_PROMPT,
     target_layers: int | Iterable[int] | None = None, mode: Literal["pairs", "grid"] = "pairs",
     target_token: TokenSpec = PLACEHOLDER, mapping: Mapping = None, max_new_tokens: int = 5,
@@ -184,14 +182,15 @@ def patchscope(
             if step == 0 and expected_id is not None:
                 probs.extend(logits.float().softmax(-1)[:, expected_id].tolist())
 
-        out = greedy_generate(model.backend, tgt_tokens.repeat(len(chunk)),
-                              max_new_tokens=max_new_tokens, edits=edits, on_step=first_step)
+        out = model.generate_tokens(tgt_tokens.repeat(len(chunk)),
+                                    max_new_tokens=max_new_tokens, edits=edits,
+                                    on_step=first_step)
         ids.extend(row[tgt_tokens.length:] for row in out.ids)
     return PatchscopeResult(
         model=model.info.name, source=source, source_tokens=src_tokens.strs[0],
         source_position=src_pos, target=target, target_tokens=tgt_tokens.strs[0],
         target_position=tgt_pos, pairs=pairs,
-        continuations=tuple(model.backend.decode(row) for row in ids), token_ids=tuple(ids),
+        continuations=tuple(model.vocab.decode(row) for row in ids), token_ids=tuple(ids),
         expected=None if expected is None else model.vocab.decode_one(expected_id),
         expected_prob=tuple(probs) if expected_id is not None else None,
     )

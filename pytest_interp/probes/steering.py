@@ -1,4 +1,4 @@
-"""Steering vectors and their effect, written once against the Backend protocol.
+"""Steering vectors and their effect, written once against the Runner interface.
 
 A vector comes from one contrastive prompt pair (ActAdd: the difference of activations at a
 site and position), from the mean difference over many pairs (CAA), or from a file. It is
@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..backends.base import Component, Edit, Site, greedy_generate
+from ..backends.base import Edit
 from ..errors import InterpError
+from ..files import check_vector_file
 from ..results import SteeringResult, token_position
+from ..sites import STEER_SITES, Component, Site
+from .runner import Runner
 
-if TYPE_CHECKING:
-    from ..model import InterpModel
-
-STEER_SITES: tuple[Component, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out",
-                                      "mlp_out")
-VECTOR_SUFFIXES = (".pt", ".npy", ".safetensors")
 Positions = Literal["all", "last"] | int
 
 
@@ -34,14 +31,14 @@ def _check_site(site: str) -> None:
         raise InterpError(f"site {site!r} cannot be steered: use one of {', '.join(STEER_SITES)}")
 
 
-def _act(model: InterpModel, prompt: str, site: Site, position: int | str) -> Tensor:
+def _act(model: Runner, prompt: str, site: Site, position: int | str) -> Tensor:
     tokens = model.tokens(prompt)
     pos = token_position(tokens.strs[0], position, prompt)
     return model.run(tokens, read=[site]).acts[site][0, pos].float()
 
 
 def steering_vector(
-    model: InterpModel, positive: str | Sequence[str], negative: str | Sequence[str], *,
+    model: Runner, positive: str | Sequence[str], negative: str | Sequence[str], *,
     layer: int, site: Component = "resid_pre", position: int | str = -1,
 ) -> Tensor:
     """act(positive) - act(negative) at (layer, site, position); for lists of prompts, the
@@ -78,14 +75,7 @@ def check_vector(vector: Tensor, d_model: int, what: str) -> None:
 
 def load_vector(path: str | Path, d_model: int) -> Tensor:
     """A [d_model] vector from a .pt, .npy or .safetensors file (one tensor, or key 'vector')."""
-    path = Path(path)
-    if path.suffix not in VECTOR_SUFFIXES:
-        raise InterpError(
-            f"steering vector file {str(path)!r} is not {', '.join(VECTOR_SUFFIXES)}: save the "
-            "vector with torch.save, numpy.save or safetensors"
-        )
-    if not path.is_file():
-        raise InterpError(f"steering vector file {str(path)!r} does not exist: check the path")
+    path = check_vector_file(path)
     try:
         if path.suffix == ".npy":
             loaded: object = torch.from_numpy(np.load(path, allow_pickle=False))
@@ -146,7 +136,7 @@ def _sampler(seed: int, temperature: float) -> Callable[[Tensor], Tensor]:
 
 @torch.inference_mode()
 def steer(
-    model: InterpModel, prompt: str, vector: Tensor, *, layer: int, coefs: Sequence[float],
+    model: Runner, prompt: str, vector: Tensor, *, layer: int, coefs: Sequence[float],
     site: Component = "resid_pre", positions: Positions = "all", normalize: bool = False,
     target: str | None = None, foil: str | None = None, max_new_tokens: int = 0,
     sample: bool = False, seed: int = 0, temperature: float = 1.0, top_k: int = 5,
@@ -189,9 +179,9 @@ def steer(
                  for r in range(len(rows)))
     texts: tuple[str, ...] = ()
     if max_new_tokens:
-        out = greedy_generate(model.backend, batch, max_new_tokens=max_new_tokens, edits=edits,
+        out = model.generate_tokens(batch, max_new_tokens=max_new_tokens, edits=edits,
                               choose=_sampler(seed, temperature) if sample else None)
-        texts = tuple(model.backend.decode(row[tokens.length:]) for row in out.ids)
+        texts = tuple(model.vocab.decode(row[tokens.length:]) for row in out.ids)
     index = [rows.index(c) if c != 0 else 0 for c in coefs]
     return SteeringResult(
         model=model.info.name, prompt=prompt, layer=where.layer, site=site,

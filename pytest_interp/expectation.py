@@ -1,0 +1,170 @@
+"""Expectation kinds: one object per kind of claim, holding everything pytest-interp needs.
+
+A kind is its marker (the expectation dataclass's own signature is the marker's signature, as
+pytest binds ``Skip(*mark.args, **mark.kwargs)``), the probe it runs (``Expectation.run``),
+its result type, its snapshot codec and its report figure. Kinds are registered once, in
+``pytest_interp.registry``; the plugin, snapshots and the report loop over the registry.
+
+An expectation checks itself twice: ``__post_init__`` checks what needs no model (types,
+value ranges, combinations) when the marker is read at collection, and ``validate(model)``
+checks what needs the model (tokens, layer ranges, lengths) when the test runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from .errors import InterpError
+
+if TYPE_CHECKING:
+    from .codec import SnapshotCodec
+    from .model import InterpModel
+
+R = TypeVar("R")
+E = TypeVar("E", bound="Expectation[Any]")
+
+
+class Expectation(Generic[R]):
+    """Base of the frozen expectation dataclasses: a claim about a model's result ``R``.
+
+    Subclasses are ``@dataclass(frozen=True)``; their fields are the marker's arguments.
+    """
+
+    paths: ClassVar[tuple[str, ...]] = ()
+    """Fields naming files; relative paths are taken from the rootdir."""
+
+    def with_root(self: E, root: Path) -> E:
+        """A copy with relative ``paths`` taken from ``root``; then ``check_files``."""
+        rooted = {}
+        for name in self.paths:
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                value = str(value)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                rooted[name] = str(root / value)
+        out = replace(self, **rooted) if rooted else self
+        out.check_files()
+        return out
+
+    def check_files(self) -> None:
+        """Static checks of the files named by ``paths`` (they exist, have the right form)."""
+
+    def validate(self, model: InterpModel) -> None:
+        """Checks that need the model (tokens, layer ranges), before ``run``."""
+
+    def run(self, model: InterpModel) -> R:
+        """The probe: measure the result this expectation judges (memoised by the model)."""
+        raise NotImplementedError
+
+    def judge(self, result: R) -> str | None:
+        """The failure text, or None when ``result`` meets the expectation."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A marker whose signature is a class's (``target(*mark.args, **mark.kwargs)``)."""
+
+    name: str
+    target: type
+    help: str
+
+    @property
+    def usage(self) -> str:
+        """``@pytest.mark.name(arg, *, key=default)``, as shown in error messages."""
+        return f"@pytest.mark.{self.call}"
+
+    @property
+    def call(self) -> str:
+        """``name(arg, *, key=default)``, as registered for ``pytest --markers``."""
+        params: list[str] = []
+        for p in self.signature.parameters.values():
+            if p.kind is p.KEYWORD_ONLY and "*" not in params:
+                params.append("*")
+            params.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+        return f"{self.name}({', '.join(params)})"
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.target)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return tuple(self.signature.parameters)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Bind marker arguments to the signature (defaults applied) or raise InterpError."""
+        known = self.parameters
+        for key in kwargs:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise InterpError(f"unknown keyword {key!r}{hint}; usage: {self.usage}")
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InterpError(f"{exc}; usage: {self.usage}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def build(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The target built from the marker's arguments (its own checks run)."""
+        return self.target(**self.bind(args, kwargs))
+
+
+Figure = Callable[[Any], str]
+
+
+@dataclass(frozen=True)
+class ExpectationKind(Generic[E, R]):
+    """One kind of expectation: marker, probe, result, snapshot codec and report figure.
+
+    ``expectation`` is a frozen dataclass subclassing ``Expectation[R]``; its signature is the
+    marker's. ``result`` is the type its ``run`` returns (and that snapshots and figures are
+    looked up by). ``codec`` stores results in snapshots (None: results of this kind cannot be
+    snapshot). ``figure`` draws a result as HTML for the report (None: no figure).
+    ``example`` is one valid marker call (args, kwargs) on the tiny-random test models: the
+    fuzz test mutates it.
+    """
+
+    name: str
+    expectation: type[E]
+    result: type[R]
+    help: str
+    codec: SnapshotCodec[R] | None = None
+    figure: Callable[[R], str] | None = None
+    example: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise InterpError(f"expectation kind name {self.name!r} is not an identifier")
+        if not (isinstance(self.expectation, type) and issubclass(self.expectation, Expectation)
+                and hasattr(self.expectation, "__dataclass_fields__")):
+            raise InterpError(f"expectation kind {self.name!r}: expectation must be a dataclass "
+                              "subclassing pytest_interp.Expectation")
+
+    @property
+    def marker(self) -> Marker:
+        return Marker(self.name, self.expectation, self.help)
+
+    def parse(self, args: tuple[Any, ...], kwargs: dict[str, Any], root: Path) -> E:
+        """The expectation a marker declares, its files rooted at ``root`` (static checks)."""
+        expectation: E = self.marker.build(args, kwargs)
+        return expectation.with_root(root)
+
+    def check(self, model: InterpModel, expectation: E) -> tuple[R, str | None]:
+        """Validate against the model, run the probe, judge: (result, failure text or None)."""
+        from .record import record
+
+        expectation.validate(model)
+        result = record(expectation.run(model))
+        return result, expectation.judge(result)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self.expectation))  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The built-in expectation kinds, one module each (registered in ``pytest_interp.registry``)."""

@@ -1,0 +1,252 @@
+"""``@pytest.mark.activation_patching``: where (layer, position, head) a behaviour lives."""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import checks
+from ..codec import (
+    Change,
+    SnapshotCodec,
+    SnapshotFormatError,
+    Tolerances,
+    fmt,
+    is_int,
+    is_number,
+    is_numbers,
+    is_str,
+    is_strs,
+    number_change,
+    rounded,
+    schema,
+)
+from ..errors import InterpError
+from ..expectation import Expectation, ExpectationKind
+from ..report.draw import diverging, esc, heatmap_svg
+from ..results import PatchingResult
+from ..sites import PATCH_SITES
+
+if TYPE_CHECKING:
+    from ..model import InterpModel
+
+
+@dataclass(frozen=True)
+class PatchingExpectation(Expectation[PatchingResult]):
+    """Recovery of the clean logit diff when a clean activation is patched into the corrupted
+    run, at layer/position/head (each left out: every one), or where it peaks."""
+
+    clean: str
+    corrupted: str
+    _: KW_ONLY
+    answer: str
+    foil: str
+    site: str = "resid_pre"
+    layer: int | None = None
+    position: int | str | None = None
+    head: int | None = None
+    min_recovery: float | None = None
+    max_recovery: float | None = None
+    peak_layer: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("clean", "corrupted", "answer", "foil"):
+            checks.text(name, getattr(self, name))
+        checks.choice("site", self.site, PATCH_SITES,
+                      style="site {value!r} cannot be patched: use one of {choices}")
+        checks.integer("layer", self.layer)
+        checks.integer("head", self.head, minimum=0)
+        if self.position is not None and not isinstance(self.position, str):
+            checks.integer("position", self.position)
+        checks.number("min_recovery", self.min_recovery)
+        checks.number("max_recovery", self.max_recovery)
+        object.__setattr__(self, "peak_layer",
+                           checks.int_pair("peak_layer", self.peak_layer, "(low, high)"))
+        if self.min_recovery is None and self.max_recovery is None and self.peak_layer is None:
+            raise InterpError("no check given: pass min_recovery=, max_recovery= or peak_layer=")
+        heads = self.site == "head_out"
+        if self.head is not None and not heads:
+            raise InterpError(f"head= only applies to site='head_out', not {self.site!r}")
+        if heads and self.position is not None and self.head is None:
+            raise InterpError("site='head_out' with position= needs head= (which head)")
+        if self.peak_layer is not None:
+            if self.layer is not None:
+                raise InterpError("peak_layer= looks across layers: do not also pass layer=")
+            if not heads and self.position is None:
+                raise InterpError("peak_layer= needs position= (which column's peak)")
+            if heads and self.head is None:
+                raise InterpError("peak_layer= with site='head_out' needs head=")
+
+    @property
+    def per_position(self) -> bool:
+        return self.site != "head_out" or self.position is not None
+
+    def validate(self, model: InterpModel) -> None:
+        from ..probes.patching import paired_tokens
+        from ..results import token_position
+
+        clean, _ = paired_tokens(model, self.clean, self.corrupted)
+        model.vocab.id(self.answer)
+        model.vocab.id(self.foil)
+        if self.layer is not None:
+            model.info.check_layer(self.layer)
+        if self.head is not None:
+            model.info.check_head(self.head)
+        if self.peak_layer is not None:
+            for bound in self.peak_layer:
+                model.info.check_layer(bound, "peak_layer bound")
+        if self.position is not None:
+            token_position(clean.strs[0], self.position, self.clean)
+
+    def run(self, model: InterpModel) -> PatchingResult:
+        return model.activation_patching(
+            self.clean, self.corrupted, answer=self.answer, foil=self.foil,
+            site=self.site,  # type: ignore[arg-type]
+            per_position=self.per_position,
+        )
+
+    def _where(self, result: PatchingResult, layer: int, col: int) -> str:
+        parts = [f"layer {layer}"]
+        if self.site == "head_out":
+            parts.append(f"head {self.head if self.per_position else col}")
+        if self.per_position:
+            token = result.clean_tokens[col]
+            given = self.position if isinstance(self.position, int) else col
+            parts.append(f"position {given} ({token!r})")
+        return ", ".join(parts)
+
+    def judge(self, result: PatchingResult) -> str | None:
+        values, _, _ = result.grid_2d(self.head if self.per_position else None)
+        n_layers, n_cols = values.shape
+        layers = [result.layer_index(self.layer)] if self.layer is not None else list(
+            range(n_layers))
+        if self.site == "head_out" and not self.per_position:
+            cols = [self.head] if self.head is not None else list(range(n_cols))
+        elif self.position is not None:
+            cols = [result.position_index(self.position)]
+        else:
+            cols = list(range(n_cols))
+        cells = [(layer, col) for layer in layers for col in cols]
+        problems: list[str] = []
+        mark = None
+        for bound, pick, wrong in (
+                (self.min_recovery, min, lambda v, b: v < b),
+                (self.max_recovery, max, lambda v, b: v > b)):
+            if bound is None:
+                continue
+            layer, col = pick(cells, key=lambda c: values[c])
+            if wrong(values[layer, col], bound):
+                mark = mark or (layer, col)
+                name = "min_recovery" if pick is min else "max_recovery"
+                problems.append(
+                    f"{self.site} at {self._where(result, layer, col)} recovers "
+                    f"{values[layer, col]:.2f} of the clean logit diff, expected {name}={bound}"
+                )
+        if self.peak_layer is not None:
+            col = cols[0]
+            peak = int(values[:, col].argmax())
+            lo, hi = (result.layer_index(b) for b in self.peak_layer)
+            if not lo <= peak <= hi:
+                mark = mark or (peak, col)
+                where = self._where(result, peak, col).split(", ", 1)[1]
+                problems.append(
+                    f"{self.site} recovery at {where} peaks at layer {peak} "
+                    f"({values[peak, col]:.2f}), expected peak_layer in {self.peak_layer}"
+                )
+        if not problems:
+            return None
+        head = "\n".join(f"activation_patching: {p}" for p in problems)
+        grid = result.grid(mark=mark, head=self.head if self.per_position else None)
+        return f"{head}\n{grid}"
+
+
+_COLUMNS = ("positions", "heads", "recovery")  # what a row's list of recovery values is over
+
+
+class PatchingCodec(SnapshotCodec[PatchingResult]):
+    """One row per layer (and head, for head_out by position): recovery per column."""
+
+    kind = "patching"
+    meta_schema = schema(site=is_str, clean=is_str, corrupted=is_str, answer=is_str,
+                   foil=is_str, tokens=is_strs, clean_logit_diff=is_number,
+                   corrupted_logit_diff=is_number)
+    row_schema = schema(layer=is_int)
+    identity = ("site", "clean", "corrupted", "answer", "foil", "tokens")
+
+    def summarize(self, result: PatchingResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        meta = {"model": result.model, "site": result.site, "clean": result.clean,
+                "corrupted": result.corrupted, "answer": result.answer, "foil": result.foil,
+                "tokens": list(result.clean_tokens),
+                "clean_logit_diff": rounded(result.clean_logit_diff),
+                "corrupted_logit_diff": rounded(result.corrupted_logit_diff)}
+        rec = result.recovery
+        columns = "heads" if result.heads and not result.per_position else "positions"
+        rows: list[dict[str, Any]] = []
+        for layer in range(rec.shape[0]):
+            if rec.ndim == 3:
+                rows += [{"layer": layer, "head": h,
+                          "recovery": [rounded(x, 3) for x in rec[layer, h]]}
+                         for h in range(rec.shape[1])]
+            else:
+                rows.append({"layer": layer, columns: [rounded(x, 3) for x in rec[layer]]})
+        return meta, rows
+
+    def check_rows(self, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        super().check_rows(meta, rows)
+        n_tokens = len(meta["tokens"])
+        for number, row in enumerate(rows, 3):
+            columns = [k for k in _COLUMNS if k in row]
+            if len(columns) != 1 or not is_numbers(row[columns[0]]):
+                raise SnapshotFormatError(number, "expected one list of recovery values: "
+                                                  "'positions', 'heads' or 'recovery'")
+            if "head" in row and not is_int(row["head"]):
+                raise SnapshotFormatError(number, "'head' is not an integer")
+            if columns[0] == "positions" and len(row["positions"]) > n_tokens:
+                raise SnapshotFormatError(number, f"more positions than the {n_tokens} "
+                                                  "stored tokens")
+
+    def row_shape(self, row: dict[str, Any]) -> str:
+        key = next(k for k in _COLUMNS if k in row)
+        head = f" head {row['head']}" if "head" in row else ""
+        return f"layer {row['layer']}{head}, {len(row[key])} {key}"
+
+    def compare_rows(self, old: dict[str, Any], new: dict[str, Any], old_rows: list[dict],
+                     new_rows: list[dict], tol: Tolerances) -> list[Change]:
+        changes = []
+        for name in ("clean_logit_diff", "corrupted_logit_diff"):
+            if size := number_change(old[name], new[name], tol.logit):
+                changes.append(Change(size, f"{name.replace('_', ' ')} {fmt(old[name], '+.3f')} "
+                                            f"-> {fmt(new[name], '+.3f')}"))
+        for o, n in zip(old_rows, new_rows, strict=True):
+            key = next(k for k in _COLUMNS if k in o)
+            for i, (a, b) in enumerate(zip(o[key], n[key], strict=True)):
+                if size := number_change(a, b, tol.recovery):
+                    col = f"pos {i} ({old['tokens'][i]!r})" if key != "heads" else f"H{i}"
+                    head = f" H{o['head']}" if "head" in o else ""
+                    changes.append(Change(size, f"{old['site']} L{o['layer']}{head} {col}: "
+                                                f"recovery {fmt(a)} -> {fmt(b)}"))
+        return changes
+
+
+def patching_figure(result: PatchingResult) -> str:
+    """The recovery heatmap: layers down, positions (or heads) across."""
+    values, labels, axis = result.grid_2d()
+    texts = [["·" if np.isnan(v) else f"{v:.2f}" for v in row] for row in values]
+    title = (f"{result.site} patching recovery, rows layer, columns {axis} (clean "
+             f"{result.clean_logit_diff:+.2f}, corrupted {result.corrupted_logit_diff:+.2f})")
+    return (f"<h4>{esc(title)}</h4>" + heatmap_svg(
+        values, texts, [str(i) for i in range(values.shape[0])], labels, diverging, title))
+
+
+KIND = ExpectationKind(
+    name="activation_patching", expectation=PatchingExpectation, result=PatchingResult,
+    help="assert where a behaviour lives: recovery of the clean logit diff when a clean "
+         "activation is patched into the corrupted run, at layer/position/head, or its "
+         "peak_layer=(lo, hi).",
+    codec=PatchingCodec(), figure=patching_figure,
+    example=(("The cat sat on the", "The dog sat on the"),
+             {"answer": " mat", "foil": " rug", "layer": 1, "position": 1,
+              "min_recovery": -10}),
+)

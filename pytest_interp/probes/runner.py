@@ -1,0 +1,59 @@
+"""The narrow interface probes use: what they may ask of a loaded model, and nothing more.
+
+``InterpModel`` implements it; probes never import ``pytest_interp.model``. Runs through
+``run`` are memoised (the same forward pass is never done twice); ``forward`` is for rows
+that are used once (a sweep's patched rows) and is never memoised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..backends.base import Edit, ModelInfo, Run, Start, Tokens
+    from ..results import Vocab
+    from ..sites import Site
+
+
+class Runner(Protocol):
+    """A loaded model as probes see it."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def vocab(self) -> Vocab: ...
+
+    def tokens(self, prompts: str | Sequence[str] | Tokens) -> Tokens:
+        """Tokenize one prompt or a batch of prompts of equal token length."""
+        ...
+
+    def run(
+        self, prompts: str | Sequence[str] | Tokens, *, read: Collection[Site] = (),
+        edits: Sequence[Edit] = (),
+    ) -> Run:
+        """One batched forward pass, memoised per (tokens, edits)."""
+        ...
+
+    def forward(
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        start: Start | None = None, logits_to_keep: int = 0,
+    ) -> Run:
+        """One batched forward pass, not memoised (``Backend.run``'s arguments)."""
+        ...
+
+    def unembed(self, hidden: Tensor) -> Tensor:
+        """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
+        ...
+
+    def generate_tokens(
+        self, prompts: str | Sequence[str] | Tokens, *, max_new_tokens: int = 20,
+        edits: Sequence[Edit] = (), on_step: Callable[[int, Tensor], None] | None = None,
+        choose: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tokens:
+        """Greedy continuation of each row (prompt included); ``on_step(step, logits [B, V])``
+        sees each step, ``choose(logits) -> ids [B]`` replaces the argmax."""
+        ...

@@ -1,0 +1,79 @@
+"""Drawing helpers for report figures: SVG heatmaps and inline PNGs (numpy only, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+
+CELL_W, CELL_H = 58, 16
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def short(token: str, width: int = 7) -> str:
+    text = repr(token)[1:-1]
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def blue(x: float) -> str:
+    """0 -> white, 1 -> deep blue."""
+    x = 0.0 if not np.isfinite(x) else min(max(x, 0.0), 1.0)
+    r, g = int(255 - 215 * x), int(255 - 165 * x)
+    return f"rgb({r},{g},255)"
+
+
+def diverging(x: float) -> str:
+    """-1 -> red, 0 -> white, 1 -> blue; NaN -> grey."""
+    if not np.isfinite(x):
+        return "rgb(225,225,225)"
+    x = min(max(x, -1.0), 1.0)
+    v = int(255 - 200 * abs(x))
+    return f"rgb({v},{v},255)" if x >= 0 else f"rgb(255,{v},{v})"
+
+
+def heatmap_svg(values: np.ndarray, texts: list[list[str]], rows: list[str], cols: list[str],
+                color: Any, title: str) -> str:
+    """A labelled grid: one rect per cell, coloured by ``color(value)``, with its text."""
+    n_rows, n_cols = values.shape
+    left, top = 44, 34
+    width, height = left + n_cols * CELL_W + 4, top + n_rows * CELL_H + 4
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="figure" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" '
+             'font-size="10">', f"<title>{esc(title)}</title>"]
+    for j, col in enumerate(cols):
+        x = left + j * CELL_W + CELL_W / 2
+        parts.append(f'<text x="{x}" y="{top - 6}" text-anchor="middle">{esc(col)}</text>')
+    for i, row in enumerate(rows):
+        y = top + i * CELL_H
+        parts.append(f'<text x="{left - 4}" y="{y + 12}" text-anchor="end">{esc(row)}</text>')
+        for j in range(n_cols):
+            x = left + j * CELL_W
+            parts.append(f'<rect x="{x}" y="{y}" width="{CELL_W - 1}" height="{CELL_H - 1}" '
+                         f'fill="{color(float(values[i, j]))}"/>'
+                         f'<text x="{x + CELL_W / 2}" y="{y + 12}" text-anchor="middle">'
+                         f"{esc(texts[i][j])}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def png_data_uri(gray: np.ndarray, scale: int = 2) -> str:
+    """A grayscale image [H, W] in 0..1 (1 = dark) as an inline PNG."""
+    img = (255 - np.clip(gray, 0, 1) ** 0.5 * 255).astype(np.uint8)
+    img = np.kron(img, np.ones((scale, scale), dtype=np.uint8))
+    h, w = img.shape
+    raw = b"".join(b"\x00" + row.tobytes() for row in img)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode()
