@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from .errors import InterpError
 
@@ -47,7 +47,7 @@ class Expectation(Generic[R]):
                 value = str(value)
             if isinstance(value, str) and not Path(value).is_absolute():
                 rooted[name] = str(root / value)
-        out = replace(self, **rooted) if rooted else self
+        out: E = replace(cast(Any, self), **rooted) if rooted else self
         out.check_files()
         return out
 

@@ -158,7 +158,7 @@ class InterpModel:
         the running test's report). Probes with the same arguments are never run twice."""
         if key not in self._results:
             self._results[key] = compute()
-        return record(self._results[key])  # type: ignore[no-any-return]
+        return record(self._results[key])
 
     # -- the Runner interface -------------------------------------------------------------
 

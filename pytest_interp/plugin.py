@@ -17,13 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pytest
 
 from .errors import InterpError
 from .expectation import Expectation, ExpectationKind, Marker
+from .model import ActivationCache, InterpModel, ModelPool
 from .registry import KINDS, AnyKind
+from .report.html import Entry
 from .settings import (
     BACKENDS,
     DEVICES,
@@ -37,10 +39,6 @@ from .settings import (
     parse_bool,
     parse_bytes,
 )
-
-if TYPE_CHECKING:
-    from .model import ActivationCache, InterpModel
-    from .report.html import Entry
 
 INTERP_MODEL = Marker(
     "interp_model", ModelOverride,
@@ -82,7 +80,7 @@ class InterpConfig:
 
 
 CONFIG_KEY = pytest.StashKey[InterpConfig]()
-POOL_KEY = pytest.StashKey["ModelPool"]()
+POOL_KEY = pytest.StashKey[ModelPool]()
 OVERRIDE_KEY = pytest.StashKey[ModelOverride | None]()  # the interp_model marker, if any
 EXPECT_KEY = pytest.StashKey[tuple[tuple[AnyKind, Expectation[Any]], ...]]()
 RECORDED_KEY = pytest.StashKey[list[object]]()  # results a test produced, for the report
@@ -284,8 +282,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(KINDS.on_register(registered))
     config.hook.pytest_interp_register_kinds.call_historic(kwargs={"registry": KINDS})
     _use_threads(interp.threads)
-    from .model import ModelPool  # torch-free module; torch loads with the first model
-
     config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes,
                                        deterministic=interp.deterministic)
     _start_report(config)
@@ -380,8 +376,8 @@ def _read_marks(item: pytest.Function) -> None:
                     f"@pytest.mark.{close[0]}?"
                 )
     try:
-        mark = item.get_closest_marker(INTERP_MODEL.name)
-        override = INTERP_MODEL.build(mark.args, dict(mark.kwargs)) if mark else None
+        found = item.get_closest_marker(INTERP_MODEL.name)
+        override = INTERP_MODEL.build(found.args, dict(found.kwargs)) if found else None
         if override is not None:
             from .backends.loading import resolve_spec, validate
 
@@ -599,8 +595,6 @@ def _start_report(config: pytest.Config) -> None:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not _ACTIVE or (report.when != "call" and not report.failed and not report.skipped):
         return
-    from .report.html import Entry
-
     entry = _ACTIVE[-1].entries.setdefault(report.nodeid, Entry(report.nodeid))
     entry.outcome = "failed" if report.failed else report.outcome
     entry.duration += report.duration

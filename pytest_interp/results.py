@@ -558,8 +558,8 @@ class AttentionResult:
     def best(self, kind: str, k: int = 5) -> list[tuple[int, int]]:
         """The ``k`` heads with the highest score of ``kind``."""
         flat = np.argsort(-self.scores[kind], axis=None, kind="stable")[:k]
-        return [tuple(int(x) for x in np.unravel_index(i, self.scores[kind].shape))
-                for i in flat]  # type: ignore[misc]
+        layers, heads = np.unravel_index(flat, self.scores[kind].shape)
+        return [(int(layer), int(head)) for layer, head in zip(layers, heads, strict=True)]
 
     def table(self, heads: Sequence[tuple[int, int]], mark: Sequence[tuple[int, int]] = ()) -> str:
         """One row per head: every score and the label; heads in ``mark`` flagged ``>``."""

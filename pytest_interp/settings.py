@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import KW_ONLY, dataclass, replace
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
 from . import checks
@@ -79,10 +79,6 @@ class ModelRequest:
         checks.choice("interp dtype", self.dtype, DTYPES, style=_IS_NOT_ONE_OF)
         if self.remote and self.backend != "nnsight":
             raise InterpError(REMOTE_NEEDS_NNSIGHT)
-
-    def with_overrides(self, **overrides: object) -> ModelRequest:
-        """A copy with the given fields replaced (None values are ignored)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ class BlockHooks:
         if plan.touches("attn_out") or mid or plan.edits.get("head_out"):
             points.add("attn_out")
         for name in ("attn_pattern", "resid_mid", "mlp_out", "resid_post"):
-            if plan.touches(name):  # type: ignore[arg-type]
+            if plan.touches(name):
                 points.add(name)
         return points
 

@@ -320,7 +320,7 @@ def _from_directory(resolved: ResolvedSpec, directory: Path, device: str, dtype:
     try:
         model = AutoModelForCausalLM.from_pretrained(
             directory, dtype=dtype, attn_implementation="eager", local_files_only=True
-        ).to(device)
+        ).to(device)  # type: ignore[arg-type]
     except Exception as exc:
         raise ModelSpecError(
             f"model spec {resolved.spec!r}: could not load weights from {directory} "
@@ -366,7 +366,7 @@ def _converted_gguf(resolved: ResolvedSpec) -> Path:
             ) from None
         model.config.quantization_config = None
         if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
         config = json.loads((work / "config.json").read_text())

@@ -121,12 +121,11 @@ def activation_patching(
                 start=Start(layer, base.expand(len(chunk), -1, -1)),
             )
             values[layer, [col for col, _ in chunk]] = metric(run.logits).float().cpu().numpy()
-    if heads and per_position:
-        values = values.reshape(n_layers, info.n_heads, n_pos)
+    patched = values.reshape(n_layers, info.n_heads, n_pos) if heads and per_position else values
     return PatchingResult(
         model=info.name, site=site, clean=clean, corrupted=corrupted, answer=answer, foil=foil,
         clean_tokens=clean_tokens.strs[0], corrupted_tokens=corrupted_tokens.strs[0],
         clean_logit_diff=float(metric(clean_run.logits)[0]),
         corrupted_logit_diff=corrupted_metric,
-        patched=values, heads=heads, per_position=per_position or not heads,
+        patched=patched, heads=heads, per_position=per_position or not heads,
     )

@@ -191,6 +191,6 @@ def patchscope(
         source_position=src_pos, target=target, target_tokens=tgt_tokens.strs[0],
         target_position=tgt_pos, pairs=pairs,
         continuations=tuple(model.vocab.decode(row) for row in ids), token_ids=tuple(ids),
-        expected=None if expected is None else model.vocab.decode_one(expected_id),
+        expected=None if expected_id is None else model.vocab.decode_one(expected_id),
         expected_prob=tuple(probs) if expected_id is not None else None,
     )
