@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
@@ -164,7 +164,3 @@ class ExpectationKind(Generic[E, R]):
         expectation.validate(model)
         result = record(expectation.run(model))
         return result, expectation.judge(result)
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self.expectation))  # type: ignore[arg-type]
