@@ -28,7 +28,10 @@ def test_induction_head_forms_between_checkpoints(pytester, tmp_path):
     late.assert_outcomes(failed=1, passed=1)  # the marker passes; the snapshot names the change
     late.stdout.fnmatch_lines([
         "*attention of step_00200 changed beyond tolerance*",
-        "*  L1H?: induction 0.0* -> 0.9* (label mixed -> induction)",
+        "*  L1H?: induction 0.0* -> * (label mixed -> induction)",
     ])
+    # Seeded training is not bit-identical across CPUs: bound the trained score, not digits.
+    line = next(x for x in late.stdout.lines if "(label mixed -> induction)" in x)
+    assert float(line.split(" -> ")[1].split()[0]) >= 0.9, line
     pytester.runpytest("--interp-model", str(out / "step_00200"),
                        "--snapshot-update").assert_outcomes(passed=2)
