@@ -239,13 +239,14 @@ class InterpModel:
     def cache(
         self, prompt: str, *, components: Collection[Component] | None = None
     ) -> ActivationCache:
-        """All activations of one prompt (every layer; all components unless given)."""
-        from .sites import COMPONENTS, all_sites
+        """All activations of one prompt (every layer; every component the model has unless
+        given)."""
+        from .sites import all_sites
 
         tokens = self.tokens(prompt)
         if tokens.batch != 1:
             raise InterpError("interp_cache takes one prompt; call it once per prompt")
-        comps = tuple(components) if components is not None else COMPONENTS
+        comps = tuple(components) if components is not None else self.info.components
         run = self.run(tokens, read=all_sites(self.info.n_layers, comps))
         return ActivationCache(run, self.info)
 
@@ -427,11 +428,22 @@ def use_deterministic_algorithms() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def load_backend(request: ModelRequest) -> Backend:
-    """Resolve, load and wrap a model as the requested backend."""
+def load_backend(request: ModelRequest, provided: object = None) -> Backend:
+    """Resolve, load and wrap a model as the requested backend; ``provided`` is a model
+    object a conftest supplied for the spec (``pytest_interp_load_model``)."""
     import torch
 
-    from .backends.loading import load_hf, resolve_spec
+    from .backends.loading import from_object, load_hf, resolve_spec
+
+    if provided is not None:
+        loaded, native = from_object(request.spec, provided, request.backend)
+        if request.backend == "nnsight":
+            from .backends.nnsight import NNsightBackend
+
+            return NNsightBackend(loaded, prepend_bos=request.prepend_bos, lm=native)
+        from .backends.transformer_lens import TransformerLensBackend
+
+        return TransformerLensBackend(loaded, prepend_bos=request.prepend_bos, bridge=native)
 
     if request.remote:
         from .backends.nnsight import NNsightBackend
@@ -457,12 +469,19 @@ def load_backend(request: ModelRequest) -> Backend:
     return TransformerLensBackend(loaded, prepend_bos=request.prepend_bos)
 
 
+Provider = Callable[[ModelRequest], object]
+
+
 @dataclass
 class ModelPool:
-    """One InterpModel per distinct request for the whole session (per xdist worker)."""
+    """One InterpModel per distinct request for the whole session (per xdist worker).
+
+    ``provide(request)`` returns a model object for the request, or None to load its spec
+    (the plugin asks the ``pytest_interp_load_model`` hook)."""
 
     memory_bytes: int = DEFAULT_MEMO_BYTES
     deterministic: bool = True
+    provide: Provider | None = None
     _models: dict[ModelRequest, InterpModel] = field(default_factory=dict)
     _failures: dict[ModelRequest, InterpError] = field(default_factory=dict)
 
@@ -473,7 +492,8 @@ class ModelPool:
             if self.deterministic:
                 use_deterministic_algorithms()
             try:
-                backend = load_backend(request)
+                provided = self.provide(request) if self.provide is not None else None
+                backend = load_backend(request, provided)
             except InterpError as exc:
                 self._failures[request] = exc
                 raise

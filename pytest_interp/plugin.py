@@ -282,8 +282,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(KINDS.on_register(registered))
     config.hook.pytest_interp_register_kinds.call_historic(kwargs={"registry": KINDS})
     _use_threads(interp.threads)
-    config.stash[POOL_KEY] = ModelPool(memory_bytes=interp.memory_bytes,
-                                       deterministic=interp.deterministic)
+    config.stash[POOL_KEY] = ModelPool(
+        memory_bytes=interp.memory_bytes, deterministic=interp.deterministic,
+        provide=lambda request: config.hook.pytest_interp_load_model(spec=request.spec,
+                                                                     request=request),
+    )
     _start_report(config)
 
 
@@ -315,10 +318,38 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
             if not ndif_api_key():
                 raise InterpError(NO_NDIF_KEY)
-        if interp.spec is not None:
+        if interp.spec is not None and not _provided(session.config, interp.spec):
             validate(resolve_spec(interp.spec, remote=interp.remote), weights=not interp.remote)
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
+
+
+def _provided(config: pytest.Config, spec: str) -> bool:
+    """Whether a conftest or plugin may supply ``spec`` (pytest_interp_load_model): then
+    its checks wait for the test that needs the model."""
+    from .backends.loading import resolve_spec
+
+    if not config.hook.pytest_interp_load_model.get_hookimpls():
+        return False
+    try:
+        resolve_spec(spec)
+    except InterpError:
+        return True
+    return False
+
+
+def _commit(spec: str | None) -> str:
+    """`` (commit abc123...)`` for a hub id the Hugging Face cache resolves, else ''."""
+    if spec is None or "/" not in spec or Path(spec).exists():
+        return ""
+    from .backends.loading import hub_commit, resolve_spec
+
+    try:
+        resolved = resolve_spec(spec)
+        commit = hub_commit(resolved) if resolved.kind == "hub" else None
+    except InterpError:
+        return ""
+    return f" (commit {commit[:12]})" if commit else ""
 
 
 def _versions() -> str:
@@ -336,7 +367,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     bos = "auto" if interp.prepend_bos is None else str(interp.prepend_bos).lower()
     device = "remote (NDIF)" if interp.remote else interp.device
     return [
-        f"interp: model {interp.spec or '(none: set --interp-model)'}, backend {interp.backend}, "
+        f"interp: model {interp.spec or '(none: set --interp-model)'}{_commit(interp.spec)}, "
+        f"backend {interp.backend}, "
         f"device {device}, dtype {interp.dtype}, prepend_bos {bos}, "
         f"memo {interp.memory_bytes / 1024**3:.2f} GiB, threads "
         f"{interp.threads or 'torch default'}, seed {interp.seed}, deterministic "
@@ -378,7 +410,7 @@ def _read_marks(item: pytest.Function) -> None:
     try:
         found = item.get_closest_marker(INTERP_MODEL.name)
         override = INTERP_MODEL.build(found.args, dict(found.kwargs)) if found else None
-        if override is not None:
+        if override is not None and not _provided(item.config, override.spec):
             from .backends.loading import resolve_spec, validate
 
             validate(resolve_spec(override.spec))

@@ -6,13 +6,15 @@ import os
 
 import pytest
 
+from pytest_interp.backends.architectures import FAMILIES
 from pytest_interp.backends.loading import cache_dir
 
 # pytester points HOME at a temporary directory; keep every session on the one conversion
 # cache so the GGUF file is de-quantized once, not once per inner session.
 os.environ["PYTEST_INTERP_CACHE_DIR"] = str(cache_dir())
 
-SPECS = ("tiny-random-llama", "tiny-random-gpt2", "smollm2-135m")
+TINY_SPECS = tuple(f"tiny-random-{family.key}" for family in FAMILIES)  # every family we claim
+SPECS = (*TINY_SPECS, "smollm2-135m")
 BACKENDS = ("transformer_lens", "nnsight")
 
 

@@ -1,4 +1,6 @@
-"""An independent reference: raw Hugging Face forward hooks, no pytest-interp internals.
+"""An independent reference: raw Hugging Face forward hooks, no pytest-interp internals
+but the table of where each family keeps its modules (which the TransformerLens adapter,
+with TransformerLens's own names, cross-checks in the contract test).
 
 Reads every site of every layer, optionally with one replace edit (at a block's input) and
 one add edit (at an MLP's output), written the plain PyTorch way.
@@ -9,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PARTS = {  # architecture -> (blocks, attn, o_proj, ln2, mlp, o_proj stores [in, out])
-    "LlamaForCausalLM": ("model.layers", "self_attn", "o_proj", "post_attention_layernorm",
-                         "mlp", False),
-    "GPT2LMHeadModel": ("transformer.h", "attn", "c_proj", "ln_2", "mlp", True),
-}
+from pytest_interp.backends.architectures import family_of
+
+
+def _parts(model: nn.Module):
+    return family_of(model.config.architectures[0]).layout
 
 
 def _get(root, path):
@@ -29,16 +31,16 @@ def hf_run(model: nn.Module, ids: torch.Tensor, *, replace_resid_pre=None, add_m
     ``replace_resid_pre=(layer, pos, vector)`` replaces the block input at one position;
     ``add_mlp_out=(layer, pos, vector)`` adds to the MLP output at one position.
     """
-    arch = model.config.architectures[0]
-    blocks_path, attn_name, o_name, ln2_name, mlp_name, in_out = PARTS[arch]
-    blocks = _get(model, blocks_path)
+    layout = _parts(model)
+    blocks = _get(model, layout.blocks)
     n_heads = model.config.num_attention_heads
     acts: dict[tuple[int, str], torch.Tensor] = {}
     handles = []
+    in_out = layout.o_proj_in_out
 
     for layer, block in enumerate(blocks):
-        attn, mlp = getattr(block, attn_name), getattr(block, mlp_name)
-        o_proj, ln2 = getattr(attn, o_name), getattr(block, ln2_name)
+        attn, mlp = _get(block, layout.attn), _get(block, layout.mlp_out)
+        o_proj, attn_out = _get(attn, layout.o_proj), _get(block, layout.attn_out)
 
         def block_pre(module, args, kwargs, layer=layer):
             hidden = args[0] if args else kwargs["hidden_states"]
@@ -61,11 +63,15 @@ def hf_run(model: nn.Module, ids: torch.Tensor, *, replace_resid_pre=None, add_m
             )
 
         def attn_post(module, args, output, layer=layer):
-            acts[layer, "attn_out"] = output[0].clone()
             acts[layer, "attn_pattern"] = output[1].clone()
 
-        def ln2_pre(module, args, layer=layer):
-            acts[layer, "resid_mid"] = args[0].clone()
+        def attn_out_post(module, args, output, layer=layer):
+            out = output[0] if isinstance(output, tuple) else output
+            acts[layer, "attn_out"] = out.clone()
+
+        def mid_pre(module, args, kwargs, layer=layer):
+            hidden = args[0] if args else next(iter(kwargs.values()))
+            acts[layer, "resid_mid"] = hidden.clone()
 
         def mlp_post(module, args, output, layer=layer):
             if add_mlp_out is not None and add_mlp_out[0] == layer:
@@ -82,10 +88,13 @@ def hf_run(model: nn.Module, ids: torch.Tensor, *, replace_resid_pre=None, add_m
             block.register_forward_pre_hook(block_pre, with_kwargs=True),
             o_proj.register_forward_pre_hook(o_pre),
             attn.register_forward_hook(attn_post),
-            ln2.register_forward_pre_hook(ln2_pre),
+            attn_out.register_forward_hook(attn_out_post),
             mlp.register_forward_hook(mlp_post),
             block.register_forward_hook(block_post),
         ]
+        if layout.mid is not None:
+            mid = _get(block, layout.mid)
+            handles.append(mid.register_forward_pre_hook(mid_pre, with_kwargs=True))
     try:
         logits = model(ids).logits
     finally:
@@ -101,7 +110,7 @@ def hf_patchscope(model: nn.Module, source_ids: list[int], source_pos: int, sour
     """A patchscope the plain way: a forward hook reads block ``source_layer``'s output at
     ``source_pos``; another overwrites block ``target_layer``'s output at ``target_pos`` during
     the prompt pass of HF ``generate`` (greedy, with its own KV cache). Returns the new ids."""
-    blocks = _get(model, PARTS[model.config.architectures[0]][0])
+    blocks = _get(model, _parts(model).blocks)
     seen = {}
 
     def read(module, args, output):

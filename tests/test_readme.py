@@ -1,6 +1,7 @@
 """The README's Python examples run as written: each fenced block is a file of one suite.
 
-A block whose first line is ``# conftest.py`` (or ``# test_<name>.py``) becomes that file;
+A block whose first line is ``# conftest.py`` (or ``# test_<name>.py``, or either in a folder,
+``# trained/conftest.py``) becomes that file;
 any other block becomes ``test_readme_<n>.py``. The suite runs once on SmolLM2 (snapshots
 written with --snapshot-update) and every test in it must pass.
 """
@@ -14,7 +15,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-NAMED = re.compile(r"#\s*((?:conftest|test_\w+)\.py)\b")
+NAMED = re.compile(r"#\s*((?:\w+/)*(?:conftest|test_\w+)\.py)\b")
 
 
 def readme_files() -> dict[str, str]:
@@ -32,13 +33,16 @@ def readme_files() -> dict[str, str]:
 def test_readme_has_the_examples_it_promises():
     files = readme_files()
     assert "conftest.py" in files  # the third-party kind
+    assert "trained/conftest.py" in files  # a model object the conftest trains
     assert len(files) >= 8
 
 
 @pytest.mark.slow
 def test_every_readme_example_runs_on_smollm2(pytester):
     for name, source in readme_files().items():
-        pytester.path.joinpath(name).write_text(source, encoding="utf-8")
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
     pytester.makeini("[pytest]\ninterp_model = smollm2-135m\naddopts = --strict-markers\n")
     result = pytester.runpytest("--snapshot-update", "-p", "no:cacheprovider")
     outcomes = result.parseoutcomes()

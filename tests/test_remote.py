@@ -88,17 +88,19 @@ def test_generation_and_patchscope_texts_equal(remote_and_local):
     assert texts[0] == texts[1]
 
 
-def test_hub_ids_are_specs_only_when_remote():
+def test_a_remote_hub_id_needs_its_config_here(monkeypatch):
+    """Only the config and tokenizer load locally, through the HF cache (offline here)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert resolve_spec("meta-llama/Llama-3.1-70B", remote=True).kind == "hub"
-    with pytest.raises(ModelSpecError, match="looks like a model hub id"):
-        resolve_spec("meta-llama/Llama-3.1-70B")
     with pytest.raises(ModelSpecError) as err:
         load_backend(ModelRequest("no-such-org/no-such-model", "nnsight", remote=True))
     assert str(err.value) == (
-        "model spec 'no-such-org/no-such-model': its config and tokenizer are not available "
-        "offline (OSError): fetch them once with `hf download no-such-org/no-such-model "
-        "config.json tokenizer.json tokenizer_config.json`, or pass a local directory holding "
-        "them")
+        "model 'no-such-org/no-such-model' at revision 'main' is not in the Hugging Face cache "
+        "and HF_HUB_OFFLINE is set: fetch it once with `hf download no-such-org/no-such-model` "
+        "(or check the id, the revision and HF_TOKEN)"
+    )
 
 
 def test_remote_without_a_key_fails_at_session_start(pytester, monkeypatch, tiny_dir):

@@ -174,6 +174,14 @@ class ModelInfo:
     dtype: str
     device: str
     backend: str
+    family: str = ""
+    parallel: bool = False  # attention and MLP both read resid_pre: no resid_mid
+    logit_softcap: float | None = None  # final logits are cap * tanh(logits / cap)
+
+    @property
+    def components(self) -> tuple[Component, ...]:
+        """The sites this model's blocks have (parallel blocks have no resid_mid)."""
+        return tuple(c for c in COMPONENTS if not (self.parallel and c == "resid_mid"))
 
     def check_layer(self, layer: int, what: str = "layer") -> int:
         """A (possibly negative) block index as 0..n_layers-1, or one line naming the range."""
@@ -239,6 +247,12 @@ class Backend(Protocol):
 
 def check_sites(info: ModelInfo, sites: Collection[Site]) -> None:
     for site in sites:
+        if info.parallel and site.component == "resid_mid":
+            raise SiteError(
+                f"{info.name} ({info.family}) has parallel blocks: attention and the MLP both "
+                "read resid_pre, so there is no resid_mid to read or edit; use resid_pre, "
+                "attn_out or mlp_out"
+            )
         if not 0 <= site.layer < info.n_layers:
             raise SiteError(
                 f"site {site} is out of range for {info.name} with {info.n_layers} layers: "

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InterpError
+from .architectures import family_of
 from .base import Component, Edit, ModelInfo, Site, Tokens, apply_edits, resid_mid_as_attn_out
 from .loading import LoadedHF
 
@@ -62,10 +63,12 @@ def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
     config = loaded.model.config
     param = next(loaded.model.parameters())
     n_ctx = getattr(config, "max_position_embeddings", None) or config.n_positions
+    architecture = (config.architectures or [type(loaded.model).__name__])[0]
+    family = family_of(architecture)
     return ModelInfo(
         name=loaded.resolved.name,
         revision=loaded.revision,
-        architecture=(config.architectures or [type(loaded.model).__name__])[0],
+        architecture=architecture,
         n_layers=config.num_hidden_layers,
         n_heads=config.num_attention_heads,
         d_model=config.hidden_size,
@@ -74,7 +77,17 @@ def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
         dtype=str(param.dtype).removeprefix("torch."),
         device=str(param.device),
         backend=backend,
+        family=family.name,
+        parallel=family.parallel and bool(getattr(config, "use_parallel_residual", True)),
+        logit_softcap=getattr(config, "final_logit_softcapping", None) or None,
     )
+
+
+def softcap(logits: Tensor, info: ModelInfo) -> Tensor:
+    """The model's final logit soft-capping (Gemma 2/3: ``cap * tanh(logits / cap)``), which
+    Hugging Face applies after the unembedding; the identity for other families."""
+    cap = info.logit_softcap
+    return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 def check_context(info: ModelInfo, tokens: Tokens, cached: int = 0) -> None:
@@ -97,14 +110,21 @@ class LayerPlan:
         return component in self.reads or bool(self.edits.get(component))
 
 
+POINTS = ("resid_pre", "z", "attn_pattern", "attn_raw", "attn_out", "resid_mid", "mlp_out",
+          "resid_post")
+"""The points of a block, in execution order."""
+
+
 class BlockHooks:
     """Read and edit one block, called by an adapter at each point in execution order.
 
-    The points, in order: ``resid_pre`` (block input), ``z`` (attention heads' mixed values
-    [B, P, H, Dh], before the output projection), ``attn_pattern``, ``attn_out``, ``resid_mid``
-    (read only), ``mlp_out``, ``resid_post``. Methods that return a tensor return the value
-    that must flow on. head_out and resid_mid edits act through attn_out, exactly: where
-    nothing is edited attn_out is left bit-identical.
+    The points (``POINTS``): ``resid_pre`` (block input), ``z`` (attention heads' mixed values
+    [B, P, H, Dh], before the output projection), ``attn_pattern``, ``attn_raw`` (the
+    attention module's output), ``attn_out`` (what attention adds to the residual stream: the
+    same tensor, or its post-attention norm in Gemma 2/3 and OLMo-2), ``resid_mid`` (read
+    only), ``mlp_out``, ``resid_post``. Methods that return a tensor return the value that
+    must flow on. head_out edits act through attn_raw, resid_mid edits through attn_out,
+    exactly: where nothing is edited the run is bit-identical.
     """
 
     def __init__(
@@ -119,20 +139,22 @@ class BlockHooks:
         self._head_delta: Tensor | None = None
 
     @property
-    def points(self) -> set[str]:
-        """The points this block needs an adapter to call."""
+    def points(self) -> list[str]:
+        """The points this block needs an adapter to call, in execution order."""
         plan, points = self.plan, set()
         mid = bool(plan.edits.get("resid_mid"))
         if plan.touches("resid_pre") or mid:
             points.add("resid_pre")
         if plan.touches("head_out"):
             points.add("z")
-        if plan.touches("attn_out") or mid or plan.edits.get("head_out"):
+        if plan.edits.get("head_out"):
+            points.add("attn_raw")
+        if plan.touches("attn_out") or mid:
             points.add("attn_out")
         for name in ("attn_pattern", "resid_mid", "mlp_out", "resid_post"):
             if plan.touches(name):
                 points.add(name)
-        return points
+        return [p for p in POINTS if p in points]
 
     def _keep(self, component: Component, value: Tensor) -> None:
         if component in self.plan.reads:
@@ -159,9 +181,10 @@ class BlockHooks:
     def attn_pattern(self, pattern: Tensor) -> None:
         self._keep("attn_pattern", pattern)
 
+    def attn_raw(self, x: Tensor) -> Tensor:
+        return x if self._head_delta is None else x + self._head_delta
+
     def attn_out(self, x: Tensor) -> Tensor:
-        if self._head_delta is not None:
-            x = x + self._head_delta
         x = apply_edits(x, self.plan.edits.get("attn_out", ()))
         mid = self.plan.edits.get("resid_mid", ())
         if mid:

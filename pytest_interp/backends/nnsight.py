@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import nnsight
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelSpecError
+from .architectures import family_of
 from .base import (
     Edit,
     ModelInfo,
@@ -25,32 +25,8 @@ from .base import (
     greedy_generate,
     start_edits,
 )
-from .common import BlockHooks, HFTokens, check_context, model_info, plan_blocks
+from .common import BlockHooks, HFTokens, check_context, model_info, plan_blocks, softcap
 from .loading import LoadedHF
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Where a Hugging Face architecture keeps its blocks and their parts."""
-
-    blocks: str  # path from the root module to the ModuleList of blocks
-    attn: str
-    o_proj: str  # inside attn; its input is the heads' mixed values z
-    ln2: str  # its input is resid_mid
-    mlp: str
-    final_norm: str
-    o_proj_in_out: bool  # weight stored [in, out] (HF Conv1D) rather than [out, in]
-
-
-_LAYOUTS = {
-    "LlamaForCausalLM": _Layout(
-        "model.layers", "self_attn", "o_proj", "post_attention_layernorm", "mlp", "model.norm",
-        False,
-    ),
-    "GPT2LMHeadModel": _Layout(
-        "transformer.h", "attn", "c_proj", "ln_2", "mlp", "transformer.ln_f", True
-    ),
-}
 
 
 def _get(root: Any, path: str) -> Any:
@@ -96,26 +72,25 @@ class NNsightBackend(HFTokens):
     through saved values."""
 
     def __init__(
-        self, loaded: LoadedHF, *, prepend_bos: bool | None = None, remote: bool = False
+        self, loaded: LoadedHF, *, prepend_bos: bool | None = None, remote: bool = False,
+        lm: Any = None,
     ) -> None:
         from nnsight import TransformersModel
 
         self.info: ModelInfo = model_info(loaded, "nnsight")
-        if self.info.architecture not in _LAYOUTS:
-            raise ModelSpecError(
-                f"the nnsight backend does not support {self.info.architecture}: "
-                f"use --interp-backend transformer_lens, or a model of {', '.join(_LAYOUTS)}"
-            )
-        self._layout = _LAYOUTS[self.info.architecture]
+        self._layout = family_of(self.info.architecture).layout
         self._hf = loaded.model
         self._tokenizer = loaded.tokenizer
         self._prepend_bos = prepend_bos
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.lm = TransformersModel(
-                loaded.model, task="text-generation", tokenizer=loaded.tokenizer,
-                **({"device": "meta"} if remote else {}),  # a weightless model stays on meta
-            )
+        if lm is not None:
+            self.lm = lm
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.lm = TransformersModel(
+                    loaded.model, task="text-generation", tokenizer=loaded.tokenizer,
+                    **({"device": "meta"} if remote else {}),  # a weightless model stays on meta
+                )
         self._blocks = _get(self.lm, self._layout.blocks)
         hf_blocks = _get(self._hf, self._layout.blocks)
         self._w_o_cache: dict[int, Tensor] = {}
@@ -139,7 +114,7 @@ class NNsightBackend(HFTokens):
     def _w_o(self, layer: int) -> Tensor:
         """The output projection per head, [H, Dh, D]."""
         if layer not in self._w_o_cache:
-            weight = self._hf_o_proj[layer].weight.detach()
+            weight = _weight(self._hf_o_proj[layer])
             if not self._layout.o_proj_in_out:
                 weight = weight.T  # nn.Linear stores [out, in]
             self._w_o_cache[layer] = weight.reshape(self.info.n_heads, -1, self.info.d_model)
@@ -167,49 +142,53 @@ class NNsightBackend(HFTokens):
                 self._blocks[layer].skip(self._blocks[layer].input)
             for layer, block in blocks.items():
                 self._visit(self._blocks[layer], block)
-            logits = self.lm.lm_head.output.save()
+            logits = self.lm.lm_head.output.save()  # soft-capped below, as HF does after it
             # Remotely the hooks fill the server's copy of `saved`: send it back as plain
             # tuples (the server cannot pickle our classes by reference).
             found = nnsight.save([(s.layer, s.component, v) for s, v in saved.items()])
             if keep_past:
                 cache = self.lm.output.past_key_values.save()
         saved = {Site(layer, component): v for layer, component, v in found}
-        return Run(tokens, logits.detach().clone(), saved, cache)
+        return Run(tokens, softcap(logits.detach().clone(), self.info), saved, cache)
 
     def _visit(self, envoy: Any, block: BlockHooks) -> None:
         """Call the block's points on the live values, in execution order (nnsight needs it)."""
-        points, layout, n_heads = block.points, self._layout, self.info.n_heads
-        attn = getattr(envoy, layout.attn)
-        if "resid_pre" in points:
-            x = envoy.input
-            _write(x, block.resid_pre(x))
-        if "z" in points:
-            z = getattr(attn, layout.o_proj).input
-            block.z(z.reshape(*z.shape[:2], n_heads, -1))
-        if "attn_pattern" in points:
-            block.attn_pattern(attn.output[1])
-        if "attn_out" in points:
-            out = attn.output[0]
-            _write(out, block.attn_out(out))
-        if "resid_mid" in points:
-            block.resid_mid(getattr(envoy, layout.ln2).input)
-        if "mlp_out" in points:
-            out = getattr(envoy, layout.mlp).output
-            _write(out, block.mlp_out(out))
-        if "resid_post" in points:
-            out = envoy.output
-            out = out[0] if isinstance(out, tuple) else out
-            _write(out, block.resid_post(out))
+        layout, n_heads = self._layout, self.info.n_heads
+        attn = _get(envoy, layout.attn)
+        for point in block.points:
+            if point == "resid_pre":
+                x = envoy.input
+                _write(x, block.resid_pre(x))
+            elif point == "z":
+                z = _get(attn, layout.o_proj).input
+                block.z(z.reshape(*z.shape[:2], n_heads, -1))
+            elif point == "attn_pattern":
+                block.attn_pattern(attn.output[1])
+            elif point == "attn_raw":
+                out = attn.output[0]
+                _write(out, block.attn_raw(out))
+            elif point == "attn_out":
+                out = _first(_get(envoy, layout.attn_out).output)
+                _write(out, block.attn_out(out))
+            elif point == "resid_mid":
+                assert layout.mid is not None  # parallel blocks refuse resid_mid earlier
+                block.resid_mid(_get(envoy, layout.mid).input)
+            elif point == "mlp_out":
+                out = _first(_get(envoy, layout.mlp_out).output)
+                _write(out, block.mlp_out(out))
+            elif point == "resid_post":
+                out = _first(envoy.output)
+                _write(out, block.resid_post(out))
 
     def unembed(self, hidden: Tensor) -> Tensor:
-        """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
+        """Final norm + unembedding (+ soft-capping) of residual vectors [..., D] -> [..., V]."""
         if not self.remote:
-            return self._hf.lm_head(self._final_norm(hidden))
+            return softcap(self._hf.lm_head(self._final_norm(hidden)), self.info)
         norm = _get(self.lm, self._layout.final_norm)
         one = torch.zeros(1, 1, dtype=torch.long)  # a forward must run; its output is unused
         with self._trace(one, logits_to_keep=1):
             logits = self.lm.lm_head(norm(hidden)).save()
-        return logits
+        return softcap(logits, self.info)
 
     def generate(
         self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
@@ -225,6 +204,21 @@ def _canonical_hub_id(name: str) -> None:
     cache = getattr(huggingface, "_ID_CACHE", None)
     if isinstance(cache, dict):
         cache.setdefault(name, name)
+
+
+def _weight(module: Any) -> Tensor:
+    """A module's weight; for a module accelerate offloaded (meta device), the offloaded copy
+    its hook loads before each forward."""
+    weight = module.weight.detach()
+    hook = getattr(module, "_hf_hook", None)
+    if weight.is_meta and hook is not None and getattr(hook, "weights_map", None) is not None:
+        weight = hook.weights_map["weight"].detach().to(getattr(hook, "execution_device", "cpu"))
+    return weight
+
+
+def _first(value: Any) -> Any:
+    """A module's output tensor (decoder layers and some modules return tuples)."""
+    return value[0] if isinstance(value, tuple) else value
 
 
 def _write(live: Tensor, new: Tensor) -> None:

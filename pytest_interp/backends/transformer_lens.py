@@ -24,7 +24,7 @@ from .base import (
     greedy_generate,
     start_edits,
 )
-from .common import HFTokens, check_context, model_info, plan_blocks
+from .common import HFTokens, check_context, model_info, plan_blocks, softcap
 from .loading import LoadedHF
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
@@ -33,6 +33,7 @@ _HOOK = {
     "resid_pre": "blocks.{}.hook_resid_pre",
     "z": "blocks.{}.attn.hook_z",
     "attn_pattern": "blocks.{}.attn.hook_pattern",
+    "attn_raw": "blocks.{}.attn.hook_out",  # the attention module's output (before a post-norm)
     "attn_out": "blocks.{}.hook_attn_out",
     "resid_mid": "blocks.{}.hook_resid_mid",
     "mlp_out": "blocks.{}.hook_mlp_out",
@@ -43,25 +44,11 @@ _HOOK = {
 class TransformerLensBackend(HFTokens):
     """Backend over a ``TransformerBridge`` booted on a pre-loaded HF model (no download)."""
 
-    def __init__(self, loaded: LoadedHF, *, prepend_bos: bool | None = None) -> None:
-        from transformer_lens.model_bridge import TransformerBridge
-
+    def __init__(self, loaded: LoadedHF, *, prepend_bos: bool | None = None,
+                 bridge: Any = None) -> None:
         self._tokenizer = loaded.tokenizer
         self._prepend_bos = prepend_bos
-        device = str(next(loaded.model.parameters()).device)
-        dtype = next(loaded.model.parameters()).dtype
-        tl_logger = logging.getLogger("transformer_lens")
-        previous = tl_logger.level
-        tl_logger.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.bridge = TransformerBridge.boot_transformers(
-                    loaded.hf_name, hf_model=loaded.model, tokenizer=loaded.tokenizer,
-                    device=device, dtype=dtype,
-                )
-        finally:
-            tl_logger.setLevel(previous)
+        self.bridge = bridge if bridge is not None else _boot(loaded)
         self.bridge.eval()
         self.info: ModelInfo = model_info(loaded, "transformer_lens")
 
@@ -106,13 +93,33 @@ class TransformerLensBackend(HFTokens):
         return self.bridge.blocks[layer].attn.W_O.detach()
 
     def unembed(self, hidden: Tensor) -> Tensor:
-        """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
-        return self.bridge.unembed(self.bridge.ln_final(hidden))
+        """Final norm + unembedding (+ soft-capping) of residual vectors [..., D] -> [..., V]."""
+        return softcap(self.bridge.unembed(self.bridge.ln_final(hidden)), self.info)
 
     def generate(
         self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
     ) -> Tokens:
         return greedy_generate(self, tokens, max_new_tokens=max_new_tokens, edits=edits)
+
+
+def _boot(loaded: LoadedHF) -> Any:
+    """A TransformerBridge over the loaded HF model (no download, TL's logging quiet)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = str(next(loaded.model.parameters()).device)
+    dtype = next(loaded.model.parameters()).dtype
+    tl_logger = logging.getLogger("transformer_lens")
+    previous = tl_logger.level
+    tl_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return TransformerBridge.boot_transformers(
+                loaded.hf_name, hf_model=loaded.model, tokenizer=loaded.tokenizer,
+                device=device, dtype=dtype,
+            )
+    finally:
+        tl_logger.setLevel(previous)
 
 
 def _as_hook(point: Callable[[Tensor], Tensor | None]) -> Callable[[Tensor, Any], Tensor]:
