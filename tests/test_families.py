@@ -25,7 +25,7 @@ def _probes(model: InterpModel) -> dict[str, np.ndarray]:
     info = model.info
     lens = model.logit_lens(CLEAN, positions=None)
     identity = TunedLens.identity(info.d_model, info.n_layers)
-    tuned = model.tuned_lens(CLEAN, lens=identity)
+    tuned = model.tuned_lens(CLEAN, lens=identity, positions=None)
     patching = model.activation_patching(CLEAN, CORRUPTED, answer=" Mary", foil=" John")
     heads = model.activation_patching(CLEAN, CORRUPTED, answer=" Mary", foil=" John",
                                       site="head_out", per_position=False)
