@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import InterpError, ModelSpecError
-from .record import record
+from .record import record, remember_origin
 from .settings import DEFAULT_MEMO_BYTES, IDENTITY_PROMPT, PLACEHOLDER, ModelRequest
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .lenses import Lens, TunedLens
     from .results import (
         AttentionResult,
+        GenerationResult,
         LensResult,
         PatchingResult,
         PatchscopeResult,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from .sites import Component, Site
 
 T = TypeVar("T")
+
 
 
 @dataclass
@@ -147,18 +149,43 @@ class InterpModel:
         self._vocab: Vocab | None = None
         self._tuned_lenses: dict[str, TunedLens] = {}
         self._results: dict[tuple[Any, ...], Any] = {}
+        self._provenance: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         i = self.info
         return (f"<InterpModel {i.name} ({i.architecture}, {i.n_layers} layers) via {i.backend} "
                 f"on {i.device}/{i.dtype}>")
 
-    def remember(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
-        """``compute()``'s result, computed once per ``key`` for this model (and recorded for
-        the running test's report). Probes with the same arguments are never run twice."""
-        if key not in self._results:
-            self._results[key] = compute()
-        return record(self._results[key])
+    def remember(self, key: tuple[Any, ...] | None, compute: Callable[[InterpModel], T]) -> T:
+        """``compute(self)``'s result, computed once per ``key`` for this model (None: not
+        memoised), recorded for the running test's report, and remembered as the recipe of
+        that result: a snapshot re-runs ``compute`` on variants of the model to measure its
+        noise floor. Probes with the same arguments are never run twice."""
+        if key is None:
+            result = compute(self)
+        else:
+            if key not in self._results:
+                self._results[key] = compute(self)
+            result = self._results[key]
+        remember_origin(result, self, compute)
+        return record(result)
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        """What this model's results come from: weights and tokenizer fingerprints, backend,
+        and the numeric libraries (kept on each snapshot's metadata line)."""
+        if self._provenance is None:
+            import hashlib
+            from importlib import metadata
+
+            vocab = sorted(self.backend.vocabulary().items())
+            digest = hashlib.sha256(repr((vocab, sorted(self.vocab.special))).encode())
+            self._provenance = {
+                "weights": self.info.revision, "tokenizer": digest.hexdigest()[:16],
+                "backend": self.info.backend, "torch": metadata.version("torch"),
+                "transformers": metadata.version("transformers"),
+            }
+        return self._provenance
 
     # -- the Runner interface -------------------------------------------------------------
 
@@ -252,9 +279,15 @@ class InterpModel:
 
     def generate(self, prompt: str, *, max_new_tokens: int = 20) -> str:
         """Greedy continuation text of one prompt (the prompt itself excluded)."""
-        tokens = self.tokens(prompt)
-        out = self.generate_tokens(tokens, max_new_tokens=max_new_tokens)
-        return self.backend.decode(out.ids[0][tokens.length:])
+        return self.generation(prompt, max_new_tokens=max_new_tokens).text
+
+    def generation(self, prompt: str, *, max_new_tokens: int = 20) -> GenerationResult:
+        """The greedy continuation of one prompt as a result: text, tokens and each step's
+        margin (top-1 minus top-2 logit), for snapshots that know a near-tie. Memoised."""
+        from .probes.generation import generation
+
+        return self.remember(("generation", prompt, max_new_tokens),
+                             lambda m: generation(m, prompt, max_new_tokens=max_new_tokens))
 
     # -- probes ---------------------------------------------------------------------------
 
@@ -272,7 +305,8 @@ class InterpModel:
             if chosen not in self._tuned_lenses:
                 self._tuned_lenses[chosen] = TunedLens.load(chosen)
             chosen = self._tuned_lenses[chosen]
-        return record(run_lens(self, prompt, positions=positions, lens=chosen))
+        used: Lens = chosen
+        return self.remember(None, lambda m: run_lens(m, prompt, positions=positions, lens=used))
 
     def logit_lens(
         self, prompt: str, *, positions: int | Sequence[int] | None = -1
@@ -306,8 +340,8 @@ class InterpModel:
         key = ("patching", clean, corrupted, answer, foil, site,
                per_position or site != "head_out", None if layers is None else tuple(layers),
                None if positions is None else tuple(positions))
-        return self.remember(key, lambda: activation_patching(
-            self, clean, corrupted, answer=answer, foil=foil, site=site,
+        return self.remember(key, lambda m: activation_patching(
+            m, clean, corrupted, answer=answer, foil=foil, site=site,
             per_position=per_position, layers=layers, positions=positions,
         ))
 
@@ -338,15 +372,15 @@ class InterpModel:
         Memoised when there is no mapping."""
         from .probes.patchscope import patchscope
 
-        def compute() -> PatchscopeResult:
+        def compute(model: InterpModel) -> PatchscopeResult:
             return patchscope(
-                self, source, token, layers=layers, target=target, target_layers=target_layers,
+                model, source, token, layers=layers, target=target, target_layers=target_layers,
                 mode=mode, target_token=target_token, mapping=mapping,  # type: ignore[arg-type]
                 max_new_tokens=max_new_tokens, expected=expected,
             )
 
         if mapping is not None:  # a callable or matrix: not a memo key
-            return record(compute())
+            return self.remember(None, compute)
         key = ("patchscope", source, _frozen(token), _frozen(layers), _frozen(target_layers),
                mode, target, _frozen(target_token), max_new_tokens, expected)
         return self.remember(key, compute)
@@ -392,8 +426,8 @@ class InterpModel:
         key = ("steering", prompt, digest, layer, coefs, site, positions, normalize, target,
                foil, max_new_tokens, sample, seed, temperature)
         steering = vector
-        return self.remember(key, lambda: steer(
-            self, prompt, steering, layer=layer, coefs=coefs, site=site, positions=positions,
+        return self.remember(key, lambda m: steer(
+            m, prompt, steering, layer=layer, coefs=coefs, site=site, positions=positions,
             normalize=normalize, target=target, foil=foil, max_new_tokens=max_new_tokens,
             sample=sample, seed=seed, temperature=temperature,
         ))
@@ -407,7 +441,8 @@ class InterpModel:
         repeated sequence, and a label per head (``thresholds`` override the defaults)."""
         from .probes.attention import attention
 
-        return record(attention(self, prompt, n=n, seed=seed, thresholds=thresholds))
+        return self.remember(None, lambda m: attention(m, prompt, n=n, seed=seed,
+                                                       thresholds=thresholds))
 
 
 def _frozen(x: object) -> object:
@@ -437,6 +472,8 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
 
     if provided is not None:
         loaded, native = from_object(request.spec, provided, request.backend)
+        if request.perturbation:
+            perturb_weights(loaded.model, request.perturbation)
         if request.backend == "nnsight":
             from .backends.nnsight import NNsightBackend
 
@@ -460,6 +497,8 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
             "use --interp-device cpu (or auto)"
         )
     loaded = load_hf(resolve_spec(request.spec), device=device, dtype=request.dtype)
+    if request.perturbation:
+        perturb_weights(loaded.model, request.perturbation)
     if request.backend == "nnsight":
         from .backends.nnsight import NNsightBackend
 
@@ -467,6 +506,25 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
     from .backends.transformer_lens import TransformerLensBackend
 
     return TransformerLensBackend(loaded, prepend_bos=request.prepend_bos)
+
+
+def perturb_weights(model: Any, perturbation: str) -> None:
+    """Change a loaded model's weights in place, benignly: ``"bfloat16"`` rounds every weight
+    through bfloat16; ``"noise:R"`` multiplies each by (1 + R * N(0, 1)), seeded."""
+    import torch
+
+    with torch.no_grad():
+        if perturbation == "bfloat16":
+            for param in model.parameters():
+                param.copy_(param.to(torch.bfloat16).to(param.dtype))
+            return
+        kind, _, value = perturbation.partition(":")
+        if kind != "noise":
+            raise InterpError(f"unknown perturbation {perturbation!r}: use bfloat16 or noise:R")
+        generator = torch.Generator().manual_seed(0)
+        for param in model.parameters():
+            noise = torch.randn(param.shape, generator=generator).to(param)
+            param.mul_(1 + float(value) * noise)
 
 
 Provider = Callable[[ModelRequest], object]

@@ -24,6 +24,7 @@ import pytest
 from .errors import InterpError
 from .expectation import Expectation, ExpectationKind, Marker
 from .model import ActivationCache, InterpModel, ModelPool
+from .record import SnapshotDiff, SnapshotNoise
 from .registry import KINDS, AnyKind
 from .report.html import Entry
 from .settings import (
@@ -63,6 +64,9 @@ class InterpConfig:
     deterministic: bool = True
     remote: bool = False
     tolerances: dict[str, float] = field(default_factory=dict)
+    noise_floor: tuple[str, ...] = ()  # perturbations measured when a snapshot is written
+    noise_k: float = 3.0
+    calibrate: bool = False  # re-measure the floors of unchanged snapshots too
 
     def request(self, override: ModelOverride | None = None) -> ModelRequest:
         """The model request for a test: the session's, changed by its ``interp_model``
@@ -130,6 +134,40 @@ def _bool_or_auto(text: str) -> bool | Literal["auto"]:
     return "auto" if value is None else value
 
 
+DEFAULT_NOISE_FLOOR = "backend, bfloat16, noise:1e-3"
+
+
+def _perturbations(text: str) -> tuple[str, ...]:
+    """``backend, bfloat16, noise:1e-3`` (or ``none``) as a tuple."""
+    items = tuple(x.strip() for x in str(text).split(",") if x.strip())
+    if items == ("none",):
+        return ()
+    for item in items:
+        kind, _, rate = item.partition(":")
+        ok = item in ("backend", "bfloat16") or (kind == "noise" and _is_rate(rate))
+        if not ok:
+            raise InterpError(f"{item!r} is not a perturbation: use backend, bfloat16, noise:R "
+                              "(R a relative size such as 1e-3), or none")
+    return items
+
+
+def _is_rate(text: str) -> bool:
+    try:
+        return 0 < float(text) < 1
+    except ValueError:
+        return False
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise InterpError(f"{text!r} is not a positive number: pass e.g. 3")
+    return value
+
+
 def _memory_value(text: str) -> int:
     return parse_bytes(text, "")
 
@@ -189,6 +227,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(f"interp_snapshot_{name}_tol",
                       f"interp_snapshot: absolute tolerance on {name} values", type=float,
                       default=default)
+    option("noise_floor", "what a snapshot's noise floor is measured under when it is "
+                          "written: a comma list of backend, bfloat16, noise:R, or none",
+           "LIST", "string", DEFAULT_NOISE_FLOOR, type=_arg(_perturbations))
+    option("noise_k", "a noise floor is k x the largest deviation the perturbations cause",
+           "K", float, 3.0, type=_arg(_positive))
+    group.addoption("--interp-calibrate", dest="interp_calibrate", action="store_true",
+                    default=False,
+                    help="with --snapshot-update: re-measure the noise floor of every snapshot "
+                         "asserted, and rewrite those whose floor changed")
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -219,10 +266,24 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             timeout=float(_setting(config, "timeout")), threads=_threads(config),
             seed=int(_setting(config, "seed")),
             deterministic=bool(_setting(config, "deterministic")), remote=remote,
-            tolerances=tolerances,
+            tolerances=tolerances, noise_floor=_noise_floor(config),
+            noise_k=float(_setting(config, "noise_k")), calibrate=_calibrate(config),
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
+
+
+def _noise_floor(config: pytest.Config) -> tuple[str, ...]:
+    value = _setting(config, "noise_floor")
+    return value if isinstance(value, tuple) else _perturbations(value)
+
+
+def _calibrate(config: pytest.Config) -> bool:
+    if not config.getoption("interp_calibrate"):
+        return False
+    if not getattr(config.option, "update_snapshots", False):
+        raise InterpError("--interp-calibrate rewrites snapshot files: add --snapshot-update")
+    return True
 
 
 def _threads(config: pytest.Config) -> int | None:
@@ -288,6 +349,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                                                      request=request),
     )
     _start_report(config)
+    log = config.stash[NOISE_KEY] = _NoiseLog()
+    config.pluginmanager.register(log, f"interp-noise-{id(config)}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -479,13 +542,32 @@ def interp_snapshot(snapshot: Any, request: pytest.FixtureRequest) -> Any:
     from .snapshot import InterpSnapshotExtension, with_tolerance
 
     config = request.config
-    extension = with_tolerance(InterpSnapshotExtension, **config.stash[CONFIG_KEY].tolerances)
+    interp = config.stash[CONFIG_KEY]
+    extension = with_tolerance(InterpSnapshotExtension, **interp.tolerances)
     extension.details = bool(getattr(config.option, "include_snapshot_details", False))
+    if getattr(config.option, "update_snapshots", False) and interp.noise_floor:
+        extension.calibrator = _calibrator(config)
+        extension.recalibrate = interp.calibrate
     try:
         extension.dtype = _request_for(request.node).dtype
     except InterpError:
         pass  # no model configured: float32 tolerances
     return snapshot.use_extension(extension)
+
+
+CALIBRATOR_KEY = pytest.StashKey[Any]()  # snapshot.Calibrator, one per session
+
+
+def _calibrator(config: pytest.Config) -> Any:
+    """The session's noise-floor calibrator (its perturbed models load once per session)."""
+    if CALIBRATOR_KEY not in config.stash:
+        from .snapshot import Calibrator, Tolerances
+
+        interp = config.stash[CONFIG_KEY]
+        config.stash[CALIBRATOR_KEY] = Calibrator(
+            config.stash[POOL_KEY], interp.noise_floor, interp.noise_k,
+            Tolerances(**interp.tolerances))
+    return config.stash[CALIBRATOR_KEY]
 
 
 # ---------------------------------------------------------------------------
@@ -589,10 +671,22 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the figures (HTML) to the call report; they travel with it under xdist."""
     report = yield
-    if call.when == "call" and _report_path(item.config) is not None:
+    if call.when != "call":
+        return report
+    recorded = item.stash.get(RECORDED_KEY, [])
+    longrepr: Any = report.longrepr
+    if report.failed and hasattr(longrepr, "addsection"):
+        for diff in recorded:  # pytest truncates assertion text; these are shown whole
+            if isinstance(diff, SnapshotDiff) and diff.lines:
+                longrepr.addsection(f"interp: {diff.name} changed", "\n".join(diff.lines))
+    for noise in recorded:
+        if isinstance(noise, SnapshotNoise):
+            report.user_properties.append(("interp_noise", f"{item.nodeid} {noise.name}: "
+                                                           + "; ".join(noise.changes)))
+    if _report_path(item.config) is not None:
         from .report.figures import figure
 
-        html = "".join(figure(x) for x in item.stash.get(RECORDED_KEY, []))
+        html = "".join(figure(x) for x in recorded)
         if html:
             report.user_properties.append(("interp_figures", html))
     return report
@@ -624,6 +718,20 @@ def _start_report(config: pytest.Config) -> None:
         _ACTIVE.append(state)
 
 
+class _NoiseLog:
+    """Collects, on the controller, the near-ties each test's snapshots called noise."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.lines += [str(v) for k, v in report.user_properties if k == "interp_noise"]
+
+
+NOISE_KEY = pytest.StashKey[_NoiseLog]()
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not _ACTIVE or (report.when != "call" and not report.failed and not report.skipped):
         return
@@ -648,6 +756,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    log = config.stash.get(NOISE_KEY, None)
+    noise = log.lines if log is not None else []
+    if noise:
+        details = bool(getattr(config.option, "include_snapshot_details", False))
+        terminalreporter.write_line(
+            f"interp: {len(noise)} snapshot{'s' if len(noise) != 1 else ''} passed with "
+            "near-ties (noise, not failures)"
+            + (":" if details else "; --snapshot-details lists them"))
+        for line in noise if details else ():
+            terminalreporter.write_line(f"  ~ {line}")
     state = config.stash.get(REPORT_KEY, None)
     if state is not None:
         terminalreporter.write_line(f"interp: report written to {state.path}")
@@ -656,9 +774,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     for model in pool.loaded():
         info, stats = model.info, model.memo.stats
+        variant = model.request.perturbation if model.request is not None else None
         terminalreporter.write_line(
             f"interp: {info.name} rev {info.revision} ({info.architecture}, {info.n_layers} "
-            f"layers) via {info.backend}: {stats.misses} runs computed, {stats.hits} memo hits, "
+            f"layers) via {info.backend}"
+            + (f", {variant} variant for noise floors" if variant else "")
+            + f": {stats.misses} runs computed, {stats.hits} memo hits, "
             f"{model.memo.nbytes / 1024**2:.1f} MiB held"
         )
 

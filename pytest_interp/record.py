@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+# result -> (the model that computed it, its recipe: a function of a model giving the same
+# result); snapshots re-run the recipe on variants of the model to measure noise floors
+ORIGINS: weakref.WeakKeyDictionary[Any, tuple[Any, Callable[[Any], Any]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def remember_origin(result: Any, model: Any, recipe: Callable[[Any], Any]) -> None:
+    """Note which model computed ``result`` and how (results without weak references are
+    simply not noted)."""
+    with contextlib.suppress(TypeError):
+        ORIGINS[result] = (model, recipe)
+
+
+def derived(new: Any, old: Any, transform: Callable[[Any], Any]) -> Any:
+    """``new`` = ``transform(old)``: its origin is old's, with the transform applied."""
+    origin = ORIGINS.get(old)
+    if origin is not None:
+        model, recipe = origin
+        remember_origin(new, model, lambda m: transform(recipe(m)))
+    return new
 
 _current: list[Any] | None = None
 
@@ -17,6 +40,15 @@ class SnapshotDiff:
     name: str
     old: str
     new: str
+    changes: tuple[str, ...]
+    lines: tuple[str, ...] = ()  # the failure text as the terminal shows it
+
+
+@dataclass(frozen=True)
+class SnapshotNoise:
+    """Differences from a stored snapshot that the rules call noise (near-ties)."""
+
+    name: str
     changes: tuple[str, ...]
 
 

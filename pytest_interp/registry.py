@@ -1,4 +1,4 @@
-"""The one table of expectation kinds: the built-in six, and any a conftest or package adds.
+"""The one table of expectation kinds: the built-in ones, and any a conftest or package adds.
 
 The plugin registers markers from it, reads markers through it, and snapshots and the report
 find a result's codec and figure in it. Third-party kinds come in through the
@@ -84,10 +84,10 @@ class KindRegistry:
 
 
 def _builtin() -> tuple[AnyKind, ...]:
-    from .kinds import attention, lens, logit_diff, patching, patchscope, steering
+    from .kinds import attention, generation, lens, logit_diff, patching, patchscope, steering
 
     return (lens.KIND, logit_diff.KIND, patching.KIND, patchscope.KIND, steering.KIND,
-            attention.KIND)
+            attention.KIND, generation.KIND)
 
 
 KINDS = KindRegistry(_builtin())

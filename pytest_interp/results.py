@@ -6,13 +6,15 @@ Expectations and snapshots read these, so they can be unit-tested with hand-buil
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from . import checks
 from .errors import InterpError, SiteError
+from .record import derived
 from .settings import PLACEHOLDER
 
 
@@ -88,10 +90,17 @@ class LensResult:
     logits: np.ndarray
     final_logits: np.ndarray
     vocab: Vocab
+    target: str | None = None  # set by focus(): snapshots then keep only its trajectory
 
     @property
     def n_layers(self) -> int:
         return int(self.logits.shape[0])
+
+    def focus(self, target: str) -> LensResult:
+        """The same readout narrowed to one target token: snapshots store (and compare) its
+        rank and probability per layer and position, nothing else."""
+        self.vocab.id(target)
+        return derived(replace(self, target=target), self, lambda r: r.focus(target))
 
     @cached_property
     def log_probs(self) -> np.ndarray:
@@ -192,6 +201,18 @@ def token_position(tokens: Sequence[str], position: int | str, prompt: str) -> i
             )
         return n - 1 - list(tokens)[::-1].index(position)
     return checks.position(position, n, or_token=True)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A greedy continuation: its text, its tokens, and each step's margin (top-1 minus
+    top-2 logit when the token was chosen)."""
+
+    model: str
+    prompt: str
+    text: str
+    tokens: tuple[str, ...]
+    margins: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -357,6 +378,8 @@ class PatchscopeResult:
     token_ids: tuple[tuple[int, ...], ...]  # generated ids per row
     expected: str | None = None  # the token whose first-step probability is kept
     expected_prob: tuple[float, ...] | None = None  # per row
+    margins: tuple[tuple[float, ...], ...] | None = None  # per row, per generated step
+    tokens: tuple[tuple[str, ...], ...] | None = None  # per row: each generated token
 
     def row(self, layer: int, target_layer: int | None = None) -> int:
         """The row of (source ``layer``, ``target_layer``); target defaults to the same layer,
@@ -387,6 +410,21 @@ class PatchscopeResult:
 
     def texts(self) -> dict[tuple[int, int], str]:
         return dict(zip(self.pairs, self.continuations, strict=True))
+
+    def select(self, layers: Sequence[int]) -> PatchscopeResult:
+        """The same readout narrowed to some source layers (their rows, in order)."""
+        keep = [i for i, (s, _) in enumerate(self.pairs) if s in set(layers)]
+        if not keep:
+            raise SiteError(f"none of the source layers {list(layers)} was swept (swept: "
+                            f"{sorted({s for s, _ in self.pairs})})")
+
+        def pick(values: tuple[Any, ...] | None) -> Any:
+            return None if values is None else tuple(values[i] for i in keep)
+
+        narrowed = replace(self, pairs=pick(self.pairs), continuations=pick(self.continuations),
+                           token_ids=pick(self.token_ids), expected_prob=pick(self.expected_prob),
+                           margins=pick(self.margins), tokens=pick(self.tokens))
+        return derived(narrowed, self, lambda r: r.select(layers))
 
     def table(self, failing: Sequence[int] = ()) -> str:
         """Layer -> continuation, one row per pair; rows in ``failing`` are marked ``>``."""
@@ -432,6 +470,9 @@ class SteeringResult:
     baseline_text: str | None = None
     texts: tuple[str, ...] | None = None
     sampled: bool = False
+    # per generation (baseline first, then per coefficient): each token and step margin
+    tokens: tuple[tuple[str, ...], ...] | None = None
+    margins: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def metric(self) -> str:
@@ -526,6 +567,12 @@ class AttentionResult:
     patterns: np.ndarray
     seed: int = 0
     n: int = 20
+    selected: tuple[tuple[int, int], ...] | None = None  # set by select(): snapshot these only
+
+    def select(self, heads: Sequence[tuple[int, int]]) -> AttentionResult:
+        """The same summary narrowed to some heads: snapshots store and compare only them."""
+        chosen = tuple(self.head_index(*h) for h in heads)
+        return derived(replace(self, selected=chosen), self, lambda r: r.select(chosen))
 
     @property
     def n_layers(self) -> int:

@@ -67,6 +67,7 @@ class ModelRequest:
     dtype: DtypeName = "float32"
     prepend_bos: bool | None = None
     remote: bool = False  # run on NDIF through nnsight; only config + tokenizer load here
+    perturbation: str | None = None  # a benign variant for noise floors (perturb_weights)
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, str) or not self.spec.strip():

@@ -11,7 +11,9 @@ amber format does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import weakref
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any, ClassVar
@@ -25,10 +27,12 @@ from .codec import (
     SnapshotFormatError,
     Tolerances,
     check_object,
+    is_floor,
     is_str,
+    measure_floors,
     short_json,
 )
-from .record import SnapshotDiff, record
+from .record import ORIGINS, SnapshotDiff, SnapshotNoise, record
 from .registry import KINDS
 
 HEADER = "pytest-interp snapshot v1"
@@ -63,11 +67,26 @@ def dtype_scale(*dtypes: str | None) -> float:
     return max(DTYPE_TOLERANCE_SCALE.get(d or "float32", 1.0) for d in dtypes)
 
 
-def render(result: Any, dtype: str = "float32") -> str:
-    """The stored text of a result; ``dtype`` (when not float32) is kept in the metadata."""
+Floors = tuple[dict[str, Any], list[dict[str, Any]]]  # (metadata floor, per-row floors)
+
+
+def render(result: Any, dtype: str = "float32", floors: Floors | None = None,
+           provenance: dict[str, str] | None = None) -> str:
+    """The stored text of a result. ``dtype`` (when not float32), its ``provenance`` (what
+    computed it) and its noise ``floors`` (where wider than the configured tolerances) are
+    kept in the metadata and rows."""
     meta, rows = summarize(result)
     if dtype != "float32":
         meta["dtype"] = dtype
+    if provenance:
+        meta["provenance"] = provenance
+    if floors is not None:
+        meta_floor, row_floors = floors
+        if meta_floor:
+            meta["floor"] = meta_floor
+        for row, floor in zip(rows, row_floors, strict=True):
+            if floor:
+                row["floor"] = floor
     lines = [f"{HEADER}: {meta['kind']} of {meta['model']}",
              json.dumps(meta, ensure_ascii=False)]
     lines += [json.dumps(row, ensure_ascii=False) for row in rows]
@@ -108,8 +127,14 @@ def _check(meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
                                      f"{', '.join(DTYPE_TOLERANCE_SCALE)}")
     if not is_str(meta.get("model")):
         raise SnapshotFormatError(2, "'model' is missing or not a string")
-    check_object(2, meta, codec.meta_schema, {})
+    check_object(2, meta, codec.meta_schema, {"floor": is_floor, "provenance": _is_provenance})
     codec.check_rows(meta, rows)
+    for number, row in enumerate(rows, 3):
+        check_object(number, row, {}, {"floor": is_floor})
+
+
+def _is_provenance(x: object) -> bool:
+    return isinstance(x, dict) and all(isinstance(v, str) for v in x.values())
 
 
 def is_ours(text: object) -> bool:
@@ -125,6 +150,11 @@ def compare(old: tuple[dict[str, Any], list[dict[str, Any]]],
     """Every change beyond tolerance from the stored ``old`` to the ``new`` result, largest
     first. Results of another measurement (kind, identity, rows) are one EXACT change."""
     (om, orows), (nm, nrows) = old, new
+    was, now = om.get("provenance") or {}, nm.get("provenance") or {}
+    if was.get("tokenizer") and now.get("tokenizer") and was["tokenizer"] != now["tokenizer"]:
+        return [Change(EXACT, f"tokenization changed (tokenizer {was['tokenizer']} -> "
+                              f"{now['tokenizer']}): positions are not comparable; "
+                              "--snapshot-update records the new tokenization")]
     codec = KINDS.codec_named(str(om.get("kind")))
     identity = codec.identity if codec is not None else ()
     if codec is None or om.get("kind") != nm.get("kind") or len(orows) != len(nrows) or any(
@@ -157,9 +187,13 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
     dtype: ClassVar[str] = "float32"  # the run's dtype (the fixture sets the test model's)
     shown: ClassVar[int] = 10  # changes listed in a failure without --snapshot-details
 
+    calibrator: ClassVar[Calibrator | None] = None  # set when snapshots are (re)written
+    recalibrate: ClassVar[bool] = False  # --interp-calibrate: rewrite changed floors too
+
     def serialize(self, data: Any, **kwargs: Any) -> str:
         if codec_for(data) is not None:
-            return render(data, self.dtype)
+            floors = self.calibrator.floors(data) if self.calibrator is not None else None
+            return render(data, self.dtype, floors, provenance_of(data))
         return str(super().serialize(data, **kwargs))
 
     _source: tuple[str, str] | None = None  # (file, snapshot name) last read
@@ -257,9 +291,26 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
     def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
         if _is_unreadable(snapshot_data):
             return False
-        if is_ours(serialized_data) and is_ours(snapshot_data):
-            return not self._changes(serialized_data, snapshot_data)
-        return super().matches(serialized_data=serialized_data, snapshot_data=snapshot_data)
+        if not (is_ours(serialized_data) and is_ours(snapshot_data)):
+            return bool(super().matches(serialized_data=serialized_data,
+                                        snapshot_data=snapshot_data))
+        changes = self._changes(serialized_data, snapshot_data)
+        noise = tuple(c.text for c in changes if c.noise)
+        if noise:  # not a failure: listed by --snapshot-details and in the report
+            record(SnapshotNoise(self._source[1] if self._source else "snapshot", noise))
+        if any(not c.noise for c in changes):
+            # syrupy asks for the diff after the assertion, on the fixture's extension: this
+            # one (e.g. with_tolerance's) writes it now, with the tolerances it judged by
+            lines = list(self._diff(serialized_data, snapshot_data, changes))
+            _DIFFS[_pair(serialized_data, snapshot_data)] = lines
+            meta = parse(serialized_data)[0]
+            record(SnapshotDiff(f"{meta.get('kind')} of {meta.get('model')}", snapshot_data,
+                                serialized_data, tuple(c.text for c in changes if not c.noise),
+                                tuple(lines)))
+            return False
+        if self.recalibrate and _has_floors(serialized_data) != _has_floors(snapshot_data):
+            return False  # a re-measured floor: --snapshot-update writes it
+        return True
 
     def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
         if _is_unreadable(snapshot_data):
@@ -269,10 +320,18 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
         if not (is_ours(serialized_data) and is_ours(snapshot_data)):
             yield from super().diff_lines(serialized_data, snapshot_data)
             return
-        changes = self._changes(serialized_data, snapshot_data)
+        lines = _DIFFS.get(_pair(serialized_data, snapshot_data))
+        if lines is None:
+            lines = list(self._diff(serialized_data, snapshot_data,
+                                    self._changes(serialized_data, snapshot_data)))
+        yield from lines
+
+    def _diff(self, serialized_data: str, snapshot_data: str, found: list[Change]
+              ) -> Iterator[str]:
+        """The failure text: what changed beyond the noise floor, largest first."""
+        changes = [c for c in found if not c.noise]
+        noise = [c for c in found if c.noise]
         meta = parse(serialized_data)[0]
-        record(SnapshotDiff(f"{meta.get('kind')} of {meta.get('model')}", snapshot_data,
-                            serialized_data, tuple(c.text for c in changes)))
         shown = changes if self.details else changes[: self.shown]
         try:
             dtypes = (parse(snapshot_data)[0].get("dtype"), meta.get("dtype"))
@@ -282,9 +341,13 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
         if dtype_scale(*dtypes) != 1:
             coarsest = max(dtypes, key=lambda d: dtype_scale(d))
             tolerance += f"; x{dtype_scale(*dtypes):g} for {coarsest}"
+        floored = " and the snapshot's stored floors" if _has_floors(snapshot_data) else ""
         yield (f"{meta.get('kind', 'result')} of {meta.get('model', '?')} changed beyond "
-               f"tolerance ({tolerance}), {len(changes)} change"
+               f"the noise floor (tolerances {tolerance}{floored}), {len(changes)} change"
                f"{'s' if len(changes) != 1 else ''}, largest first:")
+        environment = _environment(snapshot_data, meta)
+        if environment:
+            yield f"  ({environment})"
         for change in shown:
             yield f"  {change.text}"
         if len(shown) < len(changes):
@@ -292,6 +355,93 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
                    "--snapshot-update accepts them)")
         else:
             yield "  (--snapshot-update accepts them)"
+        if noise and self.details:
+            yield f"  near-ties, not counted ({len(noise)}):"
+            yield from (f"  ~ {c.text}" for c in noise)
+
+
+_DIFFS: dict[tuple[int, int], list[str]] = {}  # (serialized, stored) hashes -> failure text
+
+
+def _pair(serialized: str, stored: str) -> tuple[int, int]:
+    return hash(serialized), hash(stored)
+
+
+def _has_floors(text: str) -> Any:
+    """A stored snapshot's floors (metadata's, then each row's); falsy when it has none."""
+    try:
+        meta, rows = parse(text)
+    except SnapshotFormatError:
+        return None
+    floors = [meta.get("floor")] + [row.get("floor") for row in rows]
+    return floors if any(floors) else None
+
+
+def _environment(stored: str, meta: dict[str, Any]) -> str:
+    """When the weights are the same and numbers moved, what else changed: the environment."""
+    try:
+        was = parse(stored)[0].get("provenance") or {}
+    except SnapshotFormatError:
+        return ""
+    now = meta.get("provenance") or {}
+    if not was.get("weights") or was.get("weights") != now.get("weights"):
+        return ""
+    moved = [f"{k} {was.get(k)} -> {now.get(k)}" for k in sorted(set(was) | set(now))
+             if k not in ("weights", "tokenizer") and was.get(k) != now.get(k)]
+    return (f"the weights are unchanged ({was['weights']}): the environment changed "
+            f"({', '.join(moved) or 'device, threads or kernels'}), not the model")
+
+
+# ---------------------------------------------------------------------------
+# Noise floors, measured when a snapshot is written
+
+
+class Calibrator:
+    """Measures a result's noise floor: re-runs the probe that computed it on benign variants
+    of its model (the other backend, weights rounded through bfloat16, seeded relative weight
+    noise) and keeps k x the largest deviation of each value (``codec.measure_floors``)."""
+
+    def __init__(self, pool: Any, perturbations: tuple[str, ...], k: float,
+                 tolerances: Tolerances) -> None:
+        self.pool, self.perturbations, self.k, self.tolerances = pool, perturbations, k, \
+            tolerances
+        self._done: weakref.WeakKeyDictionary[Any, Floors] = weakref.WeakKeyDictionary()
+
+    def floors(self, result: Any) -> Floors | None:
+        """The floors of ``result`` (None: no recipe to re-run, e.g. a hand-built result)."""
+        from .record import ORIGINS, recording
+
+        if result in self._done:
+            return self._done[result]
+        origin, codec = ORIGINS.get(result), codec_for(result)
+        if origin is None or codec is None or origin[0].request is None:
+            return None
+        model, recipe = origin
+        base = model.request
+        assert base is not None
+        variants = []
+        with recording():  # the variants' results are not this test's figures
+            for perturbation in self.perturbations:
+                request = base
+                if perturbation == "backend":
+                    if request.remote:
+                        continue
+                    request = dataclasses.replace(
+                        request, backend="nnsight" if request.backend == "transformer_lens"
+                        else "transformer_lens")
+                else:
+                    request = dataclasses.replace(request, perturbation=perturbation)
+                variants.append(codec.summarize(recipe(self.pool.get(request))))
+        floors = measure_floors(codec, codec.summarize(result), variants, self.tolerances,
+                                self.k)
+        self._done[result] = floors
+        return floors
+
+
+def provenance_of(result: Any) -> dict[str, str] | None:
+    """What computed a result: weights and tokenizer fingerprints, backend and libraries."""
+    origin = ORIGINS.get(result)
+    return origin[0].provenance if origin is not None else None
 
 
 _UNREADABLE = "pytest-interp cannot read this snapshot: "

@@ -38,9 +38,11 @@ def _attention(induction: float) -> AttentionResult:
                            labels=attention_labels(scores), patterns=np.zeros((2, 2, 1, 1)))
 
 
-def _texts(old, new, tol=None) -> list[str]:
+def _texts(old, new, tol=None, noise=False) -> list[str]:
+    """The changes (or, with ``noise``, the near-ties) from ``old`` to ``new``."""
     tol = tol or Tolerances()
-    return [c.text for c in compare(parse(render(old)), parse(render(new)), tol)]
+    return [c.text for c in compare(parse(render(old)), parse(render(new)), tol)
+            if c.noise == noise]
 
 
 def test_lens_changes_in_model_terms():
@@ -51,7 +53,16 @@ def test_lens_changes_in_model_terms():
         "layer 1 pos -1 (' is'): P(' Paris') 0.68 -> 0.25",
         "layer 1 pos -1 (' is'): P(' London') 0.25 -> 0.68",
     ]
-    assert _texts(_lens([3.0, 3.0, 0.0, 0.0]), _lens([3.0, 3.0 + 1e-6, 0.0, 0.0])) == []  # tie
+    tied, swapped = _lens([3.0, 3.0, 0.0, 0.0]), _lens([3.0, 3.0 + 1e-6, 0.0, 0.0])
+    assert _texts(tied, swapped) == []
+    assert _texts(tied, swapped, noise=True) == [
+        "layer 1 pos -1 (' is'): top-1 ' Paris' (0.48) -> ' London' (0.48), a near-tie "
+        "(within 0.02)"]
+    # two tokens whose probabilities moved by 0.01 and swapped: noise at prob 0.02, not at 0.005
+    near, flipped = _lens([3.0, 2.96, 0.0, 0.0]), _lens([2.98, 3.0, 0.0, 0.0])
+    assert _texts(near, flipped) == []
+    assert _texts(near, flipped, Tolerances(prob=0.005))[0] == (
+        "layer 1 pos -1 (' is'): top-1 ' Paris' (0.49) -> ' London' (0.48)")
 
 
 def test_attention_change_names_the_head_and_label():
@@ -116,8 +127,8 @@ def test_snapshot_flow_on_tiny_llama(pytester, load_raw_hf, tmp_path):
     result.assert_outcomes(failed=3)  # one head changed: so did everything downstream of it
     lines = result.stdout.lines
     start = next(i for i, line in enumerate(lines) if "attention of perturbed changed" in line)
-    assert lines[start].endswith("changed beyond tolerance (prob 0.02, logit 0.1, recovery "
-                                 "0.05), 5 changes, largest first:")
+    assert lines[start].endswith("changed beyond the noise floor (tolerances prob 0.02, logit "
+                                 "0.1, recovery 0.05), 4 changes, largest first:")
     assert lines[start + 1].strip() == "E           L1H2: entropy 2.70 -> 0.00"
     assert all("L1H2" in line for line in lines[start + 1:start + 5])  # the head, first
     assert stored.read_bytes() == first  # a failure never rewrites the file
@@ -287,7 +298,7 @@ def test_snapshot_details_lists_every_change(pytester, load_raw_hf, tmp_path):
 
         @pytest.fixture(autouse=True)
         def show_two():
-            InterpSnapshotExtension.shown = 2  # fewer than this perturbation's 5 changes
+            InterpSnapshotExtension.shown = 2  # fewer than this perturbation's 3 changes
             yield
             InterpSnapshotExtension.shown = 10
     """)
@@ -296,6 +307,6 @@ def test_snapshot_details_lists_every_change(pytester, load_raw_hf, tmp_path):
     model = ("--interp-model", str(tmp_path / "perturbed"))
     short = pytester.runpytest(*model).stdout.str()
     full = pytester.runpytest(*model, "--snapshot-details").stdout.str()
-    assert "... 3 more (--snapshot-details shows all; --snapshot-update accepts them)" in short
+    assert "... 1 more (--snapshot-details shows all; --snapshot-update accepts them)" in short
     assert "more (--snapshot-details" not in full
     assert full.count("-> ") > short.count("-> ")

@@ -39,4 +39,4 @@ def test_attention_heads(interp_model, interp_snapshot):
 
 
 def test_greedy_answer(interp_model, interp_snapshot):
-    assert interp_snapshot == interp_model.generate(FACT, max_new_tokens=12)
+    assert interp_snapshot == interp_model.generation(FACT, max_new_tokens=12)

@@ -222,6 +222,10 @@ class Backend(Protocol):
         """The tokenizer's special token ids (BOS, EOS, padding, ...)."""
         ...
 
+    def vocabulary(self) -> dict[str, int]:
+        """Token string -> id, as the tokenizer defines it."""
+        ...
+
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,

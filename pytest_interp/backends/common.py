@@ -58,6 +58,10 @@ class HFTokens:
     def special_ids(self) -> frozenset[int]:
         return frozenset(self._tokenizer.all_special_ids)
 
+    def vocabulary(self) -> dict[str, int]:
+        """Token string -> id, as the tokenizer defines it."""
+        return dict(self._tokenizer.get_vocab())
+
 
 def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
     config = loaded.model.config

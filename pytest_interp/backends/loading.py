@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -223,8 +224,9 @@ def resolve_spec(spec: str, *, remote: bool = False) -> ResolvedSpec:
 
 
 def _looks_like_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+    """``org/name`` in the characters a Hugging Face repo id may use."""
+    return re.fullmatch(r"[A-Za-z0-9_][\w.-]{0,95}/[\w.-]{1,96}", spec) is not None \
+        and not spec.endswith((".", "-"))
 
 
 def validate(resolved: ResolvedSpec, *, weights: bool = True) -> None:

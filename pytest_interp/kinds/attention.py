@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
@@ -95,26 +96,32 @@ class AttentionCodec(SnapshotCodec[AttentionResult]):
     kind = "attention"
     meta_schema = schema(seed=is_int, n=is_int)
     row_schema = schema(head=is_str, label=is_str, **dict.fromkeys(ATTENTION_KINDS, is_number))
-    identity = ("prompt", "seed", "n")
+    identity = ("prompt", "seed", "n", "heads")
     row_keys = ("head",)
+    units = MappingProxyType({k: "logit" if k == "entropy" else "prob" for k in ATTENTION_KINDS})
 
     def summarize(self, result: AttentionResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        meta = {"model": result.model, "prompt": result.prompt, "seed": result.seed,
-                "n": result.n}
+        meta: dict[str, Any] = {"model": result.model, "prompt": result.prompt,
+                                "seed": result.seed, "n": result.n}
+        heads = [(layer, head) for layer in range(result.n_layers)
+                 for head in range(result.n_heads)]
+        if result.selected is not None:  # narrowed: these heads only
+            heads = list(result.selected)
+            meta["heads"] = [f"L{layer}H{head}" for layer, head in heads]
         rows = [{"head": f"L{layer}H{head}"}
                 | {k: rounded(result.scores[k][layer, head], 3) for k in ATTENTION_KINDS}
-                | {"label": result.labels[layer][head]}
-                for layer in range(result.n_layers) for head in range(result.n_heads)]
+                | {"label": result.labels[layer][head]} for layer, head in heads]
         return meta, rows
 
     def compare_rows(self, old: dict[str, Any], new: dict[str, Any], old_rows: list[dict],
                      new_rows: list[dict], tol: Tolerances) -> list[Change]:
-        """Scores within tolerance; a label flip counts only when some score moved, and is
-        shown on the score that explains it (the new label's kind, else the old one's)."""
+        """Scores within tolerance (attention mass: the probability tolerance; entropy, in
+        nats: the logit one); a label flip counts only when some score moved, and is shown on
+        the score that explains it (the new label's kind, else the old one's)."""
         changes = []
         for o, n in zip(old_rows, new_rows, strict=True):
-            moved = {k: s for k in ATTENTION_KINDS
-                     if (s := number_change(o[k], n[k], tol.prob))}
+            moved = {k: s for k in ATTENTION_KINDS  # entropy is in nats: the logit unit
+                     if (s := number_change(o[k], n[k], tol.at(o, k, self.units[k])))}
             flip = o["label"] != n["label"] and bool(moved)
             if flip:
                 named = [k for k in (n["label"], o["label"]) if k in moved]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,10 +14,13 @@ from ..codec import (
     SnapshotCodec,
     SnapshotFormatError,
     Tolerances,
+    fmt,
     is_int,
+    is_number,
     is_str,
     is_strs,
     is_top,
+    number_change,
     rounded,
     schema,
     top_changes,
@@ -137,15 +141,24 @@ class LensCodec(SnapshotCodec[LensResult]):
 
     kind = "lens"
     meta_schema = schema(lens=is_str, prompt=is_str, tokens=is_strs,
-                   positions=lambda x: isinstance(x, list) and all(is_int(p) for p in x))
-    row_schema = schema(layer=is_int, position=is_int, top=is_top)
-    identity = ("lens", "prompt", "tokens", "positions")
+                         positions=lambda x: isinstance(x, list) and all(is_int(p) for p in x))
+    row_schema = schema(layer=is_int, position=is_int)
+    optional_row = schema(top=is_top, rank=is_int, p=is_number)
+    identity = ("lens", "prompt", "tokens", "positions", "target")
     row_keys = ("layer", "position")
+    units = MappingProxyType({"top": "top", "p": "prob"})
 
     def summarize(self, result: LensResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         n = len(result.str_tokens)
         meta = {"model": result.model, "lens": result.lens, "prompt": result.prompt,
                 "tokens": list(result.str_tokens), "positions": list(result.positions)}
+        target = result.target
+        if target is not None:  # focused: the target's trajectory only
+            meta["target"] = target
+            return meta, [{"layer": layer, "position": pos,
+                           "rank": result.rank(target, layer, pos - n),
+                           "p": rounded(result.prob(target, layer, pos - n))}
+                          for layer in range(result.n_layers) for pos in result.positions]
         rows = [{"layer": layer, "position": pos,
                  "top": [[t, rounded(p)] for t, p in result.top(layer, 3, pos - n)]}
                 for layer in range(result.n_layers) for pos in result.positions]
@@ -153,7 +166,11 @@ class LensCodec(SnapshotCodec[LensResult]):
 
     def check_rows(self, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         super().check_rows(meta, rows)
+        need = ("rank", "p") if "target" in meta else ("top",)
         for number, row in enumerate(rows, 3):
+            missing = [k for k in need if k not in row]
+            if missing:
+                raise SnapshotFormatError(number, f"{missing[0]!r} is missing")
             if not 0 <= row["position"] < len(meta["tokens"]):
                 raise SnapshotFormatError(number, f"position {row['position']} is outside the "
                                                   f"{len(meta['tokens'])} stored tokens")
@@ -165,7 +182,11 @@ class LensCodec(SnapshotCodec[LensResult]):
         for o, n in zip(old_rows, new_rows, strict=True):
             pos = o["position"]
             where = f"layer {o['layer']} pos {pos - len(tokens)} ({tokens[pos]!r})"
-            changes += top_changes(where, o["top"], n["top"], tol.prob)
+            if "top" in o:
+                changes += top_changes(where, o["top"], n["top"], tol.at(o, "top", "top"))
+            elif size := number_change(o["p"], n["p"], tol.at(o, "p", "prob")):
+                changes.append(Change(size, f"{where}: {old['target']!r} rank {o['rank']} -> "
+                                            f"{n['rank']}, P {fmt(o['p'])} -> {fmt(n['p'])}"))
         return changes
 
 

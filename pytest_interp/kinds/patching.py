@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -174,6 +175,8 @@ class PatchingCodec(SnapshotCodec[PatchingResult]):
                    corrupted_logit_diff=is_number)
     row_schema = schema(layer=is_int)
     identity = ("site", "clean", "corrupted", "answer", "foil", "tokens")
+    units = MappingProxyType(dict.fromkeys(_COLUMNS, "recovery"))
+    meta_units = MappingProxyType({"clean_logit_diff": "logit", "corrupted_logit_diff": "logit"})
 
     def summarize(self, result: PatchingResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         meta = {"model": result.model, "site": result.site, "clean": result.clean,
@@ -216,13 +219,13 @@ class PatchingCodec(SnapshotCodec[PatchingResult]):
                      new_rows: list[dict], tol: Tolerances) -> list[Change]:
         changes = []
         for name in ("clean_logit_diff", "corrupted_logit_diff"):
-            if size := number_change(old[name], new[name], tol.logit):
+            if size := number_change(old[name], new[name], tol.at(old, name, "logit")):
                 changes.append(Change(size, f"{name.replace('_', ' ')} {fmt(old[name], '+.3f')} "
                                             f"-> {fmt(new[name], '+.3f')}"))
         for o, n in zip(old_rows, new_rows, strict=True):
             key = next(k for k in _COLUMNS if k in o)
             for i, (a, b) in enumerate(zip(o[key], n[key], strict=True)):
-                if size := number_change(a, b, tol.recovery):
+                if size := number_change(a, b, tol.at(o, key, "recovery", i)):
                     col = f"pos {i} ({old['tokens'][i]!r})" if key != "heads" else f"H{i}"
                     head = f" H{o['head']}" if "head" in o else ""
                     changes.append(Change(size, f"{old['site']} L{o['layer']}{head} {col}: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
@@ -14,10 +15,12 @@ from ..codec import (
     is_int,
     is_number,
     is_opt_str,
+    is_steps,
     is_str,
     number_change,
     rounded,
     schema,
+    steps_of,
     text_change,
 )
 from ..errors import InterpError
@@ -113,17 +116,19 @@ class PatchscopeCodec(SnapshotCodec[PatchscopeResult]):
     meta_schema = schema(source=is_str, source_position=is_int, target=is_str,
                    target_position=is_int, expected=is_opt_str)
     row_schema = schema(layers=is_str, text=is_str)
-    optional_row = schema(p=is_number)
+    optional_row = schema(p=is_number, steps=is_steps)
     identity = ("source", "source_position", "target", "target_position", "expected")
     row_keys = ("layers",)
+    units = MappingProxyType({"p": "prob", "steps": "steps"})
 
     def summarize(self, result: PatchscopeResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         meta = {"model": result.model, "source": result.source,
                 "source_position": result.source_position, "target": result.target,
                 "target_position": result.target_position, "expected": result.expected}
-        probs = result.expected_prob
+        probs, margins, tokens = result.expected_prob, result.margins, result.tokens
         rows = [{"layers": f"{s}->{t}", "text": text}
                 | ({"p": rounded(probs[i])} if probs else {})
+                | ({"steps": steps_of(tokens[i], margins[i])} if margins and tokens else {})
                 for i, ((s, t), text) in enumerate(zip(result.pairs, result.continuations,
                                                        strict=True))]
         return meta, rows
@@ -132,8 +137,9 @@ class PatchscopeCodec(SnapshotCodec[PatchscopeResult]):
                      new_rows: list[dict], tol: Tolerances) -> list[Change]:
         changes = []
         for o, n in zip(old_rows, new_rows, strict=True):
-            changes += text_change(f"layers {o['layers']}:", o["text"], n["text"])
-            if "p" in o and (size := number_change(o["p"], n.get("p"), tol.prob)):
+            changes += text_change(f"layers {o['layers']}:", o["text"], n["text"],
+                                   o.get("steps"), n.get("steps"), tol.at(o, "steps", "steps"))
+            if "p" in o and (size := number_change(o["p"], n.get("p"), tol.at(o, "p", "prob"))):
                 changes.append(Change(size, f"layers {o['layers']}: P({old['expected']!r}) "
                                             f"{fmt(o['p'])} -> {fmt(n.get('p'))}"))
         return changes

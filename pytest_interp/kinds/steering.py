@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,16 +12,19 @@ from .. import checks
 from ..codec import (
     Change,
     SnapshotCodec,
+    Steps,
     Tolerances,
     fmt,
     is_int,
     is_number,
     is_opt_str,
+    is_steps,
     is_str,
     is_top,
     number_change,
     rounded,
     schema,
+    steps_of,
     text_change,
     top_changes,
 )
@@ -170,9 +174,12 @@ class SteeringCodec(SnapshotCodec[SteeringResult]):
                    baseline_text=is_opt_str)
     row_schema = schema(coef=lambda x: is_number(x) and x is not None, value=is_number,
                   kl=is_number, top=is_top)
-    optional_row = schema(text=is_opt_str)
+    optional_row = schema(text=is_opt_str, steps=is_steps)
     identity = ("prompt", "layer", "site", "positions", "target", "foil")
     row_keys = ("coef",)
+    units = MappingProxyType({"value": "logit", "kl": "logit", "top": "top", "steps": "steps"})
+    meta_units = MappingProxyType({"baseline": "logit", "baseline_top": "top",
+                                   "baseline_steps": "steps"})
 
     def summarize(self, result: SteeringResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         meta = {"model": result.model, "prompt": result.prompt, "layer": result.layer,
@@ -180,32 +187,47 @@ class SteeringCodec(SnapshotCodec[SteeringResult]):
                 "foil": result.foil, "baseline": rounded(result.baseline),
                 "baseline_top": [[t, rounded(p)] for t, p in result.baseline_top],
                 "baseline_text": result.baseline_text}
+        steps = _steps(result)
+        if steps:
+            meta["baseline_steps"] = steps[0]
         rows = [{"coef": coef,
                  "value": None if result.values is None else rounded(result.values[i]),
                  "kl": rounded(result.kl[i]),
                  "top": [[t, rounded(p)] for t, p in result.steered_top[i]]}
                 | ({"text": result.texts[i]} if result.texts is not None else {})
+                | ({"steps": steps[i + 1]} if steps else {})
                 for i, coef in enumerate(result.coefs)]
         return meta, rows
 
     def compare_rows(self, old: dict[str, Any], new: dict[str, Any], old_rows: list[dict],
                      new_rows: list[dict], tol: Tolerances) -> list[Change]:
         changes = []
-        if size := number_change(old["baseline"], new["baseline"], tol.logit):
+        if size := number_change(old["baseline"], new["baseline"],
+                                 tol.at(old, "baseline", "logit")):
             changes.append(Change(size, f"baseline {fmt(old['baseline'], '.3f')} -> "
                                         f"{fmt(new['baseline'], '.3f')}"))
-        changes += top_changes("baseline", old["baseline_top"], new["baseline_top"], tol.prob)
+        changes += top_changes("baseline", old["baseline_top"], new["baseline_top"],
+                               tol.at(old, "baseline_top", "top"))
         changes += text_change("baseline generation", old.get("baseline_text"),
-                               new.get("baseline_text"))
+                               new.get("baseline_text"), old.get("baseline_steps"),
+                               new.get("baseline_steps"), tol.at(old, "baseline_steps", "steps"))
         for o, n in zip(old_rows, new_rows, strict=True):
             where = f"coef {o['coef']:g}"
             for name in ("value", "kl"):
-                if size := number_change(o[name], n[name], tol.logit):
+                if size := number_change(o[name], n[name], tol.at(o, name, "logit")):
                     changes.append(Change(size, f"{where}: {name} {fmt(o[name])} -> "
                                                 f"{fmt(n[name])}"))
-            changes += top_changes(where, o["top"], n["top"], tol.prob)
-            changes += text_change(f"{where}: generation", o.get("text"), n.get("text"))
+            changes += top_changes(where, o["top"], n["top"], tol.at(o, "top", "top"))
+            changes += text_change(f"{where}: generation", o.get("text"), n.get("text"),
+                                   o.get("steps"), n.get("steps"), tol.at(o, "steps", "steps"))
         return changes
+
+
+def _steps(result: SteeringResult) -> list[Steps]:
+    """The greedy generations' steps, baseline first (none for sampled generations)."""
+    if result.sampled or result.tokens is None or result.margins is None:
+        return []
+    return [steps_of(t, m) for t, m in zip(result.tokens, result.margins, strict=True)]
 
 
 def steering_figure(result: SteeringResult) -> str:

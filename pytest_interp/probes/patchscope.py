@@ -25,6 +25,7 @@ from ..progress import progress
 from ..results import PatchscopeResult, TokenSpec, find_token
 from ..settings import IDENTITY_PROMPT, PLACEHOLDER
 from ..sites import Site
+from .generation import Margins
 from .runner import Runner
 
 Mapping = Callable[[Tensor], Tensor] | Tensor | np.ndarray | None
@@ -168,6 +169,7 @@ def patchscope(
 
     ids: list[tuple[int, ...]] = []
     probs: list[float] = []
+    margins: list[tuple[float, ...]] = []
     starts = range(0, len(pairs), batch_size)
     for lo in progress(starts, total=len(starts), desc="patchscope"):
         chunk = pairs[lo:lo + batch_size]
@@ -182,10 +184,11 @@ def patchscope(
             if step == 0 and expected_id is not None:
                 probs.extend(logits.float().softmax(-1)[:, expected_id].tolist())
 
+        steps = Margins(then=first_step)
         out = model.generate_tokens(tgt_tokens.repeat(len(chunk)),
-                                    max_new_tokens=max_new_tokens, edits=edits,
-                                    on_step=first_step)
+                                    max_new_tokens=max_new_tokens, edits=edits, on_step=steps)
         ids.extend(row[tgt_tokens.length:] for row in out.ids)
+        margins.extend(steps.rows())
     return PatchscopeResult(
         model=model.info.name, source=source, source_tokens=src_tokens.strs[0],
         source_position=src_pos, target=target, target_tokens=tgt_tokens.strs[0],
@@ -193,4 +196,6 @@ def patchscope(
         continuations=tuple(model.vocab.decode(row) for row in ids), token_ids=tuple(ids),
         expected=None if expected_id is None else model.vocab.decode_one(expected_id),
         expected_prob=tuple(probs) if expected_id is not None else None,
+        margins=tuple(margins), tokens=tuple(tuple(model.vocab.decode_one(i) for i in row)
+                                             for row in ids),
     )

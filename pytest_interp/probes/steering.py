@@ -21,6 +21,7 @@ from ..errors import InterpError
 from ..files import check_vector_file
 from ..results import SteeringResult, token_position
 from ..sites import STEER_SITES, Component, Site
+from .generation import Margins
 from .runner import Runner
 
 Positions = Literal["all", "last"] | int
@@ -178,10 +179,14 @@ def steer(
                        for p, i in zip(top.values[r], top.indices[r], strict=True))
                  for r in range(len(rows)))
     texts: tuple[str, ...] = ()
+    steps = Margins()
+    new_ids: list[tuple[int, ...]] = []
     if max_new_tokens:
         out = model.generate_tokens(batch, max_new_tokens=max_new_tokens, edits=edits,
-                              choose=_sampler(seed, temperature) if sample else None)
-        texts = tuple(model.vocab.decode(row[tokens.length:]) for row in out.ids)
+                                    choose=_sampler(seed, temperature) if sample else None,
+                                    on_step=steps)
+        new_ids = [row[tokens.length:] for row in out.ids]
+        texts = tuple(model.vocab.decode(row) for row in new_ids)
     index = [rows.index(c) if c != 0 else 0 for c in coefs]
     return SteeringResult(
         model=model.info.name, prompt=prompt, layer=where.layer, site=site,
@@ -194,4 +199,7 @@ def steer(
         baseline_text=texts[0] if texts else None,
         texts=tuple(texts[i] for i in index) if texts else None,
         sampled=sample,
+        tokens=tuple(tuple(model.vocab.decode_one(t) for t in new_ids[i]) for i in [0, *index])
+        if texts else None,
+        margins=tuple(steps.rows()[i] for i in [0, *index]) if texts else None,
     )

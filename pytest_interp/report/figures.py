@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..record import SnapshotDiff
+from ..record import SnapshotDiff, SnapshotNoise
 from ..registry import KINDS
 from .draw import esc
 
@@ -18,10 +18,19 @@ def snapshot_figure(diff: SnapshotDiff) -> str:
             "</pre></div></div>")
 
 
+def noise_figure(noise: SnapshotNoise) -> str:
+    """A passing snapshot's near-ties: listed, not failures."""
+    items = "".join(f"<li>{esc(c)}</li>" for c in noise.changes)
+    return (f"<h4>snapshot {esc(noise.name)}: near-ties (noise, not failures)</h4>"
+            f"<ul class='noise'>{items}</ul>")
+
+
 def figure(item: Any) -> str:
     """The HTML of one recorded item ('' for anything without a figure)."""
     if isinstance(item, SnapshotDiff):
         return snapshot_figure(item)
+    if isinstance(item, SnapshotNoise):
+        return noise_figure(item)
     kind = KINDS.for_result(item)
     if kind is None or kind.figure is None:
         return ""
