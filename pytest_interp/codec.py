@@ -140,10 +140,6 @@ def is_strs(x: object) -> bool:
     return isinstance(x, list) and all(isinstance(t, str) for t in x)
 
 
-def is_ints(x: object) -> bool:
-    return isinstance(x, list) and all(is_int(p) for p in x)
-
-
 def is_numbers(x: object) -> bool:
     return isinstance(x, list) and all(is_number(v) for v in x)
 
