@@ -409,23 +409,22 @@ class Calibrator:
 
     def floors(self, result: Any) -> Floors | None:
         """The floors of ``result`` (None: no recipe to re-run, e.g. a hand-built result)."""
-        from .record import ORIGINS, recording
+        from .record import recording
 
         if result in self._done:
             return self._done[result]
         origin, codec = ORIGINS.get(result), codec_for(result)
-        if origin is None or codec is None or origin[0].request is None:
+        if origin is None or codec is None:
             return None
         model, recipe = origin
         base = model.request
-        assert base is not None
+        if base is None or base.remote:  # variants of a remote model would run remotely too
+            return None
         variants = []
         with recording():  # the variants' results are not this test's figures
             for perturbation in self.perturbations:
                 request = base
                 if perturbation == "backend":
-                    if request.remote:
-                        continue
                     request = dataclasses.replace(
                         request, backend="nnsight" if request.backend == "transformer_lens"
                         else "transformer_lens")
