@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
@@ -37,6 +37,12 @@ class Expectation(Generic[R]):
 
     paths: ClassVar[tuple[str, ...]] = ()
     """Fields naming files; relative paths are taken from the rootdir."""
+
+    row_fields: ClassVar[tuple[str, ...]] = ("prompt",)
+    """What a dataset row of a plain string (the first) or a tuple (in order) fills."""
+
+    bound_fields: ClassVar[tuple[str, str]] = ("min", "max")
+    """The fields bounding ``metric`` (a dataset's mean or median is held to them)."""
 
     def with_root(self: E, root: Path) -> E:
         """A copy with relative ``paths`` taken from ``root``; then ``check_files``."""
@@ -65,6 +71,26 @@ class Expectation(Generic[R]):
         """The failure text, or None when ``result`` meets the expectation."""
         raise NotImplementedError
 
+    def metric_name(self) -> str | None:
+        """The name of the per-prompt number ``metric`` reads, or None: this expectation only
+        passes or fails (a dataset of it is judged by the fraction that pass)."""
+        return None
+
+    def metric(self, result: R) -> float:
+        """The per-prompt number a dataset's mean or median is made of."""
+        raise NotImplementedError
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The values of ``bound_fields``: the metric's lower and upper bounds."""
+        low, high = (getattr(self, name) for name in self.bound_fields)
+        return low, high
+
+    @classmethod
+    def run_many(cls, model: InterpModel, expectations: Sequence[Any]) -> list[R]:
+        """The results of many expectations of this class (one per dataset row); override
+        to batch them."""
+        return [e.run(model) for e in expectations]
+
 
 @dataclass(frozen=True)
 class Marker:
@@ -73,6 +99,8 @@ class Marker:
     name: str
     target: type
     help: str
+    dataset: bool = False
+    """Whether the marker also takes the dataset arguments (``prompts=``, ``stat=``...)."""
 
     @property
     def usage(self) -> str:
@@ -87,6 +115,10 @@ class Marker:
             if p.kind is p.KEYWORD_ONLY and "*" not in params:
                 params.append("*")
             params.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+        if self.dataset:
+            from .dataset_expectation import DATASET_ARGS
+
+            params += [f"{k}={v!r}" for k, v in DATASET_ARGS.items()]
         return f"{self.name}({', '.join(params)})"
 
     @property
@@ -99,18 +131,26 @@ class Marker:
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Bind marker arguments to the signature (defaults applied) or raise InterpError."""
-        known = self.parameters
-        for key in kwargs:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise InterpError(f"unknown keyword {key!r}{hint}; usage: {self.usage}")
+        self.check_keywords(kwargs)
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InterpError(f"{exc}; usage: {self.usage}") from None
         bound.apply_defaults()
         return dict(bound.arguments)
+
+    def check_keywords(self, kwargs: dict[str, Any]) -> None:
+        """Every keyword is a parameter, or one line naming the closest one and the usage."""
+        known = self.parameters
+        if self.dataset:
+            from .dataset_expectation import DATASET_ARGS
+
+            known = (*known, *DATASET_ARGS)
+        for key in kwargs:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise InterpError(f"unknown keyword {key!r}{hint}; usage: {self.usage}")
 
     def build(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The target built from the marker's arguments (its own checks run)."""
@@ -147,17 +187,30 @@ class ExpectationKind(Generic[E, R]):
                 and hasattr(self.expectation, "__dataclass_fields__")):
             raise InterpError(f"expectation kind {self.name!r}: expectation must be a dataclass "
                               "subclassing pytest_interp.Expectation")
+        from .dataset_expectation import DATASET_ARGS
+
+        clash = sorted(set(self.marker.parameters) & set(DATASET_ARGS))
+        if clash:
+            raise InterpError(f"expectation kind {self.name!r}: fields {', '.join(clash)} are "
+                              "reserved for datasets (prompts=, stat=...)")
 
     @property
     def marker(self) -> Marker:
-        return Marker(self.name, self.expectation, self.help)
+        return Marker(self.name, self.expectation, self.help, dataset=True)
 
-    def parse(self, args: tuple[Any, ...], kwargs: dict[str, Any], root: Path) -> E:
-        """The expectation a marker declares, its files rooted at ``root`` (static checks)."""
+    def parse(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+              root: Path) -> Expectation[Any]:
+        """The expectation a marker declares, its files rooted at ``root`` (static checks);
+        with ``prompts=``, the same over a dataset."""
+        if "prompts" in kwargs:
+            from .dataset_expectation import DatasetExpectation
+
+            return DatasetExpectation.parse(self.marker, args, dict(kwargs), root)
+        self.marker.check_keywords(kwargs)
         expectation: E = self.marker.build(args, kwargs)
         return expectation.with_root(root)
 
-    def check(self, model: InterpModel, expectation: E) -> tuple[R, str | None]:
+    def check(self, model: InterpModel, expectation: Expectation[Any]) -> tuple[Any, str | None]:
         """Validate against the model, run the probe, judge: (result, failure text or None)."""
         from .record import record
 

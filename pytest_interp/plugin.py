@@ -14,13 +14,14 @@ import os
 import sys
 from collections.abc import Callable, Collection, Generator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
+from .dataset_expectation import DatasetExpectation, Inconclusive
 from .errors import InterpError
 from .expectation import Expectation, ExpectationKind, Marker
 from .model import ActivationCache, InterpModel, ModelPool
@@ -31,10 +32,12 @@ from .settings import (
     BACKENDS,
     DEVICES,
     DTYPES,
+    INCONCLUSIVES,
     REMOTE_NEEDS_NNSIGHT,
     BackendName,
     DeviceName,
     DtypeName,
+    Inconclusives,
     ModelOverride,
     ModelRequest,
     parse_bool,
@@ -67,6 +70,7 @@ class InterpConfig:
     noise_floor: tuple[str, ...] = ()  # perturbations measured when a snapshot is written
     noise_k: float = 3.0
     calibrate: bool = False  # re-measure the floors of unchanged snapshots too
+    inconclusive: Inconclusives = "fail"  # the outcome of an INCONCLUSIVE dataset verdict
 
     def request(self, override: ModelOverride | None = None) -> ModelRequest:
         """The model request for a test: the session's, changed by its ``interp_model``
@@ -232,6 +236,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            "LIST", "string", DEFAULT_NOISE_FLOOR, type=_arg(_perturbations))
     option("noise_k", "a noise floor is k x the largest deviation the perturbations cause",
            "K", float, 3.0, type=_arg(_positive))
+    option("inconclusive", "the outcome of a test whose dataset verdict is INCONCLUSIVE (its "
+                           "interval straddles the bound): fail | pass | skip", "OUTCOME",
+           Inconclusives, "fail", choices=INCONCLUSIVES)
     group.addoption("--interp-calibrate", dest="interp_calibrate", action="store_true",
                     default=False,
                     help="with --snapshot-update: re-measure the noise floor of every snapshot "
@@ -268,6 +275,7 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             deterministic=bool(_setting(config, "deterministic")), remote=remote,
             tolerances=tolerances, noise_floor=_noise_floor(config),
             noise_k=float(_setting(config, "noise_k")), calibrate=_calibrate(config),
+            inconclusive=_setting(config, "inconclusive"),
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -491,6 +499,8 @@ def _read_marks(item: pytest.Function) -> None:
                 raise pytest.Collector.CollectError(
                     f"{item.nodeid}: @pytest.mark.{kind.name}: {exc}"
                 ) from None
+            if isinstance(expectation, DatasetExpectation) and item.config.option.verbose >= 2:
+                expectation = replace(expectation, shown=None)
             expectations.append((kind, expectation))
     item.stash[EXPECT_KEY] = tuple(expectations)
 
@@ -592,7 +602,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]
         if not failures:
             return result
         message = "\n\n".join(failures)
+        if all(isinstance(text, Inconclusive) for text in failures):
+            raise InconclusiveVerdict(message, pytrace=False)
     pytest.fail(message, pytrace=False)
+
+
+class InconclusiveVerdict(pytest.fail.Exception):  # type: ignore[name-defined]
+    """Every failed expectation of a test was INCONCLUSIVE (none failed outright)."""
+
+
+INCONCLUSIVE = ("interp_verdict", "inconclusive")  # the user property marking such a report
 
 
 def _check(kind: ExpectationKind[Any, Any], expectation: Expectation[Any],
@@ -673,6 +692,10 @@ def pytest_runtest_makereport(
     report = yield
     if call.when != "call":
         return report
+    if call.excinfo is not None and isinstance(call.excinfo.value, InconclusiveVerdict):
+        _inconclusive(report, str(call.excinfo.value.msg),
+                      item.config.stash[CONFIG_KEY].inconclusive)
+        item.user_properties.append(INCONCLUSIVE)  # JUnit XML writes the item's properties
     recorded = item.stash.get(RECORDED_KEY, [])
     longrepr: Any = report.longrepr
     if report.failed and hasattr(longrepr, "addsection"):
@@ -690,6 +713,30 @@ def pytest_runtest_makereport(
         if html:
             report.user_properties.append(("interp_figures", html))
     return report
+
+
+def _inconclusive(report: pytest.TestReport, message: str, policy: Inconclusives) -> None:
+    """Mark an INCONCLUSIVE report and give it the outcome ``--interp-inconclusive`` says."""
+    report.user_properties.append(INCONCLUSIVE)
+    report.sections.append((f"interp: inconclusive ({policy}ed by --interp-inconclusive)"
+                            if policy != "fail" else "interp: inconclusive", message))
+    if policy == "pass":
+        report.outcome = "passed"
+        report.longrepr = None
+    elif policy == "skip":
+        path, lineno, _ = report.location
+        report.outcome = "skipped"
+        report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: {message.splitlines()[0]}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(
+    report: pytest.TestReport, config: pytest.Config
+) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    """INCONCLUSIVE is its own status: word, letter and summary count."""
+    if report.when == "call" and INCONCLUSIVE in report.user_properties:
+        return "inconclusive", "I", ("INCONCLUSIVE", {"yellow": True})
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -736,9 +783,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not _ACTIVE or (report.when != "call" and not report.failed and not report.skipped):
         return
     entry = _ACTIVE[-1].entries.setdefault(report.nodeid, Entry(report.nodeid))
-    entry.outcome = "failed" if report.failed else report.outcome
+    entry.outcome = "inconclusive" if INCONCLUSIVE in report.user_properties else \
+        "failed" if report.failed else report.outcome
     entry.duration += report.duration
-    if report.failed or report.skipped:
+    if INCONCLUSIVE in report.user_properties:
+        entry.failure += "".join(text for name, text in report.sections
+                                 if name.startswith("interp: inconclusive"))
+    elif report.failed or report.skipped:
         entry.failure += report.longreprtext
     entry.figures += [str(v) for k, v in report.user_properties if k == "interp_figures"]
 
@@ -756,6 +807,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    _summarize_inconclusive(terminalreporter)
     log = config.stash.get(NOISE_KEY, None)
     noise = log.lines if log is not None else []
     if noise:
@@ -783,3 +835,17 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"{model.memo.nbytes / 1024**2:.1f} MiB held"
         )
 
+
+
+def _summarize_inconclusive(terminalreporter: Any) -> None:
+    """An INCONCLUSIVE section, like FAILURES: pytest lists only its own categories."""
+    reports = [r for r in terminalreporter.stats.get("inconclusive", ())
+               if getattr(r, "when", None) == "call"]
+    if not reports:
+        return
+    terminalreporter.write_sep("=", "INCONCLUSIVE", yellow=True)
+    for report in reports:
+        terminalreporter.write_sep("_", report.head_line or report.nodeid, yellow=True)
+        for name, body in report.sections:
+            if name.startswith("interp: inconclusive"):
+                terminalreporter.write_line(body)

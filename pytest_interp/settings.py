@@ -16,6 +16,8 @@ DtypeName = Literal["float32", "bfloat16", "float16"]
 BACKENDS: tuple[BackendName, ...] = ("transformer_lens", "nnsight")
 DEVICES: tuple[DeviceName, ...] = ("cpu", "cuda", "auto")
 DTYPES: tuple[DtypeName, ...] = ("float32", "bfloat16", "float16")
+Inconclusives = Literal["fail", "pass", "skip"]
+INCONCLUSIVES: tuple[Inconclusives, ...] = ("fail", "pass", "skip")
 DEFAULT_MEMO_BYTES = 2 * 1024**3
 # The patchscope identity prompt (Ghandeharioun et al. 2024) and its placeholder token.
 IDENTITY_PROMPT = "cat->cat; 135->135; hello->hello; ?->"

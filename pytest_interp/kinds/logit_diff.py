@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ class LogitDiffExpectation(Expectation[LogitDiffResult]):
     min: float | None = None
     max: float | None = None
 
+    row_fields = ("prompt", "answer", "foil")
+
     def __post_init__(self) -> None:
         for name in ("prompt", "answer", "foil"):
             checks.text(name, getattr(self, name))
@@ -36,6 +39,19 @@ class LogitDiffExpectation(Expectation[LogitDiffResult]):
         from ..probes.patching import logit_diff
 
         return logit_diff(model, self.prompt, self.answer, self.foil)
+
+    @classmethod
+    def run_many(cls, model: InterpModel,
+                 expectations: Sequence[LogitDiffExpectation]) -> list[LogitDiffResult]:
+        from ..probes.patching import logit_diffs
+
+        return logit_diffs(model, [(e.prompt, e.answer, e.foil) for e in expectations])
+
+    def metric_name(self) -> str:
+        return "logit diff"
+
+    def metric(self, result: LogitDiffResult) -> float:
+        return result.value
 
     def judge(self, result: LogitDiffResult) -> str | None:
         value = result.value

@@ -30,8 +30,12 @@ def logit_diff(model: Runner, prompt: str, answer: str, foil: str) -> LogitDiffR
     tokens = model.tokens(prompt)
     if tokens.batch != 1:
         raise InterpError("logit_diff reads one prompt at a time; call it once per prompt")
+    return _logit_diff(model, prompt, answer, foil, model.run(tokens).logits[0, -1].float())
+
+
+def _logit_diff(model: Runner, prompt: str, answer: str, foil: str,
+                logits: torch.Tensor) -> LogitDiffResult:
     a, f = model.vocab.id(answer), model.vocab.id(foil)
-    logits = model.run(tokens).logits[0, -1].float()
     top = torch.softmax(logits, -1).topk(5)
     return LogitDiffResult(
         model=model.info.name, prompt=prompt, answer=answer, foil=foil,
@@ -39,6 +43,30 @@ def logit_diff(model: Runner, prompt: str, answer: str, foil: str) -> LogitDiffR
         top=tuple((model.vocab.decode_one(int(i)), float(p))
                   for p, i in zip(top.values, top.indices, strict=True)),
     )
+
+
+@torch.inference_mode()
+def logit_diffs(model: Runner, rows: Sequence[tuple[str, str, str]]) -> list[LogitDiffResult]:
+    """``logit_diff`` of many (prompt, answer, foil) rows: one forward per token length."""
+    tokens = [model.tokens(prompt) for prompt, _, _ in rows]
+    last: list[torch.Tensor | None] = [None] * len(rows)
+    for group in by_length(tokens):
+        run = model.forward(Tokens.stack([tokens[i] for i in group]), logits_to_keep=1)
+        for i, logits in zip(group, run.logits[:, -1].float(), strict=True):
+            last[i] = logits
+    out = []
+    for (prompt, answer, foil), logits in zip(rows, last, strict=True):
+        assert logits is not None
+        out.append(_logit_diff(model, prompt, answer, foil, logits))
+    return out
+
+
+def by_length(tokens: Sequence[Tokens]) -> list[list[int]]:
+    """Indices of ``tokens`` grouped by token length (each group is one unpadded batch)."""
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(tokens):
+        groups.setdefault(t.length, []).append(i)
+    return list(groups.values())
 
 
 def paired_tokens(model: Runner, clean: str, corrupted: str) -> tuple[Tokens, Tokens]:

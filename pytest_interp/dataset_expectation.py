@@ -1,0 +1,248 @@
+"""Any expectation kind over a prompt dataset: per-prompt values, a statistic with its
+interval, and a three-valued verdict.
+
+A marker given ``prompts=`` becomes a ``DatasetExpectation``: the marker's other arguments
+are shared by every row, each row adds its own (``prompt``, ``answer``...), and each row is
+the kind's own single-prompt expectation, built and checked as one. ``stat="mean"`` or
+``"median"`` holds the statistic of the kind's per-prompt ``metric`` to the marker's bounds
+(``min``/``max``, ``min_recovery``...); ``stat="fraction"`` holds the share of rows that pass
+the kind's own check to ``min_fraction``. Kinds without a per-prompt number take
+``stat="fraction"`` only. Rows run through the kind's ``run_many`` (batched where the kind
+can), and the verdict is PASS, FAIL or INCONCLUSIVE (see ``pytest_interp.stats``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import checks
+from .datasets import GENERATORS, Row, load, role_position
+from .errors import InterpError
+from .expectation import Expectation, Marker
+from .record import recording
+from .stats import INTERVALS, STATS, Estimate, Verdict, estimate, verdict
+
+if TYPE_CHECKING:
+    from .model import InterpModel
+
+DATASET_ARGS = {"prompts": None, "stat": "mean", "confidence": 0.95, "min_fraction": None,
+                "interval": "percentile"}
+"""The arguments every marker takes for a dataset, with their defaults."""
+
+SHOWN = 10  # per-prompt rows a failure lists (all of them with -vv)
+
+
+class Inconclusive(str):
+    """A judgement that is neither pass nor fail: the interval straddles the bound."""
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetResult:
+    """Per-prompt results and values of one expectation over a dataset, and the verdict."""
+
+    kind: str
+    source: str
+    metric: str
+    rows: tuple[Row, ...]
+    results: tuple[Any, ...]
+    values: tuple[float, ...]
+    failures: tuple[str | None, ...]  # each row's own judgement (None: the row passes)
+    estimate: Estimate
+    low: float | None
+    high: float | None
+    bound_names: tuple[str, str]
+    verdict: Verdict
+
+    @property
+    def bound_text(self) -> str:
+        parts = [f"{name}={value}" for name, value in zip(self.bound_names, (self.low, self.high),
+                                                          strict=True) if value is not None]
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetExpectation(Expectation[DatasetResult]):
+    """A kind's expectation on each row of a dataset, judged by a statistic's interval."""
+
+    kind: str
+    source: str
+    rows: tuple[Expectation[Any], ...]
+    data: tuple[Row, ...]
+    stat: str = "mean"
+    confidence: float = 0.95
+    min_fraction: float | None = None
+    interval: str = "percentile"
+    shown: int | None = SHOWN
+
+    @classmethod
+    def parse(cls, marker: Marker, args: tuple[Any, ...], kwargs: dict[str, Any],
+              root: Path) -> DatasetExpectation:
+        """The dataset expectation a marker with ``prompts=`` declares (static checks)."""
+        options = {k: kwargs.pop(k, v) for k, v in DATASET_ARGS.items()}
+        stat = checks.choice("stat", options["stat"], STATS)
+        confidence, min_fraction = options["confidence"], options["min_fraction"]
+        checks.number("confidence", confidence)
+        if confidence is None or not 0 < confidence < 1:
+            raise InterpError(f"confidence must be between 0 and 1, got {confidence!r}")
+        interval = checks.choice("interval", options["interval"], INTERVALS)
+        checks.number("min_fraction", min_fraction)
+        if stat == "fraction" and (min_fraction is None or not 0 <= min_fraction <= 1):
+            raise InterpError("stat='fraction' needs min_fraction= between 0 and 1: the share "
+                              "of prompts that must pass")
+        if stat != "fraction" and min_fraction is not None:
+            raise InterpError(f"min_fraction= applies to stat='fraction', not stat={stat!r}")
+        shared = _bind_partial(marker, args, kwargs)
+        target: type[Expectation[Any]] = marker.target
+        params = marker.parameters
+        required = [p.name for p in marker.signature.parameters.values()
+                    if p.default is p.empty]
+        source = options["prompts"]
+        data = load(source, root, target.row_fields)
+        rows = []
+        for i, row in enumerate(data):
+            given = {k: v for k, v in row.items() if k in params}
+            both = sorted(set(given) & set(shared))
+            if both:
+                raise InterpError(f"{', '.join(both)} given by both the marker and prompts "
+                                  f"row {i}: drop one")
+            missing = [p for p in required if p not in given and p not in shared]
+            if missing:
+                raise InterpError(f"prompts row {i} ({_label(row)}) has no {missing[0]!r}: give "
+                                  "it in every row or once in the marker")
+            try:
+                rows.append(target(**{**shared, **given}).with_root(root))
+            except (InterpError, TypeError) as exc:
+                raise InterpError(f"prompts row {i} ({_label(row)}): {_one_line(exc)}") from None
+        if stat != "fraction" and rows[0].metric_name() is None:
+            raise InterpError(f"stat={stat!r} needs a per-prompt number, which this marker "
+                              "does not give: use stat='fraction' with min_fraction=")
+        return cls(kind=marker.name, source=_describe(source, len(rows)), rows=tuple(rows),
+                   data=tuple(data), stat=stat, confidence=confidence, min_fraction=min_fraction,
+                   interval=interval)
+
+    def validate(self, model: InterpModel) -> None:
+        resolved = []
+        for i, (row, data) in enumerate(zip(self.rows, self.data, strict=True)):
+            try:
+                row = _with_roles(model, row, data)
+                row.validate(model)
+            except InterpError as exc:
+                raise InterpError(f"prompts row {i} ({_label(data)}): {exc}") from None
+            resolved.append(row)
+        object.__setattr__(self, "rows", tuple(resolved))
+
+    def run(self, model: InterpModel) -> DatasetResult:
+        with recording():  # the rows' own results stay out of the report
+            results = type(self.rows[0]).run_many(model, self.rows)
+        failures = tuple(row.judge(r) for row, r in zip(self.rows, results, strict=True))
+        if self.stat == "fraction":
+            values = tuple(float(f is None) for f in failures)
+            low, high, names = self.min_fraction, None, ("min_fraction", "")
+            metric = "passes"
+        else:
+            values = tuple(row.metric(r) for row, r in zip(self.rows, results, strict=True))
+            low, high = self.rows[0].bounds()
+            names = self.rows[0].bound_fields
+            metric = self.rows[0].metric_name() or "value"
+        seed = zlib.crc32(f"{self.kind} {self.source}".encode())
+        est = estimate(values, self.stat, confidence=self.confidence, interval=self.interval,
+                       seed=seed)
+        return DatasetResult(
+            kind=self.kind, source=self.source, metric=metric, rows=self.data,
+            results=tuple(results), values=values, failures=failures, estimate=est, low=low,
+            high=high, bound_names=names, verdict=verdict(est, low, high))
+
+    def judge(self, result: DatasetResult) -> str | None:
+        if result.verdict is Verdict.PASS:
+            return None
+        est = result.estimate
+        what = "fraction of prompts passing" if self.stat == "fraction" else \
+            f"{self.stat} {result.metric}"
+        head = (f"{self.kind} over {result.source}: {what} is {est.value:.3f}, "
+                f"{est.confidence:.0%} CI [{est.low:.3f}, {est.high:.3f}] ({est.method}, "
+                f"n={est.n}), expected {result.bound_text}")
+        if result.verdict is Verdict.FAIL:
+            text = f"{head}: the whole interval is on the wrong side"
+        else:
+            text = f"{head}: INCONCLUSIVE, the interval straddles the bound; add prompts or " \
+                   "move the bound"
+        text += "\n" + table(result, self.shown)
+        return Inconclusive(text) if result.verdict is Verdict.INCONCLUSIVE else text
+
+
+def table(result: DatasetResult, shown: int | None = SHOWN) -> str:
+    """The per-prompt table, worst rows first."""
+    n = len(result.values)
+    if result.estimate.stat == "fraction":
+        order = sorted(range(n), key=lambda i: (result.failures[i] is None, i))
+    elif result.low is not None:
+        order = sorted(range(n), key=lambda i: (result.values[i], i))
+    else:
+        order = sorted(range(n), key=lambda i: (-result.values[i], i))
+    picked = order if shown is None else order[:shown]
+    title = "all" if len(picked) == n else f"{len(picked)} of {n}; -vv shows all"
+    lines = [f"  per prompt, worst first ({title}):",
+             f"    {'row':>4}  {result.metric:>10}  prompt"]
+    for i in picked:
+        value = result.values[i]
+        note = ""
+        if result.estimate.stat == "fraction":
+            failure = result.failures[i]
+            shown_value = "fails" if failure is not None else "passes"
+            note = f"  {failure.splitlines()[0]}" if failure is not None else ""
+        else:
+            shown_value = f"{value:.3f}"
+        lines.append(f"    {i:>4}  {shown_value:>10}  {_label(result.rows[i])}{note}")
+    return "\n".join(lines)
+
+
+def _bind_partial(marker: Marker, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The marker's own arguments (no defaults applied), checked against its signature."""
+    marker.check_keywords(kwargs)
+    try:
+        bound = marker.signature.bind_partial(*args, **kwargs)
+    except TypeError as exc:
+        raise InterpError(f"{exc}; usage: {marker.usage}") from None
+    return dict(bound.arguments)
+
+
+def _with_roles(model: InterpModel, row: Expectation[Any], data: Row) -> Expectation[Any]:
+    """``row`` with positions that name one of the row's roles replaced by the position."""
+    roles = data.get("roles") or {}
+    fields = {f.name for f in dataclasses.fields(row)}  # type: ignore[arg-type]
+    changes = {}
+    for name in ("position",):
+        value = getattr(row, name, None) if name in fields else None
+        if isinstance(value, str) and value in roles:
+            prompt = next(getattr(row, f) for f in row.row_fields if f in fields)
+            tokens = model.tokens(prompt).strs[0]
+            role = roles[value]
+            changes[name] = role_position(tokens, role if isinstance(role, int) else
+                                          (str(role[0]), int(role[1])), value)
+    return dataclasses.replace(row, **changes) if changes else row  # type: ignore[type-var]
+
+
+def _label(row: Row) -> str:
+    text = next((v for k, v in row.items() if k in ("prompt", "clean", "source", "text")
+                 and isinstance(v, str)), None)
+    text = text if text is not None else next(iter(row.values()), "")
+    short = text if len(text) <= 60 else f"{text[:22]}...{text[-35:]}"  # the end matters
+    return repr(short)
+
+
+def _describe(source: object, n: int) -> str:
+    if isinstance(source, str) and source.partition(":")[0] in GENERATORS:
+        return source if ":" in source else f"{source}:{n}"
+    if isinstance(source, str | Path):
+        return f"{Path(source).name} ({n} prompts)"
+    return f"{n} prompts"
+
+
+def _one_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
