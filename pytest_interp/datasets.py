@@ -129,16 +129,17 @@ def _count(n: object, most: int | None = None) -> None:
 
 def load(source: object, root: Path, fields: Sequence[str]) -> list[Row]:
     """The rows of ``source``: a list of strings, dicts or tuples (a string or tuple fills
-    ``fields`` in order), ``"name:n"`` of a generator, or a ``.jsonl``/``.csv`` file (taken
-    from ``root`` when relative) whose keys/columns are argument names."""
+    ``fields`` in order), ``"name:n"`` of a generator, a ``.jsonl``/``.csv`` file (taken
+    from ``root`` when relative) whose keys/columns are argument names, or a ``.txt`` file of
+    one ``fields[0]`` per line."""
     if isinstance(source, str) and source.split(":")[0] in GENERATORS \
-            and not source.endswith((".jsonl", ".csv")):
+            and not source.endswith((".jsonl", ".csv", ".txt")):
         name, _, n = source.partition(":")
         if n and not n.isdigit():
             raise InterpError(f"prompts={source!r}: write {name}:N with N a number of rows")
         rows = GENERATORS[name](**({"n": int(n)} if n else {}))
     elif isinstance(source, str | Path):
-        rows = _read_file(Path(source) if Path(source).is_absolute() else root / source)
+        rows = _read_file(Path(source) if Path(source).is_absolute() else root / source, fields)
     elif isinstance(source, Iterable) and not isinstance(source, Mapping):
         rows = [_row(item, fields, i) for i, item in enumerate(source)]
     else:
@@ -166,12 +167,14 @@ def _row(item: object, fields: Sequence[str], i: int) -> Row:
                       f"tuple ({', '.join(fields)})")
 
 
-def _read_file(path: Path) -> list[Row]:
-    if path.suffix not in (".jsonl", ".csv"):
-        raise InterpError(f"prompts file {str(path)!r} must be .jsonl or .csv")
+def _read_file(path: Path, fields: Sequence[str]) -> list[Row]:
+    if path.suffix not in (".jsonl", ".csv", ".txt"):
+        raise InterpError(f"prompts file {str(path)!r} must be .jsonl, .csv or .txt")
     if not path.is_file():
         raise InterpError(f"prompts file {str(path)!r} does not exist")
     text = path.read_text(encoding="utf-8")
+    if path.suffix == ".txt":
+        return [{fields[0]: line} for line in text.splitlines() if line.strip()]
     if path.suffix == ".csv":
         return [dict(r) for r in csv.DictReader(text.splitlines())]
     rows = []

@@ -82,7 +82,7 @@ class Expectation(Generic[R]):
 
     def bounds(self) -> tuple[float | None, float | None]:
         """The values of ``bound_fields``: the metric's lower and upper bounds."""
-        low, high = (getattr(self, name) for name in self.bound_fields)
+        low, high = (getattr(self, name) if name else None for name in self.bound_fields)
         return low, high
 
     @classmethod

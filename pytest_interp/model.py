@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import InterpError, ModelSpecError
@@ -284,6 +285,7 @@ class InterpModel:
     def generation(self, prompt: str, *, max_new_tokens: int = 20) -> GenerationResult:
         """The greedy continuation of one prompt as a result: text, tokens and each step's
         margin (top-1 minus top-2 logit), for snapshots that know a near-tie. Memoised."""
+        _one_prompt("generation", prompt)
         from .probes.generation import generation
 
         return self.remember(("generation", prompt, max_new_tokens),
@@ -291,12 +293,25 @@ class InterpModel:
 
     # -- probes ---------------------------------------------------------------------------
 
+    def evaluate(self, kind: str, *args: Any, root: str | Path = ".", **kwargs: Any) -> Any:
+        """Check an expectation as its marker ``@pytest.mark.<kind>(*args, **kwargs)`` would
+        and return its result; with ``prompts=``, a DatasetResult (per-prompt values,
+        ``estimate`` with its interval, ``verdict``). Files are taken from ``root``."""
+        from .registry import KINDS
+
+        if kind not in KINDS:
+            raise InterpError(f"no expectation kind {kind!r}: use one of "
+                              f"{', '.join(KINDS.names())}")
+        chosen = KINDS[kind]
+        return chosen.check(self, chosen.parse(args, kwargs, Path(root)))[0]
+
     def lens(
         self, prompt: str, *, lens: Lens | str = "logit",
         positions: int | Sequence[int] | None = -1,
     ) -> LensResult:
         """Every block's resid_post at ``positions`` (None = all) decoded through ``lens``
         (a Lens, ``"logit"``, or a tuned-lens folder), the final norm and the unembedding."""
+        _one_prompt("lens", prompt)
         from .lenses import TunedLens, named_lens
         from .probes.lens import run_lens
 
@@ -322,6 +337,7 @@ class InterpModel:
 
     def logit_diff(self, prompt: str, answer: str, foil: str) -> float:
         """logit(answer) - logit(foil) at the last position (memoised run)."""
+        _one_prompt("logit_diff", prompt)
         from .probes.patching import logit_diff
 
         return logit_diff(self, prompt, answer, foil).value
@@ -335,6 +351,8 @@ class InterpModel:
         for head_out every (layer, head, position) (``per_position=False``: (layer, head),
         the head patched at every position at once); ``layers``/``positions`` restrict the
         sweep (other cells NaN). Batched, and memoised per argument set."""
+        _one_prompt("activation_patching", clean, "clean")
+        _one_prompt("activation_patching", corrupted, "corrupted")
         from .probes.patching import activation_patching
 
         key = ("patching", clean, corrupted, answer, foil, site,
@@ -370,6 +388,7 @@ class InterpModel:
         ``layers`` with ``target_layers`` (obvs ``over_pairs``; None = the same layers),
         ``mode="grid"`` takes every combination (obvs ``over``). ``layers`` None = all.
         Memoised when there is no mapping."""
+        _one_prompt("patchscope", source, "source")
         from .probes.patchscope import patchscope
 
         def compute(model: InterpModel) -> PatchscopeResult:
@@ -416,6 +435,7 @@ class InterpModel:
         (greedy, or seeded sampling). ``normalize`` scales the vector to unit norm first.
         Memoised."""
         import hashlib
+        _one_prompt("steering", prompt)
 
         from .probes.steering import steer
 
@@ -439,10 +459,22 @@ class InterpModel:
         """Every head's entropy, first-token, previous-token and self scores on ``prompt``
         (None = ``n`` seeded random tokens repeated twice), its induction score on that
         repeated sequence, and a label per head (``thresholds`` override the defaults)."""
+        if prompt is not None:
+            _one_prompt("attention", prompt)
         from .probes.attention import attention
 
         return self.remember(None, lambda m: attention(m, prompt, n=n, seed=seed,
                                                        thresholds=thresholds))
+
+
+def _one_prompt(kind: str, value: object, name: str = "prompt") -> None:
+    """Probes read one prompt; a list gets one line naming the dataset way instead."""
+    if not isinstance(value, str):
+        got = f"a {type(value).__name__} of {len(value)}" if isinstance(value, Sized) else \
+            repr(value)
+        raise InterpError(f"{kind} takes one {name} string, got {got}: for a dataset use "
+                          f"@pytest.mark.{kind}(prompts=...) or interp_model.evaluate("
+                          f"{kind!r}, prompts=..., ...)")
 
 
 def _frozen(x: object) -> object:
@@ -472,7 +504,11 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
 
     if provided is not None:
         loaded, native = from_object(request.spec, provided, request.backend)
-        if request.perturbation:
+        if request.perturbation == "reinit":
+            import dataclasses
+
+            loaded, native = dataclasses.replace(loaded, model=reinitialised(loaded.model)), None
+        elif request.perturbation:
             perturb_weights(loaded.model, request.perturbation)
         if request.backend == "nnsight":
             from .backends.nnsight import NNsightBackend
@@ -497,7 +533,11 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
             "use --interp-device cpu (or auto)"
         )
     loaded = load_hf(resolve_spec(request.spec), device=device, dtype=request.dtype)
-    if request.perturbation:
+    if request.perturbation == "reinit":
+        import dataclasses
+
+        loaded = dataclasses.replace(loaded, model=reinitialised(loaded.model))
+    elif request.perturbation:
         perturb_weights(loaded.model, request.perturbation)
     if request.backend == "nnsight":
         from .backends.nnsight import NNsightBackend
@@ -506,6 +546,19 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
     from .backends.transformer_lens import TransformerLensBackend
 
     return TransformerLensBackend(loaded, prepend_bos=request.prepend_bos)
+
+
+def reinitialised(model: Any, seed: int = 0) -> Any:
+    """A fresh model of ``model``'s config, randomly initialised (seeded) the way transformers
+    initialises it: the control for ``--interp-controls`` (it learned nothing)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    param = next(model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = AutoModelForCausalLM.from_config(model.config, torch_dtype=param.dtype)
+    return fresh.to(param.device).eval()
 
 
 def perturb_weights(model: Any, perturbation: str) -> None:

@@ -71,6 +71,7 @@ class InterpConfig:
     noise_k: float = 3.0
     calibrate: bool = False  # re-measure the floors of unchanged snapshots too
     inconclusive: Inconclusives = "fail"  # the outcome of an INCONCLUSIVE dataset verdict
+    controls: bool = False  # re-check passing expectations on a re-initialised model
 
     def request(self, override: ModelOverride | None = None) -> ModelRequest:
         """The model request for a test: the session's, changed by its ``interp_model``
@@ -239,6 +240,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option("inconclusive", "the outcome of a test whose dataset verdict is INCONCLUSIVE (its "
                            "interval straddles the bound): fail | pass | skip", "OUTCOME",
            Inconclusives, "fail", choices=INCONCLUSIVES)
+    group.addoption("--interp-controls", dest="interp_controls", action="store_true",
+                    default=None,
+                    help="check every passing expectation again on a randomly re-initialised "
+                         "copy of the model (same config, seeded): one that passes there too "
+                         "is VACUOUS, it does not depend on what the model learned (ini: "
+                         "interp_controls)")
+    parser.addini("interp_controls", "check expectations on a re-initialised control model "
+                                     "(true | false)", type=bool, default=False)
     group.addoption("--interp-calibrate", dest="interp_calibrate", action="store_true",
                     default=False,
                     help="with --snapshot-update: re-measure the noise floor of every snapshot "
@@ -276,6 +285,7 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             tolerances=tolerances, noise_floor=_noise_floor(config),
             noise_k=float(_setting(config, "noise_k")), calibrate=_calibrate(config),
             inconclusive=_setting(config, "inconclusive"),
+            controls=bool(_setting(config, "controls")),
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -600,11 +610,45 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]
         failures = [text for kind, expectation in expectations
                     if (text := _check(kind, expectation, model)) is not None]
         if not failures:
+            if pyfuncitem.config.stash[CONFIG_KEY].controls:
+                _control(pyfuncitem, expectations)
             return result
         message = "\n\n".join(failures)
         if all(isinstance(text, Inconclusive) for text in failures):
             raise InconclusiveVerdict(message, pytrace=False)
     pytest.fail(message, pytrace=False)
+
+
+class VacuousWarning(UserWarning):
+    """A test's expectations also hold on a randomly re-initialised model."""
+
+
+VACUOUS = "interp_vacuous"  # the user property carrying a vacuous test's note
+
+
+def _control(item: pytest.Function,
+             expectations: tuple[tuple[ExpectationKind[Any, Any], Expectation[Any]], ...]) -> None:
+    """Check the expectations on the control model; all passing there is VACUOUS."""
+    import dataclasses
+    import warnings
+
+    request = dataclasses.replace(_request_for(item), perturbation="reinit")
+    try:
+        control = item.config.stash[POOL_KEY].get(request)
+    except InterpError:
+        return
+    from .record import recording
+
+    with recording():  # the control's results are not this test's figures
+        if any(_check(kind, expectation, control) is not None
+               for kind, expectation in expectations):
+            return
+    names = ", ".join(f"@pytest.mark.{kind.name}" for kind, _ in expectations)
+    note = (f"VACUOUS: {names} also passed on a randomly re-initialised {request.spec} "
+            "(--interp-controls): the test does not depend on what the model learned; "
+            "tighten its bounds")
+    item.user_properties.append((VACUOUS, note))
+    warnings.warn(VacuousWarning(note), stacklevel=1)
 
 
 class InconclusiveVerdict(pytest.fail.Exception):  # type: ignore[name-defined]
@@ -792,6 +836,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     elif report.failed or report.skipped:
         entry.failure += report.longreprtext
     entry.figures += [str(v) for k, v in report.user_properties if k == "interp_figures"]
+    if report.when == "call":
+        entry.notes += [str(v) for k, v in report.user_properties if k == VACUOUS]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -808,6 +854,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     _summarize_inconclusive(terminalreporter)
+    vacuous = [r.nodeid for r in terminalreporter.stats.get("passed", ())
+               if getattr(r, "when", None) == "call"
+               and any(k == VACUOUS for k, _ in r.user_properties)]
+    if vacuous:
+        terminalreporter.write_line(
+            f"interp: {len(vacuous)} vacuous test{'s' if len(vacuous) != 1 else ''} (also "
+            "pass on a re-initialised model):", yellow=True)
+        for nodeid in vacuous:
+            terminalreporter.write_line(f"  VACUOUS {nodeid}")
     log = config.stash.get(NOISE_KEY, None)
     noise = log.lines if log is not None else []
     if noise:
@@ -830,7 +885,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(
             f"interp: {info.name} rev {info.revision} ({info.architecture}, {info.n_layers} "
             f"layers) via {info.backend}"
-            + (f", {variant} variant for noise floors" if variant else "")
+            + (", re-initialised control (--interp-controls)" if variant == "reinit" else
+               f", {variant} variant for noise floors" if variant else "")
             + f": {stats.misses} runs computed, {stats.hits} memo hits, "
             f"{model.memo.nbytes / 1024**2:.1f} MiB held"
         )

@@ -84,10 +84,20 @@ class KindRegistry:
 
 
 def _builtin() -> tuple[AnyKind, ...]:
-    from .kinds import attention, generation, lens, logit_diff, patching, patchscope, steering
+    from .kinds import (
+        attention,
+        generation,
+        lens,
+        logit_diff,
+        next_token,
+        patching,
+        patchscope,
+        perplexity,
+        steering,
+    )
 
     return (lens.KIND, logit_diff.KIND, patching.KIND, patchscope.KIND, steering.KIND,
-            attention.KIND, generation.KIND)
+            attention.KIND, generation.KIND, next_token.KIND, perplexity.KIND)
 
 
 KINDS = KindRegistry(_builtin())

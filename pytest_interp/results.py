@@ -473,6 +473,8 @@ class SteeringResult:
     # per generation (baseline first, then per coefficient): each token and step margin
     tokens: tuple[tuple[str, ...], ...] | None = None
     margins: tuple[tuple[float, ...], ...] | None = None
+    # the delta of each random control vector of the same norm (``control=N``), first coef
+    controls: tuple[float, ...] = ()
 
     @property
     def metric(self) -> str:

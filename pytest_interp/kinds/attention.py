@@ -61,6 +61,15 @@ class AttentionExpectation(Expectation[AttentionResult]):
     def run(self, model: InterpModel) -> AttentionResult:
         return model.attention(self.prompt)
 
+    bound_fields = ("min_score", "max_score")
+
+    def metric_name(self) -> str | None:
+        return f"{self.kind} score" if self.head is not None else None
+
+    def metric(self, result: AttentionResult) -> float:
+        assert self.head is not None
+        return float(result.score(self.kind, *result.head_index(*self.head)))
+
     def judge(self, result: AttentionResult) -> str | None:
         lo, hi = self.min_score, self.max_score
 

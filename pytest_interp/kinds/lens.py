@@ -52,6 +52,8 @@ class LensExpectation(Expectation[LensResult]):
     lens: Lens | str = LOGIT
 
     paths = ("lens",)
+    row_fields = ("prompt", "target")
+    bound_fields = ("min_prob", "")
 
     def __post_init__(self) -> None:
         checks.text("prompt", self.prompt)
@@ -96,6 +98,14 @@ class LensExpectation(Expectation[LensResult]):
 
     def run(self, model: InterpModel) -> LensResult:
         return model.lens(self.prompt, lens=self.lens, positions=self.position)
+
+    def metric_name(self) -> str | None:
+        single = self.layer is not None and self.min_prob is not None and self.top_k is None
+        return "probability" if single else None
+
+    def metric(self, result: LensResult) -> float:
+        assert self.layer is not None
+        return result.prob(self.target, result.layer_index(self.layer), self.position)
 
     def judge(self, result: LensResult) -> str | None:
         target, pos = self.target, self.position

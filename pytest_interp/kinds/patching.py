@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ class PatchingExpectation(Expectation[PatchingResult]):
     min_recovery: float | None = None
     max_recovery: float | None = None
     peak_layer: tuple[int, int] | None = None
+
+    row_fields = ("clean", "corrupted", "answer", "foil")
+    bound_fields = ("min_recovery", "max_recovery")
 
     def __post_init__(self) -> None:
         for name in ("clean", "corrupted", "answer", "foil"):
@@ -107,6 +111,38 @@ class PatchingExpectation(Expectation[PatchingResult]):
             site=self.site,  # type: ignore[arg-type]
             per_position=self.per_position,
         )
+
+    @property
+    def one_cell(self) -> bool:
+        """Whether layer/position/head name one cell (a number per prompt)."""
+        if self.layer is None:
+            return False
+        return self.head is not None if self.site == "head_out" else self.position is not None
+
+    def metric_name(self) -> str | None:
+        return "recovery" if self.one_cell else None
+
+    def metric(self, result: PatchingResult) -> float:
+        assert self.layer is not None
+        index: tuple[int, ...] = (result.layer_index(self.layer),)
+        if self.head is not None:
+            index += (self.head,)
+        if self.position is not None:
+            index += (result.position_index(self.position),)
+        return float(result.recovery[index])
+
+    @classmethod
+    def run_many(cls, model: InterpModel,
+                 expectations: Sequence[PatchingExpectation]) -> list[PatchingResult]:
+        """One cell per row: batched over rows (see ``patch_cells``); else a sweep per row."""
+        if not all(e.one_cell for e in expectations):
+            return super().run_many(model, expectations)
+        from ..probes.patching import Cell, patch_cells
+
+        return patch_cells(model, [
+            Cell(e.clean, e.corrupted, e.answer, e.foil, e.site,  # type: ignore[arg-type]
+                 e.layer, e.position, e.head)  # type: ignore[arg-type]
+            for e in expectations])
 
     def _where(self, result: PatchingResult, layer: int, col: int) -> str:
         parts = [f"layer {layer}"]

@@ -49,6 +49,8 @@ class PatchscopeExpectation(Expectation[PatchscopeResult]):
     max_new_tokens: int = 5
     mode: str = "all"
 
+    row_fields = ("source", "token", "expect")
+
     def __post_init__(self) -> None:
         checks.text("source", self.source)
         checks.text("target", self.target)

@@ -62,8 +62,11 @@ class SteeringExpectation(Expectation[SteeringResult]):
     max_delta: float | None = None
     generation_contains: str | tuple[str, ...] | None = None
     max_new_tokens: int = 20
+    control: int = 0
 
     paths = ("vector",)
+    row_fields = ("prompt", "target", "foil")
+    bound_fields = ("min_delta", "max_delta")
 
     def __post_init__(self) -> None:
         checks.text("prompt", self.prompt)
@@ -104,6 +107,11 @@ class SteeringExpectation(Expectation[SteeringResult]):
             object.__setattr__(self, "generation_contains",
                                checks.texts("generation_contains", self.generation_contains))
         checks.integer("max_new_tokens", self.max_new_tokens, minimum=1)
+        checks.required_int("control", self.control, minimum=0)
+        if self.control and (len(coefs) != 1 or (self.min_delta is None) == (
+                self.max_delta is None)):
+            raise InterpError("control=N compares one coef's delta with random vectors: pass "
+                              "one coef and one of min_delta= or max_delta=")
         if self.min_delta is None and self.max_delta is None and self.generation_contains is None:
             raise InterpError("no check given: pass min_delta=, max_delta= or generation_contains=")
 
@@ -130,12 +138,45 @@ class SteeringExpectation(Expectation[SteeringResult]):
             model.vocab.id(self.foil)
 
     def run(self, model: InterpModel) -> SteeringResult:
-        return model.steer(
-            self.prompt, self.steering_vector(model), layer=self.layer, coef=self.coefs,
+        vector = self.steering_vector(model)
+        result = model.steer(
+            self.prompt, vector, layer=self.layer, coef=self.coefs,
             site=self.site, positions=self.positions,  # type: ignore[arg-type]
             target=self.target, foil=self.foil,
             max_new_tokens=self.max_new_tokens if self.generation_contains else 0,
         )
+        if not self.control:
+            return result
+        import dataclasses
+
+        from ..probes.steering import random_like
+
+        controls = tuple(float(model.steer(
+            self.prompt, random_like(vector, seed), layer=self.layer, coef=self.coefs,
+            site=self.site, positions=self.positions,  # type: ignore[arg-type]
+            target=self.target, foil=self.foil).delta[0]) for seed in range(self.control))
+        return dataclasses.replace(result, controls=controls)
+
+    def _beats_controls(self, result: SteeringResult, delta: float) -> list[str]:
+        """The claim must beat the controls' 95th percentile (5th, for max_delta)."""
+        import numpy as np
+
+        up = self.min_delta is not None
+        edge = float(np.percentile(result.controls, 95 if up else 5))
+        if (delta > edge) if up else (delta < edge):
+            return []
+        n, way, pct = len(result.controls), "up" if up else "down", "95th" if up else "5th"
+        return [f"coef {self.coefs[0]:g} moves the metric by {delta:+.3f}, but {n} random "
+                f"vectors of the same norm move it {way} to {edge:+.3f} ({pct} percentile): "
+                f"{abs(delta - edge):.3f} short of beating the controls"]
+
+    def metric_name(self) -> str | None:
+        single = len(self.coefs) == 1 and self.generation_contains is None \
+            and (self.min_delta is not None or self.max_delta is not None)
+        return "delta" if single else None
+
+    def metric(self, result: SteeringResult) -> float:
+        return float(result.delta[result.index(self.coefs[0])])
 
     def judge(self, result: SteeringResult) -> str | None:
         problems, failing = [], []
@@ -159,6 +200,8 @@ class SteeringExpectation(Expectation[SteeringResult]):
             if bad:
                 failing.append(i)
                 problems.extend(bad)
+        if not problems and result.controls:
+            problems += self._beats_controls(result, delta[result.index(self.coefs[0])])
         if not problems:
             return None
         head = "\n".join(f"steering: {p}" for p in problems)

@@ -12,7 +12,7 @@ corrupted runs are memoised by the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -46,19 +46,24 @@ def _logit_diff(model: Runner, prompt: str, answer: str, foil: str,
 
 
 @torch.inference_mode()
-def logit_diffs(model: Runner, rows: Sequence[tuple[str, str, str]]) -> list[LogitDiffResult]:
-    """``logit_diff`` of many (prompt, answer, foil) rows: one forward per token length."""
-    tokens = [model.tokens(prompt) for prompt, _, _ in rows]
-    last: list[torch.Tensor | None] = [None] * len(rows)
+def last_logits(model: Runner, prompts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
+    """Each prompt's last-position logits [V]: one unpadded forward per token length."""
+    tokens = [model.tokens(prompt) for prompt in prompts]
+    last: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
     for group in by_length(tokens):
-        run = model.forward(Tokens.stack([tokens[i] for i in group]), logits_to_keep=1)
-        for i, logits in zip(group, run.logits[:, -1].float(), strict=True):
-            last[i] = logits
-    out = []
-    for (prompt, answer, foil), logits in zip(rows, last, strict=True):
-        assert logits is not None
-        out.append(_logit_diff(model, prompt, answer, foil, logits))
-    return out
+        for lo in range(0, len(group), batch_size):
+            chunk = group[lo:lo + batch_size]
+            run = model.forward(Tokens.stack([tokens[i] for i in chunk]), logits_to_keep=1)
+            for i, logits in zip(chunk, run.logits[:, -1].float(), strict=True):
+                last[i] = logits
+    return last
+
+
+def logit_diffs(model: Runner, rows: Sequence[tuple[str, str, str]]) -> list[LogitDiffResult]:
+    """``logit_diff`` of many (prompt, answer, foil) rows, batched (see ``last_logits``)."""
+    logits = last_logits(model, [prompt for prompt, _, _ in rows])
+    return [_logit_diff(model, prompt, answer, foil, row)
+            for (prompt, answer, foil), row in zip(rows, logits, strict=True)]
 
 
 def by_length(tokens: Sequence[Tokens]) -> list[list[int]]:
@@ -157,3 +162,80 @@ def activation_patching(
         corrupted_logit_diff=corrupted_metric,
         patched=patched, heads=heads, per_position=per_position or not heads,
     )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One patch of a dataset row: clean/corrupted prompts, answer/foil, and where."""
+
+    clean: str
+    corrupted: str
+    answer: str
+    foil: str
+    site: Component
+    layer: int
+    position: int | str | None  # None: every position (head_out by head)
+    head: int | None
+
+
+@torch.inference_mode()
+def patch_cells(model: Runner, cells: Sequence[Cell]) -> list[PatchingResult]:
+    """One patch per row, batched: per token length, one clean and one corrupted forward,
+    then one patched forward from the layer up. Each result is the row's sweep restricted to
+    its cell (NaN elsewhere), as ``activation_patching(layers=[L], positions=[p])`` gives."""
+    info = model.info
+    pairs = [paired_tokens(model, c.clean, c.corrupted) for c in cells]
+    out: list[PatchingResult | None] = [None] * len(cells)
+    for group in by_length([clean for clean, _ in pairs]):
+        for lo in range(0, len(group), 64):
+            chunk = group[lo:lo + 64]
+            site = Site(info.check_layer(cells[chunk[0]].layer), cells[chunk[0]].site)
+            if any(Site(info.check_layer(cells[i].layer), cells[i].site) != site
+                   for i in chunk):
+                raise InterpError("rows of one patching dataset must share site and layer")
+            clean = Tokens.stack([pairs[i][0] for i in chunk])
+            corrupted = Tokens.stack([pairs[i][1] for i in chunk])
+            clean_run = model.forward(clean, read={site}, logits_to_keep=1)
+            corrupted_run = model.forward(corrupted, read={site, Site(site.layer, "resid_pre")},
+                                          logits_to_keep=1)
+            edits, where = [], []
+            for row, i in enumerate(chunk):
+                cell = cells[i]
+                pos = None if cell.position is None else token_position(
+                    pairs[i][0].strs[0], cell.position, cell.clean)
+                index = (slice(None) if pos is None else pos,
+                         *(() if cell.head is None else (cell.head,)))
+                edits.append(Edit(site, clean_run.acts[site][row][index],
+                                  positions=None if pos is None else (pos,), head=cell.head,
+                                  rows=(row,)))
+                where.append(pos)
+            patched = model.forward(
+                corrupted, edits=edits, logits_to_keep=1,
+                start=Start(site.layer, corrupted_run.acts[Site(site.layer, "resid_pre")]))
+            for row, i in enumerate(chunk):
+                cell = cells[i]
+                a, f = model.vocab.id(cell.answer), model.vocab.id(cell.foil)
+                clean_ld, corrupted_ld, patched_ld = (
+                    float(x.logits[row, -1, a].float() - x.logits[row, -1, f].float())
+                    for x in (clean_run, corrupted_run, patched))
+                out[i] = _one_cell(model, cell, pairs[i], site.layer, where[row], clean_ld,
+                                   corrupted_ld, patched_ld)
+    return [r for r in out if r is not None]
+
+
+def _one_cell(model: Runner, cell: Cell, pair: tuple[Tokens, Tokens], layer: int,
+              pos: int | None, clean: float, corrupted: float, patched: float) -> PatchingResult:
+    info = model.info
+    n_pos = pair[0].length
+    heads = cell.site == "head_out"
+    per_position = not heads or pos is not None
+    shape = ((info.n_layers, info.n_heads, n_pos) if heads and per_position else
+             (info.n_layers, info.n_heads) if heads else (info.n_layers, n_pos))
+    grid = np.full(shape, np.nan)
+    grid[(layer, *(() if cell.head is None else (cell.head,)), *(() if pos is None else (pos,)))] \
+        = patched
+    return PatchingResult(
+        model=info.name, site=cell.site, clean=cell.clean, corrupted=cell.corrupted,
+        answer=cell.answer, foil=cell.foil, clean_tokens=pair[0].strs[0],
+        corrupted_tokens=pair[1].strs[0], clean_logit_diff=clean, corrupted_logit_diff=corrupted,
+        patched=grid, heads=heads, per_position=per_position)

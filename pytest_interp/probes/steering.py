@@ -60,6 +60,13 @@ def steering_vector(
     return vector
 
 
+def random_like(vector: Tensor, seed: int) -> Tensor:
+    """A seeded random direction with ``vector``'s norm (a negative control)."""
+    gen = torch.Generator().manual_seed(seed)
+    draw = torch.randn(vector.shape, generator=gen, dtype=torch.float32)
+    return (draw * (vector.float().norm() / draw.norm())).to(vector.dtype)
+
+
 def check_vector(vector: Tensor, d_model: int, what: str) -> None:
     """One clear error for a vector of the wrong shape, non-finite or zero."""
     if tuple(vector.shape) != (d_model,):

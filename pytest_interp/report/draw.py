@@ -77,3 +77,38 @@ def png_data_uri(gray: np.ndarray, scale: int = 2) -> str:
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
     return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def strip_svg(values: list[float], passed: list[bool], low: float | None, high: float | None,
+              interval: tuple[float, float], estimate: float, title: str) -> str:
+    """Per-prompt values as jittered dots on one axis (red: the row fails its own check), the
+    bounds as dashed lines and the estimate's interval as a band with a tick."""
+    width, height, pad = 560, 90, 30
+    marks = [*values, *(b for b in (low, high) if b is not None), *interval]
+    lo, hi = min(marks), max(marks)
+    span = hi - lo or 1.0
+
+    def x(v: float) -> float:
+        return pad + (v - lo) / span * (width - 2 * pad)
+
+    rng = np.random.default_rng(0)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="figure" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" '
+             f'font-size="10"><title>{esc(title)}</title>',
+             f'<rect x="{x(interval[0]):.1f}" y="18" height="44" width='
+             f'"{max(1.0, x(interval[1]) - x(interval[0])):.1f}" fill="rgb(74,123,208)" '
+             'fill-opacity="0.18"/>',
+             f'<line x1="{x(estimate):.1f}" x2="{x(estimate):.1f}" y1="14" y2="66" '
+             'stroke="rgb(29,79,160)" stroke-width="2"/>']
+    for v, ok in zip(values, passed, strict=True):
+        y = 40 + float(rng.uniform(-14, 14))
+        parts.append(f'<circle cx="{x(v):.1f}" cy="{y:.1f}" r="3" fill-opacity="0.7" '
+                     f'fill="{"rgb(58,157,74)" if ok else "rgb(208,69,58)"}"/>')
+    for bound in (low, high):
+        if bound is not None:
+            parts.append(f'<line x1="{x(bound):.1f}" x2="{x(bound):.1f}" y1="8" y2="72" '
+                         'stroke="black" stroke-dasharray="4 3"/>'
+                         f'<text x="{x(bound):.1f}" y="84" text-anchor="middle">{bound:g}</text>')
+    parts.append(f'<text x="{pad}" y="10">{lo:.3g}</text><text x="{width - pad}" y="10" '
+                 f'text-anchor="end">{hi:.3g}</text></svg>')
+    return "".join(parts)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..dataset_expectation import DatasetResult
 from ..record import SnapshotDiff, SnapshotNoise
 from ..registry import KINDS
-from .draw import esc
+from .draw import esc, strip_svg
 
 
 def snapshot_figure(diff: SnapshotDiff) -> str:
@@ -25,8 +26,23 @@ def noise_figure(noise: SnapshotNoise) -> str:
             f"<ul class='noise'>{items}</ul>")
 
 
+def dataset_figure(result: DatasetResult) -> str:
+    """A dataset's per-prompt values, the bound, and the estimate with its interval."""
+    est = result.estimate
+    values = list(result.values)
+    passed = [f is None for f in result.failures]
+    if est.stat == "fraction":  # 0/1 values say little: show each row as pass/fail
+        values = [float(p) for p in passed]
+    title = (f"{result.kind} over {result.source}: {est} against {result.bound_text} -> "
+             f"{result.verdict.value.upper()}")
+    return (f"<h4>{esc(title)}</h4>" + strip_svg(values, passed, result.low, result.high,
+                                                  (est.low, est.high), est.value, title))
+
+
 def figure(item: Any) -> str:
     """The HTML of one recorded item ('' for anything without a figure)."""
+    if isinstance(item, DatasetResult):
+        return dataset_figure(item)
     if isinstance(item, SnapshotDiff):
         return snapshot_figure(item)
     if isinstance(item, SnapshotNoise):

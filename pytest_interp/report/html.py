@@ -12,7 +12,9 @@ body{font:14px system-ui,sans-serif;margin:24px;color:#222}
 h1{font-size:20px} h3{margin:0 0 6px} h4{margin:14px 0 4px;font-size:13px}
 section{border:1px solid #ddd;border-left:6px solid #aaa;padding:10px 14px;margin:12px 0}
 section.passed{border-left-color:#3a9d4a} section.failed{border-left-color:#d0453a}
-section.skipped{border-left-color:#c9a227} .status{font-weight:bold;text-transform:uppercase}
+section.skipped{border-left-color:#c9a227}
+section.inconclusive{border-left-color:#e08a1e} p.note{color:#8a5a00}
+.status{font-weight:bold;text-transform:uppercase}
 pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
 pre.failure{background:#fff1f0} .sbs{display:flex;gap:12px} .sbs>div{flex:1;min-width:0}
 pre.old{background:#fff1f0} pre.new{background:#f0fff2}
@@ -30,6 +32,7 @@ class Entry:
     duration: float = 0.0
     failure: str = ""
     figures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. VACUOUS (--interp-controls)
 
 
 def write_report(path: Path, entries: list[Entry], header: list[str], wall: float) -> None:
@@ -42,6 +45,8 @@ def write_report(path: Path, entries: list[Entry], header: list[str], wall: floa
     for entry in entries:
         failure = (f"<pre class='failure'>{html.escape(entry.failure)}</pre>"
                    if entry.failure else "")
+        failure += "".join(f"<p class='note'><b>{html.escape(note)}</b></p>"
+                           for note in entry.notes)
         sections.append(
             f"<section class='{entry.outcome}' id='{html.escape(entry.nodeid, quote=True)}'>"
             f"<h3><span class='status'>{entry.outcome}</span> {html.escape(entry.nodeid)} "
