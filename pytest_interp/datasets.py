@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ CAPITALS = (("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spa
             ("Hungary", "Budapest"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Cuba", "Havana"),
             ("Iran", "Tehran"), ("Iraq", "Baghdad"), ("Syria", "Damascus"),
             ("Finland", "Helsinki"), ("Belgium", "Brussels"), ("Chile", "Santiago"),
-            ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Philippines", "Manila"),
+            ("Canada", "Ottawa"), ("Australia", "Canberra"), ("the Philippines", "Manila"),
             ("Scotland", "Edinburgh"), ("Wales", "Cardiff"), ("the Netherlands", "Amsterdam"),
             ("the Czech Republic", "Prague"), ("Bulgaria", "Sofia"), ("Afghanistan", "Kabul"),
             ("South Korea", "Seoul"))
@@ -110,7 +111,7 @@ def capitals(n: int = len(CAPITALS), seed: int = 0) -> list[Row]:
     ``target``/``answer``/``expect`` = " Capital", ``foil`` = another country's capital."""
     _count(n, most=len(CAPITALS) * len(CAPITAL_TEMPLATES))
     rng = random.Random(seed)
-    pairs = [(c, t) for t in CAPITAL_TEMPLATES for c in CAPITALS]
+    pairs = [(c, t) for t in CAPITAL_TEMPLATES for c in CAPITALS]  # template by template
     rows = []
     for (country, capital), template in pairs[:n]:
         foil = rng.choice([cap for _, cap in CAPITALS if cap != capital])
@@ -138,6 +139,10 @@ def load(source: object, root: Path, fields: Sequence[str]) -> list[Row]:
         if n and not n.isdigit():
             raise InterpError(f"prompts={source!r}: write {name}:N with N a number of rows")
         rows = GENERATORS[name](**({"n": int(n)} if n else {}))
+    elif isinstance(source, str) and re.fullmatch(r"[A-Za-z_]\w*(:\d*)?", source):
+        raise InterpError(f"prompts={source!r} is no dataset generator or file: use "
+                          f"{', '.join(g + ':N' for g in GENERATORS)}, or a .jsonl, .csv or "
+                          ".txt file")
     elif isinstance(source, str | Path):
         rows = _read_file(Path(source) if Path(source).is_absolute() else root / source, fields)
     elif isinstance(source, Iterable) and not isinstance(source, Mapping):

@@ -293,7 +293,7 @@ class InterpModel:
 
     # -- probes ---------------------------------------------------------------------------
 
-    def evaluate(self, kind: str, *args: Any, root: str | Path = ".", **kwargs: Any) -> Any:
+    def evaluate(self, kind: str, /, *args: Any, root: str | Path = ".", **kwargs: Any) -> Any:
         """Check an expectation as its marker ``@pytest.mark.<kind>(*args, **kwargs)`` would
         and return its result; with ``prompts=``, a DatasetResult (per-prompt values,
         ``estimate`` with its interval, ``verdict``). Files are taken from ``root``."""
@@ -548,7 +548,7 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
     return TransformerLensBackend(loaded, prepend_bos=request.prepend_bos)
 
 
-def reinitialised(model: Any, seed: int = 0) -> Any:
+def reinitialised(model: Any, seed: int = 20240601) -> Any:
     """A fresh model of ``model``'s config, randomly initialised (seeded) the way transformers
     initialises it: the control for ``--interp-controls`` (it learned nothing)."""
     import torch

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+DATASET_USAGE = ", prompts=None, stat='mean', confidence=0.95, min_fraction=None, " \
+    "interval='percentile')"
+"""How every expectation marker's usage line ends: the dataset arguments."""
+
 
 def ini(pytester: pytest.Pytester, **settings: str) -> None:
     """Write a pytest.ini with ``interp_<key> = value`` lines."""

@@ -13,7 +13,7 @@ from pytest_interp.model import InterpModel
 from pytest_interp.probes.attention import repeated_random_tokens
 from pytest_interp.results import AttentionResult, attention_labels
 
-from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
+from .pytester_helpers import DATASET_USAGE, assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
@@ -160,7 +160,7 @@ def test_attention_marker_that_needs_the_model_to_check_fails_its_test(pytester,
      "kind must be one of previous_token, induction, first_token, self, entropy, got 'copying'"),
     ('attention(head=(0, 1), min_score=0.5)',
      "missing a required argument: 'kind'; usage: @pytest.mark.attention(prompt=None, *, kind, "
-     "head=None, min_score=None, max_score=None)"),
+     "head=None, min_score=None, max_score=None" + DATASET_USAGE[:-1] + ")"),
 ])
 def test_bad_attention_marker_is_a_collection_error(pytester, marker, message):
     ini(pytester, model="tiny-random-llama")

@@ -154,7 +154,8 @@ def test_a_conftest_kind_works_like_ours_and_leaves_with_its_session(pytester):
     assert pytester.runpytest("-k", "snapshot").ret == 0
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.norm(prompt, *, layer, min=None, max=None, "
-                                 "prompts=None, stat='mean', confidence=0.95, min_fraction=None, interval='percentile'): "
+                                 "prompts=None, stat='mean', confidence=0.95, "
+                                 "min_fraction=None, interval='percentile'): "
                                  "assert the residual norm after block layer lies within "
                                  "[[]min, max[]]."])
     assert "norm" not in KINDS  # unregistered when the session ended

@@ -6,12 +6,12 @@ import pytest
 
 from pytest_interp.lenses import TunedLens
 
-from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
+from .pytester_helpers import DATASET_USAGE, assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
 LENS_USAGE = ("@pytest.mark.lens(prompt, target, *, layer=None, position=-1, top_k=None, "
-              "min_prob=None, emerges_by=None, lens='logit')")
+              "min_prob=None, emerges_by=None, lens='logit'" + DATASET_USAGE)
 
 
 def test_markers_alone_are_a_complete_test_on_smollm2(pytester):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
+from .pytester_helpers import DATASET_USAGE, assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
 PATCHING_USAGE = (
     "@pytest.mark.activation_patching(clean, corrupted, *, answer, foil, site='resid_pre', "
     "layer=None, position=None, head=None, min_recovery=None, max_recovery=None, "
-    "peak_layer=None)"
+    "peak_layer=None" + DATASET_USAGE
 )
 
 

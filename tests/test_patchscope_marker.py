@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
+from .pytester_helpers import DATASET_USAGE, assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
 PATCHSCOPE_USAGE = (
     "@pytest.mark.patchscope(source, token, *, layer, expect, "
     "target='cat->cat; 135->135; hello->hello; ?->', target_layer=None, target_token='?', "
-    "max_new_tokens=5, mode='all')"
+    "max_new_tokens=5, mode='all'" + DATASET_USAGE
 )
 
 

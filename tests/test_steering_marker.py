@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
+from .pytester_helpers import DATASET_USAGE, assert_collection_error, assert_fails_when_run, ini
 
 pytest_plugins = ["pytester"]
 
 STEERING_USAGE = (
     "@pytest.mark.steering(prompt, *, layer, coef, target, positive=None, negative=None, "
     "vector=None, foil=None, site='resid_pre', positions='all', min_delta=None, "
-    "max_delta=None, generation_contains=None, max_new_tokens=20)"
+    "max_delta=None, generation_contains=None, max_new_tokens=20, control=0" + DATASET_USAGE
 )
 
 

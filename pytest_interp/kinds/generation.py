@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,20 @@ class GenerationExpectation(Expectation[GenerationResult]):
 
     def run(self, model: InterpModel) -> GenerationResult:
         return model.generation(self.prompt, max_new_tokens=self.max_new_tokens)
+
+    @classmethod
+    def run_many(cls, model: InterpModel,
+                 expectations: Sequence[GenerationExpectation]) -> list[GenerationResult]:
+        """Batched greedy decoding per token length and max_new_tokens."""
+        from ..probes.generation import generations
+
+        out: list[GenerationResult | None] = [None] * len(expectations)
+        for n in {e.max_new_tokens for e in expectations}:
+            picked = [i for i, e in enumerate(expectations) if e.max_new_tokens == n]
+            for i, r in zip(picked, generations(model, [expectations[i].prompt for i in picked],
+                                                max_new_tokens=n), strict=True):
+                out[i] = r
+        return [r for r in out if r is not None]
 
     def judge(self, result: GenerationResult) -> str | None:
         text, problems = result.text, []

@@ -35,6 +35,11 @@ class LogitDiffExpectation(Expectation[LogitDiffResult]):
         if self.min is None and self.max is None:
             raise InterpError("no check given: pass min= and/or max=")
 
+    def validate(self, model: InterpModel) -> None:
+        model.tokens(self.prompt)
+        model.vocab.id(self.answer)
+        model.vocab.id(self.foil)
+
     def run(self, model: InterpModel) -> LogitDiffResult:
         from ..probes.patching import logit_diff
 

@@ -7,11 +7,12 @@ whose margin is below the logit tolerance (a near-tie; the rest is then not comp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from ..backends.base import Tokens
 from ..errors import InterpError
 from ..results import GenerationResult
 from .runner import Runner
@@ -42,11 +43,28 @@ def generation(model: Runner, prompt: str, *, max_new_tokens: int = 20) -> Gener
     tokens = model.tokens(prompt)
     if tokens.batch != 1:
         raise InterpError("generation reads one prompt at a time; call it once per prompt")
-    margins = Margins()
-    out = model.generate_tokens(tokens, max_new_tokens=max_new_tokens, on_step=margins)
-    ids = out.ids[0][tokens.length:]
-    return GenerationResult(
-        model=model.info.name, prompt=prompt, text=model.vocab.decode(ids),
-        tokens=tuple(model.vocab.decode_one(i) for i in ids),
-        margins=tuple(margins.rows()[0]) if ids else (),
-    )
+    return generations(model, [prompt], max_new_tokens=max_new_tokens)[0]
+
+
+@torch.inference_mode()
+def generations(model: Runner, prompts: Sequence[str], *, max_new_tokens: int = 20,
+                batch_size: int = 32) -> list[GenerationResult]:
+    """``generation`` of many prompts: one batched greedy decode per token length."""
+    from .patching import by_length
+
+    tokens = [model.tokens(p) for p in prompts]
+    out: list[GenerationResult | None] = [None] * len(prompts)
+    for group in by_length(tokens):
+        for lo in range(0, len(group), batch_size):
+            chunk = group[lo:lo + batch_size]
+            margins = Margins()
+            batch = Tokens.stack([tokens[i] for i in chunk])
+            done = model.generate_tokens(batch, max_new_tokens=max_new_tokens, on_step=margins)
+            rows = margins.rows()
+            for row, i in enumerate(chunk):
+                ids = done.ids[row][batch.length:]
+                out[i] = GenerationResult(
+                    model=model.info.name, prompt=prompts[i], text=model.vocab.decode(ids),
+                    tokens=tuple(model.vocab.decode_one(t) for t in ids),
+                    margins=tuple(rows[row]) if ids else ())
+    return [r for r in out if r is not None]
