@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pytest_interp.datasets import capitals
+
 FACT = "The capital of France is"
 IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
 
@@ -25,6 +27,14 @@ def test_paris_is_the_next_token(interp_model):
 @pytest.mark.lens("The Eiffel Tower is in the city of", target=" Paris", layer=-1, top_k=1)
 def test_facts_are_recalled_late():
     """Markers alone are a complete test: the recall trajectory through the logit lens."""
+
+
+@pytest.mark.next_token(prompts="capitals", stat="fraction", min_fraction=0.6)
+@pytest.mark.logit_diff(prompts="capitals", min=5)
+@pytest.mark.lens(prompts="capitals", layer=-1, top_k=5, stat="fraction", min_fraction=0.8)
+def test_capitals_are_recalled_over_a_dataset():
+    """Fact recall over 37 countries: most capitals are the top next token, and the capital
+    beats another country's capital by a wide logit margin on average."""
 
 
 def test_paris_is_absent_from_the_early_residual_stream(interp_model):
@@ -48,6 +58,15 @@ IOI = dict(answer=" Mary", foil=" John")
                                  peak_layer=(0, 19))
 def test_ioi_name_moves_from_the_name_to_the_end():
     """IOI: the indirect object's identity sits at the repeated name early, at the end late."""
+
+
+@pytest.mark.logit_diff(prompts="ioi:64", min=3)
+@pytest.mark.activation_patching(prompts="ioi:64", layer=-1, position="END", min_recovery=0.8)
+@pytest.mark.activation_patching(prompts="ioi:64", layer=20, position="S2", min_recovery=0.5)
+@pytest.mark.activation_patching(prompts="ioi:64", layer=14, position="END", max_recovery=0.2)
+def test_ioi_holds_over_64_templated_prompts():
+    """The same IOI claims over Wang et al.'s templates x names (ABBA and BABA): the answer
+    is carried by the repeated name (S2) through layer 20 and read at the end (END) late."""
 
 
 def test_ioi_mlp_sweep_is_sparse(interp_model):
@@ -82,6 +101,16 @@ def test_love_minus_hate_steers_the_review():
     """ActAdd: the love - hate direction at layer 16 makes the review warmer (and colder)."""
 
 
+@pytest.mark.steering(prompts="reviews.jsonl", **LOVE, coef=2, target=" great",
+                      foil=" terrible", min_delta=1)
+@pytest.mark.steering(prompts="reviews.jsonl", **LOVE, coef=2, target=" great",
+                      foil=" terrible", min_delta=1, control=8, stat="fraction",
+                      min_fraction=0.6)
+def test_love_minus_hate_steers_many_reviews_beyond_random_vectors():
+    """Over 8 review openings the warm shift holds on average, and on most of them it beats
+    8 random vectors of the same norm (a negative control)."""
+
+
 def test_steering_is_monotone_in_coef_and_zero_is_a_no_op(interp_model):
     v = interp_model.steering_vector("I love this", "I hate this", layer=16)
     result = interp_model.steer(REVIEW, v, layer=16, coef=[0, 0.5, 1, 2], positions=1,
@@ -112,3 +141,23 @@ def test_nnsight_backend_agrees(interp_model):
 
 def test_greedy_answer_mentions_paris(interp_model):
     assert "Paris" in interp_model.generate(FACT, max_new_tokens=4)
+
+
+@pytest.mark.next_token(FACT, " Paris")
+@pytest.mark.next_token("The Eiffel Tower is in the city of", " Paris", min_prob=0.3)
+def test_next_token_is_paris():
+    """The GPT-2 tutorial's first check, as a marker."""
+
+
+@pytest.mark.perplexity(prompts="texts.txt", stat="median", max=100)
+@pytest.mark.perplexity(prompts="texts_reversed.txt", stat="median", min=1000)
+def test_perplexity_tells_text_from_word_salad():
+    """Plain sentences are predictable; the same words in reverse order are not."""
+
+
+@pytest.mark.generation(FACT, contains="Paris", max_new_tokens=4)
+@pytest.mark.generation(prompts=[dict(prompt=row["prompt"], contains=row["target"].strip())
+                                 for row in capitals()],
+                        max_new_tokens=4, stat="fraction", min_fraction=0.5)
+def test_greedy_answers_name_the_capital():
+    """What the model writes, checked by content, not by exact text."""
