@@ -226,6 +226,6 @@ def test_probes_refuse_a_list_in_one_line(tiny):
     for call in (lambda: tiny.lens(["a"]), lambda: tiny.generation(("a",)),
                  lambda: tiny.activation_patching("a", ["b"], answer=" x", foil=" y"),
                  lambda: tiny.attention(["a"]), lambda: tiny.patchscope(["a"], 0, layer=0)):
-        with pytest.raises(InterpError, match="takes one (prompt|clean|corrupted|source) "
-                                              "string, got a (list|tuple) of 1"):
+        with pytest.raises(InterpError, match=r"takes one (prompt|clean|corrupted|source) "
+                                              r"string, got a (list|tuple) of 1"):
             call()
