@@ -136,8 +136,11 @@ class DatasetExpectation(Expectation[DatasetResult]):
         object.__setattr__(self, "rows", tuple(resolved))
 
     def run(self, model: InterpModel) -> DatasetResult:
+        def compute(m: InterpModel) -> tuple[Any, ...]:
+            return tuple(type(self.rows[0]).run_many(m, self.rows))
+
         with recording():  # the rows' own results stay out of the report
-            results = type(self.rows[0]).run_many(model, self.rows)
+            results = model.remember(_run_key(self.rows), compute)
         failures = tuple(row.judge(r) for row, r in zip(self.rows, results, strict=True))
         if self.stat == "fraction":
             values = tuple(float(f is None) for f in failures)
@@ -208,6 +211,20 @@ def _bind_partial(marker: Marker, args: tuple[Any, ...], kwargs: dict[str, Any])
     except TypeError as exc:
         raise InterpError(f"{exc}; usage: {marker.usage}") from None
     return dict(bound.arguments)
+
+
+def _run_key(rows: tuple[Expectation[Any], ...]) -> tuple[Any, ...] | None:
+    """What the rows' results depend on: every field but the bounds (which only judge), so
+    markers that hold the same dataset to other bounds share one run; None if unhashable."""
+    key = ("dataset", tuple(
+        (type(row), tuple((f.name, getattr(row, f.name))
+                          for f in dataclasses.fields(row)  # type: ignore[arg-type]
+                          if f.name not in row.bound_fields)) for row in rows))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _with_roles(model: InterpModel, row: Expectation[Any], data: Row) -> Expectation[Any]:

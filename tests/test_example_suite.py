@@ -92,3 +92,17 @@ def test_two_workers_match_serial_and_recreate_equal_snapshots(serial_run, tmp_p
             assert compare(parse(text), parse(created[name]), Tolerances()) == [], name
         else:  # plain data (a generated text): exact
             assert created[name] == text, name
+
+
+@pytest.mark.slow
+def test_no_example_test_is_vacuous_under_controls(tmp_path):
+    """--interp-controls re-checks every marker on a re-initialised SmolLM2: every example
+    test depends on what the model learned, so none is VACUOUS (and the outcomes hold)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "example_suites/smollm2", "-p", "no:cacheprovider",
+         "--interp-controls", f"--interp-report={tmp_path / 'r.html'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "VACUOUS" not in done.stdout and "vacuous" not in done.stdout
+    assert "re-initialised control (--interp-controls)" in done.stdout
