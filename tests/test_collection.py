@@ -45,7 +45,8 @@ def pytest_unconfigure(config):
 
 
 def test_collect_only_loads_no_model_and_writes_no_report(pytester):
-    for name in ("test_smollm2.py", "test_snapshots.py", "pytest.ini"):
+    for name in ("test_smollm2.py", "test_snapshots.py", "pytest.ini", "reviews.jsonl",
+                 "texts.txt", "texts_reversed.txt"):
         shutil.copy(SUITE / name, pytester.path / name)
     pytester.makepyfile(load_probe=LOAD_PROBE)
     result = pytester.runpytest_subprocess("--collect-only", "-q", "-p", "load_probe")

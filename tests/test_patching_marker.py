@@ -143,6 +143,7 @@ def test_a_bad_marker_fails_only_its_own_test(pytester):
 def test_patching_markers_are_listed(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines([
-        "@pytest.mark.logit_diff(prompt, *, answer, foil, min=None, max=None): assert logit*",
+        "@pytest.mark.logit_diff(prompt, *, answer, foil, min=None, max=None, prompts=None, "
+        "stat='mean', confidence=0.95, min_fraction=None, interval='percentile'): assert logit*",
         f"{PATCHING_USAGE}: assert where a behaviour lives*",
     ])
