@@ -61,19 +61,19 @@ def main() -> None:
 
     def fresh(kind: str, **kwargs: object) -> Callable[[], object]:
         def run() -> object:
-            model.memo.clear()
-            return model.evaluate(kind, prompts=source, **kwargs)
+            model.forget()
+            return model.dataset(kind, source, **kwargs)
         return run
 
     def naive() -> object:
-        model.memo.clear()
+        model.forget()
         return [model.logit_diff(r["clean"], r["answer"], r["foil"]) for r in rows]
 
     fns: dict[str, Callable[[], object]] = {
         "reference: one padded HF forward": reference,
         "logit_diff dataset": fresh("logit_diff", min=0),
-        "next_token dataset": lambda: model.evaluate(
-            "next_token", prompts=[(r["clean"], r["answer"]) for r in rows], min_prob=1e-6),
+        "next_token dataset": lambda: model.forget() or model.dataset(
+            "next_token", [(r["clean"], r["answer"]) for r in rows], min_prob=1e-6),
         "activation_patching dataset (one cell)": fresh(
             "activation_patching", layer=15, position="S2", min_recovery=0),
         "naive: logit_diff one prompt at a time": naive,
@@ -85,7 +85,7 @@ def main() -> None:
     for name, seconds in times.items():
         print(f"  {name:<42} {seconds:7.3f} s  {seconds / base:5.2f}x")
     for name, m in backends.items():  # per-prompt values agree across backends
-        values = m.evaluate("logit_diff", prompts=source, min=0).values
+        values = m.dataset("logit_diff", source, min=0).values
         print(f"  {name:<16} mean logit diff {sum(values) / len(values):.5f}")
 
 

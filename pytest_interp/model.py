@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .backends.base import Backend, Edit, ModelInfo, Run, Start, Tokens
+    from .dataset_expectation import DatasetResult
     from .lenses import Lens, TunedLens
     from .results import (
         AttentionResult,
@@ -171,6 +172,11 @@ class InterpModel:
         remember_origin(result, self, compute)
         return record(result)
 
+    def forget(self) -> None:
+        """Drop every memoised run and result (benchmarks time work, not the memo)."""
+        self.memo.clear()
+        self._results.clear()
+
     @property
     def provenance(self) -> dict[str, str]:
         """What this model's results come from: weights and tokenizer fingerprints, backend,
@@ -293,17 +299,21 @@ class InterpModel:
 
     # -- probes ---------------------------------------------------------------------------
 
-    def evaluate(self, kind: str, /, *args: Any, root: str | Path = ".", **kwargs: Any) -> Any:
-        """Check an expectation as its marker ``@pytest.mark.<kind>(*args, **kwargs)`` would
-        and return its result; with ``prompts=``, a DatasetResult (per-prompt values,
-        ``estimate`` with its interval, ``verdict``). Files are taken from ``root``."""
+    def dataset(self, kind: str, prompts: object, /, *args: Any, root: str | Path = ".",
+                **kwargs: Any) -> DatasetResult:
+        """``@pytest.mark.<kind>(*args, prompts=prompts, **kwargs)`` checked as the marker
+        would: the per-prompt results and values, the ``estimate`` with its interval and the
+        ``verdict``. Files are taken from ``root``."""
+        from .dataset_expectation import DatasetExpectation
         from .registry import KINDS
 
         if kind not in KINDS:
             raise InterpError(f"no expectation kind {kind!r}: use one of "
                               f"{', '.join(KINDS.names())}")
-        chosen = KINDS[kind]
-        return chosen.check(self, chosen.parse(args, kwargs, Path(root)))[0]
+        expectation = DatasetExpectation.parse(KINDS[kind].marker, args,
+                                               {**kwargs, "prompts": prompts}, Path(root))
+        result: DatasetResult = KINDS[kind].check(self, expectation)[0]
+        return result
 
     def lens(
         self, prompt: str, *, lens: Lens | str = "logit",
@@ -473,8 +483,8 @@ def _one_prompt(kind: str, value: object, name: str = "prompt") -> None:
         got = f"a {type(value).__name__} of {len(value)}" if isinstance(value, Sized) else \
             repr(value)
         raise InterpError(f"{kind} takes one {name} string, got {got}: for a dataset use "
-                          f"@pytest.mark.{kind}(prompts=...) or interp_model.evaluate("
-                          f"{kind!r}, prompts=..., ...)")
+                          f"@pytest.mark.{kind}(prompts=...) or interp_model.dataset("
+                          f"{kind!r}, prompts, ...)")
 
 
 def _frozen(x: object) -> object:

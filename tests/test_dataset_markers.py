@@ -80,7 +80,7 @@ def test_collect_only_reads_datasets_without_a_model(pytester):
 def llama_mean(load_backend):
     """The mean logit diff of tiny-random-llama over ioi:16, and its interval."""
     model = InterpModel(load_backend("tiny-random-llama"))
-    return model.evaluate("logit_diff", prompts="ioi:16", min=-1e9).estimate
+    return model.dataset("logit_diff", "ioi:16", min=-1e9).estimate
 
 
 def _three(pytester, est, extra=""):

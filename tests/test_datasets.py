@@ -161,7 +161,7 @@ ROWS = ioi(12, seed=5)
 
 
 def test_logit_diff_rows_equal_single_runs(tiny):
-    result = tiny.evaluate("logit_diff", prompts=ROWS, min=-1e9)
+    result = tiny.dataset("logit_diff", ROWS, min=-1e9)
     singles = [tiny.logit_diff(r["prompt"], r["answer"], r["foil"]) for r in ROWS]
     np.testing.assert_allclose(result.values, singles, atol=1e-4)
     assert result.verdict is Verdict.PASS and result.estimate.n == 12
@@ -173,7 +173,7 @@ def test_logit_diff_rows_equal_single_runs(tiny):
     ("head_out", {"layer": 1, "head": 2}), ("head_out", {"layer": 2, "head": 0, "position": "S2"}),
 ])
 def test_patching_cells_equal_the_restricted_sweep(tiny, site, where):
-    result = tiny.evaluate("activation_patching", prompts=ROWS, site=site, **where,
+    result = tiny.dataset("activation_patching", ROWS, site=site, **where,
                            min_recovery=-1e9)
     for row, data, value in zip(result.results, ROWS, result.values, strict=True):
         pos = where.get("position")
@@ -198,10 +198,10 @@ def test_next_token_perplexity_and_generation_rows_equal_single_runs(tiny):
     import torch
 
     prompts = [r["prompt"] for r in capitals(9)] + ["A", "The cat sat on the mat"]
-    nxt = tiny.evaluate("next_token", prompts=[(p, " the") for p in prompts], top_k=1,
+    nxt = tiny.dataset("next_token", [(p, " the") for p in prompts], top_k=1,
                         stat="fraction", min_fraction=0)
-    ppl = tiny.evaluate("perplexity", prompts=prompts[:-2] + prompts[-1:], max=1e9)
-    gen = tiny.evaluate("generation", prompts=prompts, not_contains="\x00", max_new_tokens=3,
+    ppl = tiny.dataset("perplexity", prompts[:-2] + prompts[-1:], max=1e9)
+    gen = tiny.dataset("generation", prompts, not_contains="\x00", max_new_tokens=3,
                         stat="fraction", min_fraction=0)
     for p, n, g in zip(prompts, nxt.results, gen.results, strict=True):
         probs = torch.softmax(tiny.run(p).logits[0, -1].float(), -1)
@@ -221,8 +221,8 @@ def test_probes_refuse_a_list_in_one_line(tiny):
         tiny.logit_diff(["a", "b"], " x", " y")  # type: ignore[arg-type]
     assert str(info.value) == (
         "logit_diff takes one prompt string, got a list of 2: for a dataset use "
-        "@pytest.mark.logit_diff(prompts=...) or interp_model.evaluate('logit_diff', "
-        "prompts=..., ...)")
+        "@pytest.mark.logit_diff(prompts=...) or interp_model.dataset('logit_diff', "
+        "prompts, ...)")
     for call in (lambda: tiny.lens(["a"]), lambda: tiny.generation(("a",)),
                  lambda: tiny.activation_patching("a", ["b"], answer=" x", foil=" y"),
                  lambda: tiny.attention(["a"]), lambda: tiny.patchscope(["a"], 0, layer=0)):
