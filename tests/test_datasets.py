@@ -229,3 +229,60 @@ def test_probes_refuse_a_list_in_one_line(tiny):
         with pytest.raises(InterpError, match=r"takes one (prompt|clean|corrupted|source) "
                                               r"string, got a (list|tuple) of 1"):
             call()
+
+
+def test_every_kind_takes_a_dataset(tiny):
+    """Kinds with a per-prompt number give mean/median; every kind gives a fraction, each
+    row judged by the kind's own single-prompt check."""
+    prompts = [r["prompt"] for r in capitals(4)]
+    lens = tiny.dataset("lens", [(p, " the") for p in prompts], layer=-1, min_prob=1e-9)
+    for p, value in zip(prompts, lens.values, strict=True):
+        assert value == pytest.approx(tiny.logit_lens(p).prob(" the", layer=-1), abs=1e-6)
+    heads = tiny.dataset("attention", prompts, kind="previous_token", head=(1, 0),
+                         max_score=1.0)
+    for p, value in zip(prompts, heads.values, strict=True):
+        assert value == pytest.approx(tiny.attention(p).score("previous_token", 1, 0))
+    steer = tiny.dataset("steering", prompts, layer=1, coef=2.0, target=" the",
+                         positive="I love this", negative="I hate this", min_delta=-1e9)
+    vector = tiny.steering_vector("I love this", "I hate this", layer=1)
+    for p, value in zip(prompts, steer.values, strict=True):
+        single = tiny.steer(p, vector, layer=1, coef=2.0, target=" the")
+        assert value == pytest.approx(float(single.delta[0]), abs=1e-5)
+    scope = tiny.dataset("patchscope", [(p, -1, "zzz") for p in prompts], layer=0,
+                         stat="fraction", min_fraction=0.0)
+    assert scope.values == (0.0,) * 4 and scope.verdict is Verdict.PASS
+    with pytest.raises(InterpError, match=r"^stat='mean' needs a per-prompt number"):
+        tiny.dataset("patchscope", [(p, -1, "zzz") for p in prompts], layer=0)
+
+
+def test_steering_controls_must_be_beaten(tiny):
+    """control=N: the vector's delta against N random vectors of its norm, seeded."""
+    from pytest_interp.kinds.steering import SteeringExpectation
+    from pytest_interp.probes.steering import random_like
+
+    claim = SteeringExpectation("The cat sat on the", layer=1, coef=2.0, target=" the",
+                                positive="I love this", negative="I hate this",
+                                min_delta=-1e9, control=5)
+    result = claim.run(tiny)
+    vector = claim.steering_vector(tiny)
+    assert len(result.controls) == 5
+    for seed, value in enumerate(result.controls):
+        random = random_like(vector, seed)
+        assert float(random.norm()) == pytest.approx(float(vector.norm()), rel=1e-5)
+        single = tiny.steer("The cat sat on the", random, layer=1, coef=2.0, target=" the")
+        assert value == pytest.approx(float(single.delta[0]), abs=1e-6)
+    edge = float(np.percentile(result.controls, 95))
+    failure = claim.judge(result)
+    delta = float(result.delta[0])
+    if delta > edge:
+        assert failure is None
+    else:
+        assert failure is not None and failure.startswith(
+            f"steering: coef 2 moves the metric by {delta:+.3f}, but 5 random vectors of the "
+            f"same norm move it up to {edge:+.3f} (95th percentile): {abs(delta - edge):.3f} "
+            "short of beating the controls")
+    with pytest.raises(InterpError, match=r"^control=N compares one coef's delta with random "
+                                          r"vectors: pass one coef and one of min_delta= or "
+                                          r"max_delta=$"):
+        SteeringExpectation("a", layer=1, coef=[1, 2], target=" the", positive="a",
+                            negative="b", min_delta=0, control=3)
