@@ -4,7 +4,7 @@ interval, and a three-valued verdict.
 A marker given ``prompts=`` becomes a ``DatasetExpectation``: the marker's other arguments
 are shared by every row, each row adds its own (``prompt``, ``answer``...), and each row is
 the kind's own single-prompt expectation, built and checked as one. ``stat="mean"`` or
-``"median"`` holds the statistic of the kind's per-prompt ``metric`` to the marker's bounds
+``"median"`` holds the statistic of the kind's per-prompt ``value`` to the marker's bounds
 (``min``/``max``, ``min_recovery``...); ``stat="fraction"`` holds the share of rows that pass
 the kind's own check to ``min_fraction``. Kinds without a per-prompt number take
 ``stat="fraction"`` only. Rows run through the kind's ``run_many`` (batched where the kind
@@ -46,7 +46,7 @@ class DatasetResult:
 
     kind: str
     source: str
-    metric: str
+    value_name: str
     rows: tuple[Row, ...]
     results: tuple[Any, ...]
     values: tuple[float, ...]
@@ -117,7 +117,7 @@ class DatasetExpectation(Expectation[DatasetResult]):
                 rows.append(target(**{**shared, **given}).with_root(root))
             except (InterpError, TypeError) as exc:
                 raise InterpError(f"prompts row {i} ({_label(row)}): {_one_line(exc)}") from None
-        if stat != "fraction" and rows[0].metric_name() is None:
+        if stat != "fraction" and rows[0].value_name() is None:
             raise InterpError(f"stat={stat!r} needs a per-prompt number, which this marker "
                               "does not give: use stat='fraction' with min_fraction=")
         return cls(kind=marker.name, source=_describe(source, len(rows)), rows=tuple(rows),
@@ -144,27 +144,27 @@ class DatasetExpectation(Expectation[DatasetResult]):
         failures = tuple(row.judge(r) for row, r in zip(self.rows, results, strict=True))
         if self.stat == "fraction":
             values = tuple(float(f is None) for f in failures)
-            low, high, names = self.min_fraction, None, ("min_fraction", "")
-            metric = "passes"
+            low, high, bounds = self.min_fraction, None, ("min_fraction", "")
+            name = "passes"
         else:
-            values = tuple(row.metric(r) for row, r in zip(self.rows, results, strict=True))
+            values = tuple(row.value(r) for row, r in zip(self.rows, results, strict=True))
             low, high = self.rows[0].bounds()
-            names = self.rows[0].bound_fields
-            metric = self.rows[0].metric_name() or "value"
+            bounds = self.rows[0].bound_fields
+            name = self.rows[0].value_name() or "value"
         seed = zlib.crc32(f"{self.kind} {self.source}".encode())
         est = estimate(values, self.stat, confidence=self.confidence, interval=self.interval,
                        seed=seed)
         return DatasetResult(
-            kind=self.kind, source=self.source, metric=metric, rows=self.data,
+            kind=self.kind, source=self.source, value_name=name, rows=self.data,
             results=tuple(results), values=values, failures=failures, estimate=est, low=low,
-            high=high, bound_names=names, verdict=verdict(est, low, high))
+            high=high, bound_names=bounds, verdict=verdict(est, low, high))
 
     def judge(self, result: DatasetResult) -> str | None:
         if result.verdict is Verdict.PASS:
             return None
         est = result.estimate
         what = "fraction of prompts passing" if self.stat == "fraction" else \
-            f"{self.stat} {result.metric}"
+            f"{self.stat} {result.value_name}"
         head = (f"{self.kind} over {result.source}: {what} is {est.value:.3f}, "
                 f"{est.confidence:.0%} CI [{est.low:.3f}, {est.high:.3f}] ({est.method}, "
                 f"n={est.n}), expected {result.bound_text}")
@@ -189,7 +189,7 @@ def table(result: DatasetResult, shown: int | None = SHOWN) -> str:
     picked = order if shown is None else order[:shown]
     title = "all" if len(picked) == n else f"{len(picked)} of {n}; -vv shows all"
     lines = [f"  per prompt, worst first ({title}):",
-             f"    {'row':>4}  {result.metric:>10}  prompt"]
+             f"    {'row':>4}  {result.value_name:>10}  prompt"]
     for i in picked:
         value = result.values[i]
         note = ""

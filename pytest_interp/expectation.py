@@ -42,7 +42,7 @@ class Expectation(Generic[R]):
     """What a dataset row of a plain string (the first) or a tuple (in order) fills."""
 
     bound_fields: ClassVar[tuple[str, str]] = ("min", "max")
-    """The fields bounding ``metric`` (a dataset's mean or median is held to them)."""
+    """The fields bounding ``value`` (a dataset's mean or median is held to them)."""
 
     def with_root(self: E, root: Path) -> E:
         """A copy with relative ``paths`` taken from ``root``; then ``check_files``."""
@@ -71,17 +71,17 @@ class Expectation(Generic[R]):
         """The failure text, or None when ``result`` meets the expectation."""
         raise NotImplementedError
 
-    def metric_name(self) -> str | None:
-        """The name of the per-prompt number ``metric`` reads, or None: this expectation only
+    def value_name(self) -> str | None:
+        """The name of the per-prompt number ``value`` reads, or None: this expectation only
         passes or fails (a dataset of it is judged by the fraction that pass)."""
         return None
 
-    def metric(self, result: R) -> float:
+    def value(self, result: R) -> float:
         """The per-prompt number a dataset's mean or median is made of."""
         raise NotImplementedError
 
     def bounds(self) -> tuple[float | None, float | None]:
-        """The values of ``bound_fields``: the metric's lower and upper bounds."""
+        """The values of ``bound_fields``: the value's lower and upper bounds."""
         low, high = (getattr(self, name) if name else None for name in self.bound_fields)
         return low, high
 

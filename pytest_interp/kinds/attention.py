@@ -63,10 +63,10 @@ class AttentionExpectation(Expectation[AttentionResult]):
 
     bound_fields = ("min_score", "max_score")
 
-    def metric_name(self) -> str | None:
+    def value_name(self) -> str | None:
         return f"{self.kind} score" if self.head is not None else None
 
-    def metric(self, result: AttentionResult) -> float:
+    def value(self, result: AttentionResult) -> float:
         assert self.head is not None
         return float(result.score(self.kind, *result.head_index(*self.head)))
 

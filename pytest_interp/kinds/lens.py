@@ -99,11 +99,11 @@ class LensExpectation(Expectation[LensResult]):
     def run(self, model: InterpModel) -> LensResult:
         return model.lens(self.prompt, lens=self.lens, positions=self.position)
 
-    def metric_name(self) -> str | None:
+    def value_name(self) -> str | None:
         single = self.layer is not None and self.min_prob is not None and self.top_k is None
         return "probability" if single else None
 
-    def metric(self, result: LensResult) -> float:
+    def value(self, result: LensResult) -> float:
         assert self.layer is not None
         return result.prob(self.target, result.layer_index(self.layer), self.position)
 

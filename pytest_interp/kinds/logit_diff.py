@@ -52,10 +52,10 @@ class LogitDiffExpectation(Expectation[LogitDiffResult]):
 
         return logit_diffs(model, [(e.prompt, e.answer, e.foil) for e in expectations])
 
-    def metric_name(self) -> str:
+    def value_name(self) -> str:
         return "logit diff"
 
-    def metric(self, result: LogitDiffResult) -> float:
+    def value(self, result: LogitDiffResult) -> float:
         return result.value
 
     def judge(self, result: LogitDiffResult) -> str | None:

@@ -73,10 +73,10 @@ class NextTokenExpectation(Expectation[NextTokenResult]):
                           for p, t in zip(top.values, top.indices, strict=True))))
         return out
 
-    def metric_name(self) -> str | None:
+    def value_name(self) -> str | None:
         return "probability" if self.min_prob is not None else None
 
-    def metric(self, result: NextTokenResult) -> float:
+    def value(self, result: NextTokenResult) -> float:
         return result.prob
 
     def judge(self, result: NextTokenResult) -> str | None:

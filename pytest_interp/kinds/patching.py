@@ -119,10 +119,10 @@ class PatchingExpectation(Expectation[PatchingResult]):
             return False
         return self.head is not None if self.site == "head_out" else self.position is not None
 
-    def metric_name(self) -> str | None:
+    def value_name(self) -> str | None:
         return "recovery" if self.one_cell else None
 
-    def metric(self, result: PatchingResult) -> float:
+    def value(self, result: PatchingResult) -> float:
         assert self.layer is not None
         index: tuple[int, ...] = (result.layer_index(self.layer),)
         if self.head is not None:

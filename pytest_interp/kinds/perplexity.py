@@ -86,10 +86,10 @@ class PerplexityExpectation(Expectation[PerplexityResult]):
         return [PerplexityResult(model.info.name, e.text, t.strs[0], loss)
                 for e, t, loss in zip(expectations, tokens, losses, strict=True)]
 
-    def metric_name(self) -> str:
+    def value_name(self) -> str:
         return "perplexity"
 
-    def metric(self, result: PerplexityResult) -> float:
+    def value(self, result: PerplexityResult) -> float:
         return result.perplexity
 
     def judge(self, result: PerplexityResult) -> str | None:

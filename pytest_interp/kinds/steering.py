@@ -170,12 +170,12 @@ class SteeringExpectation(Expectation[SteeringResult]):
                 f"vectors of the same norm move it {way} to {edge:+.3f} ({pct} percentile): "
                 f"{abs(delta - edge):.3f} short of beating the controls"]
 
-    def metric_name(self) -> str | None:
+    def value_name(self) -> str | None:
         single = len(self.coefs) == 1 and self.generation_contains is None \
             and (self.min_delta is not None or self.max_delta is not None)
         return "delta" if single else None
 
-    def metric(self, result: SteeringResult) -> float:
+    def value(self, result: SteeringResult) -> float:
         return float(result.delta[result.index(self.coefs[0])])
 
     def judge(self, result: SteeringResult) -> str | None:
