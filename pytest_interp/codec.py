@@ -80,6 +80,8 @@ class SnapshotCodec(Generic[R]):
     """Row key -> check; every row has these keys."""
     optional_row: ClassVar[Schema] = MappingProxyType({})
     """Row key -> check, for keys some rows have."""
+    optional_meta: ClassVar[Schema] = MappingProxyType({})
+    """Metadata key -> check, for keys some snapshots have."""
     identity: ClassVar[tuple[str, ...]] = ()
     """Metadata keys that must be equal for two results to be the same measurement."""
     units: ClassVar[Mapping[str, str]] = MappingProxyType({})

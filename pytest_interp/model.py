@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .backends.base import Backend, Edit, ModelInfo, Run, Start, Tokens
     from .dataset_expectation import DatasetResult
     from .lenses import Lens, TunedLens
+    from .metrics import Metric
     from .results import (
         AttentionResult,
         GenerationResult,
@@ -353,24 +354,31 @@ class InterpModel:
         return logit_diff(self, prompt, answer, foil).value
 
     def activation_patching(
-        self, clean: str, corrupted: str, *, answer: str, foil: str,
+        self, clean: str, corrupted: str, *, answer: str | None = None, foil: str | None = None,
         site: Component = "resid_pre", per_position: bool = True,
         layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
+        metric: Metric = "logit_diff",
     ) -> PatchingResult:
         """Patch each clean activation into the corrupted run: every (layer, position), or
         for head_out every (layer, head, position) (``per_position=False``: (layer, head),
         the head patched at every position at once); ``layers``/``positions`` restrict the
-        sweep (other cells NaN). Batched, and memoised per argument set."""
+        sweep (other cells NaN). ``metric`` is read at the last position: ``"logit_diff"``
+        (answer - foil), ``"logprob"``, ``"prob"``, ``"rank"`` (of answer), ``"kl"`` (from the
+        clean run), or a callable [rows, vocab] -> [rows]. Batched, and memoised per
+        argument set."""
+        from . import metrics
+
+        metrics.check(metric, foil)
         _one_prompt("activation_patching", clean, "clean")
         _one_prompt("activation_patching", corrupted, "corrupted")
         from .probes.patching import activation_patching
 
         key = ("patching", clean, corrupted, answer, foil, site,
                per_position or site != "head_out", None if layers is None else tuple(layers),
-               None if positions is None else tuple(positions))
+               None if positions is None else tuple(positions), metric)
         return self.remember(key, lambda m: activation_patching(
             m, clean, corrupted, answer=answer, foil=foil, site=site,
-            per_position=per_position, layers=layers, positions=positions,
+            per_position=per_position, layers=layers, positions=positions, metric=metric,
         ))
 
     def patchscope(

@@ -237,17 +237,19 @@ def _short(token: str, width: int) -> str:
 class PatchingResult:
     """Activation patching: the metric when one clean activation is written into the corrupted run.
 
-    ``patched`` holds the metric (logit diff answer - foil at the last position) per patch:
-    [layers, positions] for residual/attn_out/mlp_out sites, [layers, heads] for head_out patched
-    at every position, [layers, heads, positions] for head_out patched position by position.
+    ``patched`` holds the metric (``metric``: by default the logit diff answer - foil at the
+    last position) per patch: [layers, positions] for residual/attn_out/mlp_out sites,
+    [layers, heads] for head_out patched at every position, [layers, heads, positions] for
+    head_out patched position by position. ``clean_logit_diff``/``corrupted_logit_diff`` hold
+    the metric of the clean and corrupted runs (named for the default).
     """
 
     model: str
     site: str
     clean: str
     corrupted: str
-    answer: str
-    foil: str
+    answer: str | None
+    foil: str | None
     clean_tokens: tuple[str, ...]
     corrupted_tokens: tuple[str, ...]
     clean_logit_diff: float
@@ -255,6 +257,7 @@ class PatchingResult:
     patched: np.ndarray
     heads: bool = False  # True for head_out sweeps (a heads axis after layers)
     per_position: bool = True  # False for head_out patched at every position at once
+    metric: str = "logit diff"  # what patched, clean_logit_diff... measure (metrics.label)
 
     @property
     def n_layers(self) -> int:
@@ -266,10 +269,21 @@ class PatchingResult:
         gap = self.clean_logit_diff - self.corrupted_logit_diff
         if gap == 0:
             raise InterpError(
-                f"clean and corrupted logit diffs are equal ({self.clean_logit_diff:.4f}): "
+                f"clean and corrupted {self.metric}s are equal ({self.clean_logit_diff:.4f}): "
                 "recovery is undefined; pick prompts on which the model behaves differently"
             )
         return (self.patched - self.corrupted_logit_diff) / gap
+
+    @property
+    def measured(self) -> str:
+        """What the metric reads, e.g. ``logit diff ' Mary' - ' John'``."""
+        if self.metric == "logit diff":
+            return f"logit diff {self.answer!r} - {self.foil!r}"
+        if self.metric in ("logprob", "prob", "rank"):
+            return f"{self.metric} of {self.answer!r}"
+        if self.metric == "kl":
+            return "KL(clean || run) in nats"
+        return f"metric {self.metric}"
 
     def position_index(self, position: int | str) -> int:
         """An int position, or a token string's last occurrence in the clean prompt."""
@@ -295,8 +309,8 @@ class PatchingResult:
         values, labels, axis = self.grid_2d(head)
         lines = [
             f"{self.site} patching recovery (clean {self.clean_logit_diff:+.3f}, corrupted "
-            f"{self.corrupted_logit_diff:+.3f}: logit diff {self.answer!r} - {self.foil!r} at the "
-            f"last position); rows layer, columns {axis}",
+            f"{self.corrupted_logit_diff:+.3f}: {self.measured} at the last position); rows "
+            f"layer, columns {axis}",
             "        " + "".join(f"{label:>7}" for label in labels),
         ]
         for layer in range(values.shape[0]):

@@ -127,7 +127,8 @@ def _check(meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
                                      f"{', '.join(DTYPE_TOLERANCE_SCALE)}")
     if not is_str(meta.get("model")):
         raise SnapshotFormatError(2, "'model' is missing or not a string")
-    check_object(2, meta, codec.meta_schema, {"floor": is_floor, "provenance": _is_provenance})
+    check_object(2, meta, codec.meta_schema, {"floor": is_floor, "provenance": _is_provenance,
+                                              **codec.optional_meta})
     codec.check_rows(meta, rows)
     for number, row in enumerate(rows, 3):
         check_object(number, row, {}, {"floor": is_floor})

@@ -9,9 +9,9 @@ from .pytester_helpers import DATASET_USAGE, assert_collection_error, assert_fai
 pytest_plugins = ["pytester"]
 
 PATCHING_USAGE = (
-    "@pytest.mark.activation_patching(clean, corrupted, *, answer, foil, site='resid_pre', "
+    "@pytest.mark.activation_patching(clean, corrupted, *, answer, foil=None, site='resid_pre', "
     "layer=None, position=None, head=None, min_recovery=None, max_recovery=None, "
-    "peak_layer=None" + DATASET_USAGE
+    "peak_layer=None, metric='logit_diff'" + DATASET_USAGE
 )
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import checks
+from .. import checks, metrics
 from ..codec import (
     Change,
     SnapshotCodec,
@@ -19,6 +19,7 @@ from ..codec import (
     is_int,
     is_number,
     is_numbers,
+    is_opt_str,
     is_str,
     is_strs,
     number_change,
@@ -27,6 +28,7 @@ from ..codec import (
 )
 from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
+from ..metrics import Metric
 from ..report.draw import diverging, esc, heatmap_svg
 from ..results import PatchingResult
 from ..sites import PATCH_SITES
@@ -44,7 +46,7 @@ class PatchingExpectation(Expectation[PatchingResult]):
     corrupted: str
     _: KW_ONLY
     answer: str
-    foil: str
+    foil: str | None = None
     site: str = "resid_pre"
     layer: int | None = None
     position: int | str | None = None
@@ -52,13 +54,17 @@ class PatchingExpectation(Expectation[PatchingResult]):
     min_recovery: float | None = None
     max_recovery: float | None = None
     peak_layer: tuple[int, int] | None = None
+    metric: Metric = "logit_diff"
 
     row_fields = ("clean", "corrupted", "answer", "foil")
     bound_fields = ("min_recovery", "max_recovery")
 
     def __post_init__(self) -> None:
-        for name in ("clean", "corrupted", "answer", "foil"):
+        for name in ("clean", "corrupted", "answer"):
             checks.text(name, getattr(self, name))
+        if self.foil is not None:
+            checks.text("foil", self.foil)
+        metrics.check(self.metric, self.foil)
         checks.choice("site", self.site, PATCH_SITES,
                       style="site {value!r} cannot be patched: use one of {choices}")
         checks.integer("layer", self.layer)
@@ -94,7 +100,8 @@ class PatchingExpectation(Expectation[PatchingResult]):
 
         clean, _ = paired_tokens(model, self.clean, self.corrupted)
         model.vocab.id(self.answer)
-        model.vocab.id(self.foil)
+        if self.foil is not None:
+            model.vocab.id(self.foil)
         if self.layer is not None:
             model.info.check_layer(self.layer)
         if self.head is not None:
@@ -109,7 +116,7 @@ class PatchingExpectation(Expectation[PatchingResult]):
         return model.activation_patching(
             self.clean, self.corrupted, answer=self.answer, foil=self.foil,
             site=self.site,  # type: ignore[arg-type]
-            per_position=self.per_position,
+            per_position=self.per_position, metric=self.metric,
         )
 
     @property
@@ -141,7 +148,7 @@ class PatchingExpectation(Expectation[PatchingResult]):
 
         return patch_cells(model, [
             Cell(e.clean, e.corrupted, e.answer, e.foil, e.site,  # type: ignore[arg-type]
-                 e.layer, e.position, e.head)  # type: ignore[arg-type]
+                 e.layer, e.position, e.head, e.metric)  # type: ignore[arg-type]
             for e in expectations])
 
     def _where(self, result: PatchingResult, layer: int, col: int) -> str:
@@ -179,7 +186,8 @@ class PatchingExpectation(Expectation[PatchingResult]):
                 name = "min_recovery" if pick is min else "max_recovery"
                 problems.append(
                     f"{self.site} at {self._where(result, layer, col)} recovers "
-                    f"{values[layer, col]:.2f} of the clean logit diff, expected {name}={bound}"
+                    f"{values[layer, col]:.2f} of the clean {result.metric}, expected "
+                    f"{name}={bound}"
                 )
         if self.peak_layer is not None:
             col = cols[0]
@@ -206,11 +214,12 @@ class PatchingCodec(SnapshotCodec[PatchingResult]):
     """One row per layer (and head, for head_out by position): recovery per column."""
 
     kind = "patching"
-    meta_schema = schema(site=is_str, clean=is_str, corrupted=is_str, answer=is_str,
-                   foil=is_str, tokens=is_strs, clean_logit_diff=is_number,
+    meta_schema = schema(site=is_str, clean=is_str, corrupted=is_str, answer=is_opt_str,
+                   foil=is_opt_str, tokens=is_strs, clean_logit_diff=is_number,
                    corrupted_logit_diff=is_number)
+    optional_meta = schema(metric=is_str)  # stored when not the default logit diff
     row_schema = schema(layer=is_int)
-    identity = ("site", "clean", "corrupted", "answer", "foil", "tokens")
+    identity = ("site", "clean", "corrupted", "answer", "foil", "tokens", "metric")
     units = MappingProxyType(dict.fromkeys(_COLUMNS, "recovery"))
     meta_units = MappingProxyType({"clean_logit_diff": "logit", "corrupted_logit_diff": "logit"})
 
@@ -220,6 +229,8 @@ class PatchingCodec(SnapshotCodec[PatchingResult]):
                 "tokens": list(result.clean_tokens),
                 "clean_logit_diff": rounded(result.clean_logit_diff),
                 "corrupted_logit_diff": rounded(result.corrupted_logit_diff)}
+        if result.metric != "logit diff":
+            meta["metric"] = result.metric
         rec = result.recovery
         columns = "heads" if result.heads and not result.per_position else "positions"
         rows: list[dict[str, Any]] = []

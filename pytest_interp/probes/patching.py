@@ -17,8 +17,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from .. import metrics
 from ..backends.base import Edit, Start, Tokens
 from ..errors import InterpError
+from ..metrics import Metric
 from ..progress import progress
 from ..results import LogitDiffResult, PatchingResult, token_position
 from ..sites import PATCH_SITES, Component, Site, all_sites
@@ -94,28 +96,29 @@ def _cell(tokens: tuple[str, ...], i: int) -> str:
 
 @torch.inference_mode()
 def activation_patching(
-    model: Runner, clean: str, corrupted: str, *, answer: str, foil: str,
+    model: Runner, clean: str, corrupted: str, *, answer: str | None, foil: str | None,
     site: Component = "resid_pre", per_position: bool = True,
     layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
-    batch_size: int = 64,
+    batch_size: int = 64, metric: Metric = "logit_diff",
 ) -> PatchingResult:
     """Patch every (layer, position), or (layer, head[, position]) for head_out; batched.
 
     ``layers`` / ``positions`` (ints, negative from the end, or token strings of the clean
-    prompt) restrict the sweep; cells left out are NaN.
+    prompt) restrict the sweep; cells left out are NaN. ``metric`` (see
+    ``pytest_interp.metrics``) is read at the last position.
     """
     if site not in PATCH_SITES:
         raise InterpError(f"site {site!r} cannot be patched: use one of {', '.join(PATCH_SITES)}")
     info = model.info
     clean_tokens, corrupted_tokens = paired_tokens(model, clean, corrupted)
-    a, f = model.vocab.id(answer), model.vocab.id(foil)
     n_layers, n_pos = info.n_layers, clean_tokens.length
     clean_run = model.run(clean_tokens, read=all_sites(n_layers, (site,)))
     corrupted_run = model.run(corrupted_tokens,
                               read=all_sites(n_layers, tuple({"resid_pre", site})))
+    measure = metrics.build(metric, model.vocab, answer, foil, clean_run.logits[0, -1])
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:
-        return logits[:, -1, a] - logits[:, -1, f]
+    def metric_of(logits: torch.Tensor) -> torch.Tensor:
+        return measure(logits[:, -1])
 
     heads = site == "head_out"
     columns: list[tuple[int | None, int | None]]  # (head, position) per patched column
@@ -125,7 +128,7 @@ def activation_patching(
         columns = [(h, None) for h in range(info.n_heads)]
     else:
         columns = [(None, p) for p in range(n_pos)]
-    corrupted_metric = float(metric(corrupted_run.logits)[0])
+    corrupted_metric = float(metric_of(corrupted_run.logits)[0])
     swept_layers = range(n_layers) if layers is None else sorted(
         {info.check_layer(layer) for layer in layers})
     keep = None if positions is None else {
@@ -153,14 +156,16 @@ def activation_patching(
                 corrupted_tokens.repeat(len(chunk)), edits=edits, logits_to_keep=1,
                 start=Start(layer, base.expand(len(chunk), -1, -1)),
             )
-            values[layer, [col for col, _ in chunk]] = metric(run.logits).float().cpu().numpy()
+            values[layer, [col for col, _ in chunk]] = \
+                metric_of(run.logits).float().cpu().numpy()
     patched = values.reshape(n_layers, info.n_heads, n_pos) if heads and per_position else values
     return PatchingResult(
         model=info.name, site=site, clean=clean, corrupted=corrupted, answer=answer, foil=foil,
         clean_tokens=clean_tokens.strs[0], corrupted_tokens=corrupted_tokens.strs[0],
-        clean_logit_diff=float(metric(clean_run.logits)[0]),
+        clean_logit_diff=float(metric_of(clean_run.logits)[0]),
         corrupted_logit_diff=corrupted_metric,
         patched=patched, heads=heads, per_position=per_position or not heads,
+        metric=metrics.label(metric),
     )
 
 
@@ -170,12 +175,13 @@ class Cell:
 
     clean: str
     corrupted: str
-    answer: str
-    foil: str
+    answer: str | None
+    foil: str | None
     site: Component
     layer: int
     position: int | str | None  # None: every position (head_out by head)
     head: int | None
+    metric: Metric = "logit_diff"
 
 
 @torch.inference_mode()
@@ -214,9 +220,10 @@ def patch_cells(model: Runner, cells: Sequence[Cell]) -> list[PatchingResult]:
                 start=Start(site.layer, corrupted_run.acts[Site(site.layer, "resid_pre")]))
             for row, i in enumerate(chunk):
                 cell = cells[i]
-                a, f = model.vocab.id(cell.answer), model.vocab.id(cell.foil)
+                measure = metrics.build(cell.metric, model.vocab, cell.answer, cell.foil,
+                                        clean_run.logits[row, -1])
                 clean_ld, corrupted_ld, patched_ld = (
-                    float(x.logits[row, -1, a].float() - x.logits[row, -1, f].float())
+                    float(measure(x.logits[row:row + 1, -1])[0])
                     for x in (clean_run, corrupted_run, patched))
                 out[i] = _one_cell(model, cell, pairs[i], site.layer, where[row], clean_ld,
                                    corrupted_ld, patched_ld)
@@ -238,4 +245,4 @@ def _one_cell(model: Runner, cell: Cell, pair: tuple[Tokens, Tokens], layer: int
         model=info.name, site=cell.site, clean=cell.clean, corrupted=cell.corrupted,
         answer=cell.answer, foil=cell.foil, clean_tokens=pair[0].strs[0],
         corrupted_tokens=pair[1].strs[0], clean_logit_diff=clean, corrupted_logit_diff=corrupted,
-        patched=grid, heads=heads, per_position=per_position)
+        patched=grid, heads=heads, per_position=per_position, metric=metrics.label(cell.metric))

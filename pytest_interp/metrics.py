@@ -1,0 +1,92 @@
+"""Metrics over a run's last-position logits: what patching measures and recovers.
+
+A metric maps last-position logits ``[rows, vocab]`` to one number per row ``[rows]``. By
+name (``METRICS``), built for an answer (and foil) token:
+
+- ``"logit_diff"``: logit(answer) - logit(foil) (the default; needs a foil);
+- ``"logprob"`` / ``"prob"``: log P(answer) / P(answer);
+- ``"rank"``: answer's rank (0 = top-1), as a float;
+- ``"kl"``: KL(reference || run) in nats, the reference being the clean run's next-token
+  distribution (so the clean run scores 0 and recovery reads 1 - KL(patched)/KL(corrupted)).
+
+Or any callable with that signature (batched: rows are patches). No torch at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import InterpError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .results import Vocab
+
+METRICS = ("logit_diff", "logprob", "prob", "rank", "kl")
+DEFAULT = "logit_diff"
+
+Metric = str | Callable[["Tensor"], "Tensor"]
+MetricFn = Callable[["Tensor"], "Tensor"]
+
+
+def check(metric: object, foil: object) -> None:
+    """Static checks: a known name or a callable; logit_diff needs a foil."""
+    if callable(metric):
+        return
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise InterpError(f"metric must be one of {', '.join(METRICS)} or a callable "
+                          f"[rows, vocab] -> [rows], got {metric!r}")
+    if metric == "logit_diff" and foil is None:
+        raise InterpError("metric='logit_diff' needs foil=: pass a foil token, or another "
+                          "metric (logprob, prob, rank, kl)")
+
+
+def label(metric: Metric) -> str:
+    """How results and failures name the metric: its name, or the callable's."""
+    if isinstance(metric, str):
+        return metric.replace("_", " ")
+    return getattr(metric, "__name__", type(metric).__name__)
+
+
+def build(metric: Metric, vocab: Vocab, answer: str | None, foil: str | None,
+          reference: Tensor | None = None) -> MetricFn:
+    """The metric as a function of last-position logits [rows, vocab] -> [rows] (float)."""
+    import torch
+
+    check(metric, foil)
+    if not isinstance(metric, str):
+        user = metric
+
+        def custom(logits: Tensor) -> Tensor:
+            out: Any = user(logits.float())
+            if not isinstance(out, torch.Tensor) or out.shape != logits.shape[:1]:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise InterpError(f"metric {label(metric)} must return one number per row, a "
+                                  f"tensor of shape ({logits.shape[0]},), got {got}")
+            return out.float()
+
+        return custom
+    if metric == "kl":
+        if reference is None:
+            raise InterpError("metric='kl' needs the clean run's logits as its reference")
+        ref = torch.log_softmax(reference.float(), -1)
+
+        def kl(logits: Tensor) -> Tensor:
+            logp = torch.log_softmax(logits.float(), -1)
+            return (ref.exp() * (ref - logp)).sum(-1)
+
+        return kl
+    if answer is None:
+        raise InterpError(f"metric={metric!r} needs answer=")
+    a = vocab.id(answer)
+    if metric == "logit_diff":
+        assert foil is not None
+        f = vocab.id(foil)
+        return lambda logits: logits[:, a].float() - logits[:, f].float()
+    if metric == "logprob":
+        return lambda logits: torch.log_softmax(logits.float(), -1)[:, a]
+    if metric == "prob":
+        return lambda logits: torch.softmax(logits.float(), -1)[:, a]
+    return lambda logits: (logits.float() > logits[:, a:a + 1].float()).sum(-1).float()
