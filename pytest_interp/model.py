@@ -445,13 +445,15 @@ class InterpModel:
         positions: Literal["all", "last"] | int = "all", normalize: bool = False,
         target: str | None = None, foil: str | None = None, max_new_tokens: int = 0,
         sample: bool = False, seed: int = 0, temperature: float = 1.0,
+        metric: Metric | None = None,
     ) -> SteeringResult:
         """Add ``coef * vector`` (a tensor or a vector file) at (layer, site) on ``positions``
         ("all" includes generated tokens; "last", or int N for prompt positions N..) for each
         coefficient, batched; measure the change of logit(target) - logit(foil) (log P(target)
         without a foil), the KL, top tokens, and ``max_new_tokens`` of steered generation
         (greedy, or seeded sampling). ``normalize`` scales the vector to unit norm first.
-        Memoised."""
+        ``metric`` replaces the measure (see ``activation_patching``; ``"kl"`` is from the
+        unsteered run). Memoised."""
         import hashlib
         _one_prompt("steering", prompt)
 
@@ -462,12 +464,12 @@ class InterpModel:
         coefs = (coef,) if isinstance(coef, int | float) else tuple(coef)
         digest = hashlib.sha1(vector.detach().float().cpu().numpy().tobytes()).hexdigest()
         key = ("steering", prompt, digest, layer, coefs, site, positions, normalize, target,
-               foil, max_new_tokens, sample, seed, temperature)
+               foil, max_new_tokens, sample, seed, temperature, metric)
         steering = vector
         return self.remember(key, lambda m: steer(
             m, prompt, steering, layer=layer, coefs=coefs, site=site, positions=positions,
             normalize=normalize, target=target, foil=foil, max_new_tokens=max_new_tokens,
-            sample=sample, seed=seed, temperature=temperature,
+            sample=sample, seed=seed, temperature=temperature, metric=metric,
         ))
 
     def attention(

@@ -489,9 +489,12 @@ class SteeringResult:
     margins: tuple[tuple[float, ...], ...] | None = None
     # the delta of each random control vector of the same norm (``control=N``), first coef
     controls: tuple[float, ...] = ()
+    measure: str | None = None  # the metric= asked for (metrics.label); None: the default
 
     @property
     def metric(self) -> str:
+        if self.measure is not None:
+            return self.measure
         if self.target is None:
             return "none"
         return "logit diff" if self.foil is not None else "log prob"
@@ -516,7 +519,8 @@ class SteeringResult:
 
     def table(self, failing: Sequence[int] = ()) -> str:
         """Baseline vs steered: metric, delta, KL and top-5 per coefficient, then the texts."""
-        what = "" if self.target is None else (
+        what = "" if self.target is None else f"{self.metric} of {self.target!r}" \
+            if self.measure is not None else (
             f"{self.target!r} - {self.foil!r} logit diff" if self.foil is not None
             else f"log P({self.target!r})")
         lines = [

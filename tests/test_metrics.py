@@ -140,3 +140,40 @@ def test_bad_metric_markers(pytester):
         pytester, f'activation_patching({CLEAN!r}, {CORRUPTED!r}, answer=" Mary", '
                   'foil=" Parisian-ish", layer=0, position=0, min_recovery=0.5)',
         "target ' Parisian-ish' is not a single token*")
+
+
+@pytest.mark.parametrize("name", metrics.METRICS)
+def test_steering_takes_a_metric(tiny, name):
+    vector = tiny.steering_vector("I love this", "I hate this", layer=1)
+    result = tiny.steer("The cat sat on the", vector, layer=1, coef=[0, 2.0], target=" mat",
+                        foil=" rug", metric=name)
+    default = tiny.steer("The cat sat on the", vector, layer=1, coef=[0, 2.0], target=" mat",
+                         foil=" rug")
+    assert result.metric == metrics.label(name) and result.delta[0] == 0
+    if name == "logit_diff":
+        np.testing.assert_allclose(result.values, default.values, atol=1e-5)
+    if name == "kl":  # KL from the unsteered run: the steering KL column itself
+        np.testing.assert_allclose(result.values, default.kl, atol=1e-5)
+    if name == "prob":
+        logprob = tiny.steer("The cat sat on the", vector, layer=1, coef=[0, 2.0],
+                             target=" mat", metric="logprob")
+        np.testing.assert_allclose(result.values, np.exp(logprob.values), rtol=1e-4)
+
+
+def test_steering_metric_marker(pytester):
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.steering("The cat sat on the", layer=1, coef=2.0, target=" mat",
+                              positive="I love this", negative="I hate this", metric="rank",
+                              max_delta=-1000)
+        def test_rank():
+            pass
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["steering: coef 2 moves the rank of ' mat' by *, expected "
+                                 "max_delta=-1000",
+                                 "steering at resid_pre@1 *: rank of ' mat' at the last "
+                                 "position"])

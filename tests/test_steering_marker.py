@@ -12,7 +12,8 @@ pytest_plugins = ["pytester"]
 STEERING_USAGE = (
     "@pytest.mark.steering(prompt, *, layer, coef, target, positive=None, negative=None, "
     "vector=None, foil=None, site='resid_pre', positions='all', min_delta=None, "
-    "max_delta=None, generation_contains=None, max_new_tokens=20, control=0" + DATASET_USAGE
+    "max_delta=None, generation_contains=None, max_new_tokens=20, control=0, metric=None"
+    + DATASET_USAGE
 )
 
 

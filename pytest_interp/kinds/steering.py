@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import checks
+from .. import checks, metrics
 from ..codec import (
     Change,
     SnapshotCodec,
@@ -31,6 +31,7 @@ from ..codec import (
 from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
 from ..files import check_vector_file
+from ..metrics import Metric
 from ..report.draw import esc
 from ..results import SteeringResult
 from ..sites import STEER_SITES
@@ -63,6 +64,7 @@ class SteeringExpectation(Expectation[SteeringResult]):
     generation_contains: str | tuple[str, ...] | None = None
     max_new_tokens: int = 20
     control: int = 0
+    metric: Metric | None = None
 
     paths = ("vector",)
     row_fields = ("prompt", "target", "foil")
@@ -108,6 +110,8 @@ class SteeringExpectation(Expectation[SteeringResult]):
                                checks.texts("generation_contains", self.generation_contains))
         checks.integer("max_new_tokens", self.max_new_tokens, minimum=1)
         checks.required_int("control", self.control, minimum=0)
+        if self.metric is not None:
+            metrics.check(self.metric, self.foil)
         if self.control and (len(coefs) != 1 or (self.min_delta is None) == (
                 self.max_delta is None)):
             raise InterpError("control=N compares one coef's delta with random vectors: pass "
@@ -142,7 +146,7 @@ class SteeringExpectation(Expectation[SteeringResult]):
         result = model.steer(
             self.prompt, vector, layer=self.layer, coef=self.coefs,
             site=self.site, positions=self.positions,  # type: ignore[arg-type]
-            target=self.target, foil=self.foil,
+            target=self.target, foil=self.foil, metric=self.metric,
             max_new_tokens=self.max_new_tokens if self.generation_contains else 0,
         )
         if not self.control:
@@ -154,7 +158,8 @@ class SteeringExpectation(Expectation[SteeringResult]):
         controls = tuple(float(model.steer(
             self.prompt, random_like(vector, seed), layer=self.layer, coef=self.coefs,
             site=self.site, positions=self.positions,  # type: ignore[arg-type]
-            target=self.target, foil=self.foil).delta[0]) for seed in range(self.control))
+            target=self.target, foil=self.foil, metric=self.metric).delta[0])
+            for seed in range(self.control))
         return dataclasses.replace(result, controls=controls)
 
     def _beats_controls(self, result: SteeringResult, delta: float) -> list[str]:
@@ -181,7 +186,8 @@ class SteeringExpectation(Expectation[SteeringResult]):
     def judge(self, result: SteeringResult) -> str | None:
         problems, failing = [], []
         delta = result.delta
-        what = (f"{self.target!r} - {self.foil!r} logit diff" if self.foil is not None
+        what = (f"{result.measure} of {self.target!r}" if result.measure is not None
+                else f"{self.target!r} - {self.foil!r} logit diff" if self.foil is not None
                 else f"log P({self.target!r})")
         for coef in self.coefs:
             i = result.index(coef)
@@ -218,7 +224,8 @@ class SteeringCodec(SnapshotCodec[SteeringResult]):
     row_schema = schema(coef=lambda x: is_number(x) and x is not None, value=is_number,
                   kl=is_number, top=is_top)
     optional_row = schema(text=is_opt_str, steps=is_steps)
-    identity = ("prompt", "layer", "site", "positions", "target", "foil")
+    identity = ("prompt", "layer", "site", "positions", "target", "foil", "metric")
+    optional_meta = schema(metric=is_str)  # stored when metric= was given
     row_keys = ("coef",)
     units = MappingProxyType({"value": "logit", "kl": "logit", "top": "top", "steps": "steps"})
     meta_units = MappingProxyType({"baseline": "logit", "baseline_top": "top",
@@ -230,6 +237,8 @@ class SteeringCodec(SnapshotCodec[SteeringResult]):
                 "foil": result.foil, "baseline": rounded(result.baseline),
                 "baseline_top": [[t, rounded(p)] for t, p in result.baseline_top],
                 "baseline_text": result.baseline_text}
+        if result.measure is not None:
+            meta["metric"] = result.measure
         steps = _steps(result)
         if steps:
             meta["baseline_steps"] = steps[0]

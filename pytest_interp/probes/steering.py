@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import metrics
 from ..backends.base import Edit
 from ..errors import InterpError
 from ..files import check_vector_file
+from ..metrics import Metric
 from ..results import SteeringResult, token_position
 from ..sites import STEER_SITES, Component, Site
 from .generation import Margins
@@ -148,8 +150,11 @@ def steer(
     site: Component = "resid_pre", positions: Positions = "all", normalize: bool = False,
     target: str | None = None, foil: str | None = None, max_new_tokens: int = 0,
     sample: bool = False, seed: int = 0, temperature: float = 1.0, top_k: int = 5,
+    metric: Metric | None = None,
 ) -> SteeringResult:
-    """Add ``coef * vector`` at (layer, site) for every coefficient, batched, and measure."""
+    """Add ``coef * vector`` at (layer, site) for every coefficient, batched, and measure
+    ``metric`` of ``target`` (None: logit diff with a foil, else log P; ``"kl"`` is from the
+    unsteered run)."""
     _check_site(site)
     where = Site(model.info.check_layer(layer), site)
     vector = torch.as_tensor(vector).detach().float()
@@ -175,7 +180,9 @@ def steer(
     logits = model.run(batch, edits=edits).logits[:, -1].float()  # [rows, V]
     logprobs = torch.log_softmax(logits, -1)
     kl = (logprobs[0].exp() * (logprobs[0] - logprobs)).sum(-1)
-    if target_id is None:
+    if metric is not None:
+        value = metrics.build(metric, model.vocab, target, foil, logits[0])(logits)
+    elif target_id is None:
         value = None
     elif foil_id is None:
         value = logprobs[:, target_id]
@@ -209,4 +216,5 @@ def steer(
         tokens=tuple(tuple(model.vocab.decode_one(t) for t in new_ids[i]) for i in [0, *index])
         if texts else None,
         margins=tuple(steps.rows()[i] for i in [0, *index]) if texts else None,
+        measure=None if metric is None else metrics.label(metric),
     )
