@@ -12,29 +12,15 @@ way (one forward per prompt). Target: <= 3x. Run it alone: other processes skew 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from bench_backend import median_seconds  # the same round-robin timing
 
 from pytest_interp.backends.loading import load_hf, resolve_spec
 from pytest_interp.datasets import ioi
 from pytest_interp.model import InterpModel, load_backend
 from pytest_interp.settings import ModelRequest
-
-
-def median_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, timed round-robin so drift hits all alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:

@@ -106,6 +106,17 @@ def bounds(low_name: str, low: float | None, high_name: str, high: float | None)
         raise InterpError(f"{low_name}={low} is greater than {high_name}={high}")
 
 
+def outside(value: float, low: float | None, high: float | None,
+            names: tuple[str, str] = ("min", "max")) -> list[str]:
+    """How ``value`` misses [low, high], one phrase a bound: ``expected >= 3 (min=3)``."""
+    problems = []
+    if low is not None and value < low:
+        problems.append(f"expected >= {low} ({names[0]}={low})")
+    if high is not None and value > high:
+        problems.append(f"expected <= {high} ({names[1]}={high})")
+    return problems
+
+
 def choice(name: str, value: T, choices: Collection[T], *, style: str = "{name} must be one "
            "of {choices}, got {value!r}") -> T:
     """``value`` if it is one of ``choices``, else one line listing them."""

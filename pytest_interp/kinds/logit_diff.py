@@ -60,11 +60,7 @@ class LogitDiffExpectation(Expectation[LogitDiffResult]):
 
     def judge(self, result: LogitDiffResult) -> str | None:
         value = result.value
-        problems = []
-        if self.min is not None and value < self.min:
-            problems.append(f"expected >= {self.min} (min={self.min})")
-        if self.max is not None and value > self.max:
-            problems.append(f"expected <= {self.max} (max={self.max})")
+        problems = checks.outside(value, self.min, self.max)
         if not problems:
             return None
         tops = ", ".join(f"{t!r} {p:.2f}" for t, p in result.top)

@@ -93,11 +93,8 @@ class PerplexityExpectation(Expectation[PerplexityResult]):
         return result.perplexity
 
     def judge(self, result: PerplexityResult) -> str | None:
-        ppl, problems = result.perplexity, []
-        if self.min is not None and ppl < self.min:
-            problems.append(f"expected >= {self.min} (min={self.min})")
-        if self.max is not None and ppl > self.max:
-            problems.append(f"expected <= {self.max} (max={self.max})")
+        ppl = result.perplexity
+        problems = checks.outside(ppl, self.min, self.max)
         if not problems:
             return None
         worst = "\n".join(f"    {pos:>4}  {token!r:<16} {loss:.3f}"
