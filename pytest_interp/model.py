@@ -247,11 +247,12 @@ class InterpModel:
 
     def forward(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
-        start: Start | None = None, logits_to_keep: int = 0,
+        start: Start | None = None, logits_to_keep: int = 0, past: object = None,
+        keep_past: bool = False,
     ) -> Run:
         """One batched forward pass, not memoised (for rows used once, e.g. sweep rows)."""
         return self.backend.run(tokens, read=read, edits=edits, start=start,
-                                logits_to_keep=logits_to_keep)
+                                logits_to_keep=logits_to_keep, past=past, keep_past=keep_past)
 
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""

@@ -190,3 +190,45 @@ def test_restricted_sweep_equals_the_full_one_where_swept(load_backend):
     assert np.isnan(part.patched[:2]).all() and np.isnan(part.patched[2, [0, 2, 3, 4]]).all()
     assert np.abs(part.patched[2, [1, 5]] - full.patched[2, [1, 5]]).max() <= 1e-4
     assert part.grid().splitlines()[2].split() == ["0", "·", "·", "·", "·", "·", "·"]
+
+
+def _whole_prompt_buckets(patches, n_pos, batch_size):
+    """The sweep as it was before suffix-only recomputation: every pass from position 0."""
+    return [(0, list(patches[lo:lo + batch_size])) for lo in range(0, len(patches), batch_size)]
+
+
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-gpt2", "tiny-random-gemma3"])
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_suffix_only_sweeps_equal_whole_prompt_sweeps(load_backend, monkeypatch, spec, backend):
+    from pytest_interp.probes import patching
+
+    model = InterpModel(load_backend(spec, backend))
+    clean, corrupted = "The cat sat on the mat and then", "The dog sat on the mat and then"
+    cases = [("resid_pre", True), ("attn_out", True), ("mlp_out", True), ("resid_post", True),
+             ("head_out", True), ("head_out", False)]
+    suffix = [patching.activation_patching(model, clean, corrupted, answer=" the", foil=" a",
+                                           site=site, per_position=pp) for site, pp in cases]
+    monkeypatch.setattr(patching, "_buckets", _whole_prompt_buckets)
+    for (site, pp), ours in zip(cases, suffix, strict=True):
+        whole = patching.activation_patching(model, clean, corrupted, answer=" the", foil=" a",
+                                             site=site, per_position=pp)
+        assert np.array_equal(np.isnan(ours.patched), np.isnan(whole.patched))
+        assert np.nanmax(np.abs(ours.patched - whole.patched)) <= 1e-4, (site, pp)
+
+
+def test_buckets_cover_every_patch_once_and_begin_at_their_earliest(monkeypatch):
+    from pytest_interp.probes import patching
+
+    patches = [patching._Patch(col, begin, begin, None, torch.zeros(1))
+               for col, begin in enumerate([9, 3, 3, 12, 0, 7, 7, 7, 14])]
+    for cost, batch in ((0, 64), (8, 64), (10**6, 64), (8, 2)):
+        monkeypatch.setattr(patching, "FORWARD_COST", cost)
+        groups = patching._buckets(patches, 15, batch)
+        seen = sorted(p.col for _, members in groups for p in members)
+        assert seen == list(range(len(patches)))
+        assert all(begin == min(p.begin for p in members) for begin, members in groups)
+        assert all(len(members) <= batch for _, members in groups)
+        if cost == 0:  # passes are free: one per distinct begin, nothing recomputed
+            assert [begin for begin, _ in groups] == [0, 3, 7, 9, 12, 14]
+        if cost == 10**6:  # passes are dear: one pass from the earliest patch
+            assert [begin for begin, _ in groups] == [0]

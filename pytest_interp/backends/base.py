@@ -327,11 +327,12 @@ def resid_mid_as_attn_out(
 
 
 def check_past(start: Start | None, past: object) -> int:
-    """The number of positions ``past`` holds (0 for none); a run cannot both skip and extend."""
+    """The number of positions ``past`` holds (0 for none).
+
+    A run may both extend ``past`` and start at a later block: the blocks it skips then add
+    nothing to the cache, so such a cache must not be extended again."""
     if past is None:
         return 0
-    if start is not None:
-        raise InterpError("a run cannot both start at a later block and extend a past run")
     return int(past.get_seq_length())  # type: ignore[attr-defined]
 
 

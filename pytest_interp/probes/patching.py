@@ -3,14 +3,18 @@
 A patch runs the corrupted prompt with one clean activation written in. Sweeps are batched:
 all patches at layer L are rows of one forward pass that starts at block L from the corrupted
 run's resid_pre (blocks below L would compute the same thing for every row), each row carries
-its own edit, and only last-position logits are computed. A patch whose clean value equals the
-corrupted one bit for bit (every position before the first differing token, by causality)
-cannot change the run: it gets the corrupted metric without a forward pass. Clean and
+its own edit, and only last-position logits are computed. Only the suffix is recomputed: a
+patch at position p leaves every position before p as in the corrupted run (causality), so
+its row computes positions p.. on top of the corrupted run's key/value cache of the positions
+before (patches are grouped into passes by where they begin, see ``_buckets``). A patch whose
+clean value equals the corrupted one bit for bit (every position before the first differing
+token) cannot change the run: it gets the corrupted metric without a forward pass. Clean and
 corrupted runs are memoised by the model.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -135,29 +139,31 @@ def activation_patching(
         token_position(clean_tokens.strs[0], p, clean) for p in positions}
     swept = [i for i, (_, pos) in enumerate(columns) if keep is None or pos is None or pos in keep]
     values = np.full((n_layers, len(columns)), np.nan)
+    prefixes = _Prefixes(model, corrupted_tokens)
     for layer in progress(swept_layers, total=len(swept_layers), desc=f"{site} patching"):
         values[layer, swept] = corrupted_metric
         clean_act = clean_run.acts[Site(layer, site)][0]  # [P, D] or [P, H, D]
         corrupted_act = corrupted_run.acts[Site(layer, site)][0]
         base = corrupted_run.acts[Site(layer, "resid_pre")]
-        todo = []  # (column index, edit) for patches that change something
+        todo: list[_Patch] = []  # patches that change something
         for col in swept:
             head, pos = columns[col]
             index = (slice(None) if pos is None else pos, *(() if head is None else (head,)))
             value = clean_act[index]
             if torch.equal(value, corrupted_act[index]):
                 continue
-            todo.append((col, Edit(Site(layer, site), value,
-                                   positions=None if pos is None else (pos,), head=head)))
-        for lo in range(0, len(todo), batch_size):
-            chunk = todo[lo:lo + batch_size]
-            edits = [replace(edit, rows=(row,)) for row, (_, edit) in enumerate(chunk)]
+            begin = pos if pos is not None else _first_difference(value, corrupted_act[index])
+            todo.append(_Patch(col, begin, pos, head, value))
+        for begin, chunk in _buckets(todo, n_pos, batch_size):
+            edits = [Edit(Site(layer, site), p.value if p.pos is not None else p.value[begin:],
+                          positions=None if p.pos is None else (p.pos - begin,), head=p.head,
+                          rows=(row,)) for row, p in enumerate(chunk)]
             run = model.forward(
-                corrupted_tokens.repeat(len(chunk)), edits=edits, logits_to_keep=1,
-                start=Start(layer, base.expand(len(chunk), -1, -1)),
+                corrupted_tokens.slice(begin).repeat(len(chunk)), edits=edits, logits_to_keep=1,
+                start=Start(layer, base[:, begin:].expand(len(chunk), -1, -1)),
+                past=prefixes.get(begin, len(chunk)),
             )
-            values[layer, [col for col, _ in chunk]] = \
-                metric_of(run.logits).float().cpu().numpy()
+            values[layer, [p.col for p in chunk]] = metric_of(run.logits).float().cpu().numpy()
     patched = values.reshape(n_layers, info.n_heads, n_pos) if heads and per_position else values
     return PatchingResult(
         model=info.name, site=site, clean=clean, corrupted=corrupted, answer=answer, foil=foil,
@@ -167,6 +173,79 @@ def activation_patching(
         patched=patched, heads=heads, per_position=per_position or not heads,
         metric=metrics.label(metric),
     )
+
+
+@dataclass(frozen=True, eq=False)
+class _Patch:
+    """One patch of a sweep: its grid column, the first position it changes, and its value."""
+
+    col: int
+    begin: int
+    pos: int | None
+    head: int | None
+    value: torch.Tensor
+
+
+def _first_difference(value: torch.Tensor, corrupted: torch.Tensor) -> int:
+    """The first position (dim 0) at which a patch over every position changes anything."""
+    differs = (value != corrupted).reshape(value.shape[0], -1).any(1)
+    return int(differs.nonzero()[0, 0])
+
+
+FORWARD_COST = 8
+"""The fixed cost of one forward pass, in rows x positions computed (measured on CPU)."""
+
+
+def _buckets(patches: Sequence[_Patch], n_pos: int,
+             batch_size: int) -> list[tuple[int, list[_Patch]]]:
+    """Patches grouped into forward passes, each beginning at its earliest patch: positions
+    before a patch are the corrupted run's (causality), so a pass computes only positions from
+    its begin on, the rest coming from the corrupted run's cache. Groups minimise rows x
+    positions computed plus ``FORWARD_COST`` per pass (exact, by dynamic programming)."""
+    if not patches:
+        return []
+    ordered = sorted(patches, key=lambda p: p.begin)
+    starts = sorted({p.begin for p in ordered})
+    count = [sum(p.begin == s for p in ordered) for s in starts]
+    k = len(starts)
+    best = [0.0] * (k + 1)  # best[j]: cost of the first j starts
+    cut = [0] * (k + 1)
+    for j in range(1, k + 1):
+        rows, best[j] = 0, float("inf")
+        for i in range(j, 0, -1):  # the last group covers starts i-1 .. j-1
+            rows += count[i - 1]
+            passes = -(-rows // batch_size)
+            cost = best[i - 1] + passes * FORWARD_COST + rows * (n_pos - starts[i - 1])
+            if cost < best[j]:
+                best[j], cut[j] = cost, i - 1
+    groups: list[tuple[int, list[_Patch]]] = []
+    j = k
+    while j > 0:
+        i = cut[j]
+        members = [p for p in ordered if starts[i] <= p.begin <= starts[j - 1]]
+        groups += [(starts[i], members[lo:lo + batch_size])
+                   for lo in range(0, len(members), batch_size)]
+        j = i
+    return groups[::-1]
+
+
+class _Prefixes:
+    """The corrupted run's key/value cache of its first ``begin`` positions, one forward pass
+    per ``begin``, handed out as fresh copies (a run extends the cache it is given)."""
+
+    def __init__(self, model: Runner, tokens: Tokens) -> None:
+        self.model, self.tokens = model, tokens
+        self.caches: dict[int, object] = {}
+
+    def get(self, begin: int, rows: int) -> object:
+        if begin == 0:
+            return None
+        if begin not in self.caches:
+            self.caches[begin] = self.model.forward(self.tokens.slice(0, begin), keep_past=True,
+                                                    logits_to_keep=1).past
+        cache = copy.deepcopy(self.caches[begin])
+        cache.batch_repeat_interleave(rows)  # type: ignore[attr-defined]
+        return cache
 
 
 @dataclass(frozen=True)
