@@ -161,7 +161,9 @@ class DatasetExpectation(Expectation[DatasetResult]):
 
     def judge(self, result: DatasetResult) -> str | None:
         if result.verdict is Verdict.PASS:
-            return None
+            extra = self.rows[0].judge_rows(result.results)
+            return None if extra is None else \
+                f"{self.kind} over {result.source}: {extra}\n{table(result, self.shown)}"
         est = result.estimate
         what = "fraction of prompts passing" if self.stat == "fraction" else \
             f"{self.stat} {result.value_name}"
@@ -232,14 +234,21 @@ def _with_roles(model: InterpModel, row: Expectation[Any], data: Row) -> Expecta
     roles = data.get("roles") or {}
     fields = {f.name for f in dataclasses.fields(row)}  # type: ignore[arg-type]
     changes = {}
-    for name in ("position",):
-        value = getattr(row, name, None) if name in fields else None
-        if isinstance(value, str) and value in roles:
-            prompt = next(getattr(row, f) for f in row.row_fields if f in fields)
-            tokens = model.tokens(prompt).strs[0]
-            role = roles[value]
-            changes[name] = role_position(tokens, role if isinstance(role, int) else
-                                          (str(role[0]), int(role[1])), value)
+    prompt = next((getattr(row, f) for f in row.row_fields if f in fields), "")
+
+    def resolved(value: object) -> object:
+        if not (isinstance(value, str) and value in roles):
+            return value
+        role = roles[value]
+        return role_position(model.tokens(prompt).strs[0], role if isinstance(role, int) else
+                             (str(role[0]), int(role[1])), value)
+
+    for name in ("position", "positions"):  # one position, or a tuple of them
+        if name in fields:
+            value = getattr(row, name)
+            new = tuple(map(resolved, value)) if isinstance(value, tuple) else resolved(value)
+            if new != value:
+                changes[name] = new
     return dataclasses.replace(row, **changes) if changes else row  # type: ignore[type-var]
 
 

@@ -71,6 +71,11 @@ class Expectation(Generic[R]):
         """The failure text, or None when ``result`` meets the expectation."""
         raise NotImplementedError
 
+    def judge_rows(self, results: Sequence[R]) -> str | None:
+        """Over a dataset whose statistic passed: a further check of all rows' results
+        together (e.g. against random controls), or None."""
+        return None
+
     def value_name(self) -> str | None:
         """The name of the per-prompt number ``value`` reads, or None: this expectation only
         passes or fails (a dataset of it is judged by the fraction that pass)."""

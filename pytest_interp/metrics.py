@@ -50,6 +50,17 @@ def label(metric: Metric) -> str:
     return getattr(metric, "__name__", type(metric).__name__)
 
 
+def describe(label: str, answer: str | None, foil: str | None) -> str:
+    """What a metric (by its ``label``) reads, e.g. ``logit diff ' Mary' - ' John'``."""
+    if label == "logit diff":
+        return f"logit diff {answer!r} - {foil!r}"
+    if label in ("logprob", "prob", "rank"):
+        return f"{label} of {answer!r}"
+    if label == "kl":
+        return "KL(clean || run) in nats"
+    return f"metric {label}"
+
+
 def build(metric: Metric, vocab: Vocab, answer: str | None, foil: str | None,
           reference: Tensor | None = None) -> MetricFn:
     """The metric as a function of last-position logits [rows, vocab] -> [rows] (float)."""

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from .dataset_expectation import DatasetResult
     from .lenses import Lens, TunedLens
     from .metrics import Metric
+    from .probes.ablation import AblationSweep, Case
     from .results import (
+        AblationResult,
         AttentionResult,
         GenerationResult,
         LensResult,
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
         TokenSpec,
         Vocab,
     )
-    from .sites import Component, Site
+    from .sites import Component, Part, Site
 
 T = TypeVar("T")
 
@@ -381,6 +383,80 @@ class InterpModel:
             m, clean, corrupted, answer=answer, foil=foil, site=site,
             per_position=per_position, layers=layers, positions=positions, metric=metric,
         ))
+
+    def ablate(
+        self, prompt: str, *, answer: str, foil: str | None = None,
+        ablate: Sequence[object] | None = None, keep: Sequence[object] | None = None,
+        method: Literal["zero", "mean", "resample"] = "mean", corrupted: str | None = None,
+        reference: Sequence[str] | None = None, positions: Sequence[int | str] | None = None,
+        metric: Metric | None = None, control: int = 0, seed: int = 0,
+    ) -> AblationResult:
+        """The metric at the last position (logit diff with a foil, else log P(answer)) with
+        the parts in ``ablate`` ablated, or every part of their kinds but those in ``keep``:
+        heads ``"L9H6"`` or (9, 6), attention layers ``"L9.attn"``, MLPs ``"L9.mlp"``;
+        ``positions`` restricts the ablation. ``method``: ``"zero"``, ``"mean"`` (over
+        ``reference`` prompts, default this prompt, every position) or ``"resample"`` (the
+        value on ``corrupted``). ``control=N`` adds N seeded random sets of as many parts of
+        each kind. Batched, and memoised."""
+        _one_prompt("ablation", prompt)
+        from . import metrics
+        from .probes.ablation import Case
+        from .sites import parse_part
+
+        if (ablate is None) == (keep is None):
+            raise InterpError("pass ablate=[parts] (they are necessary) or keep=[parts] (they "
+                              "are sufficient), one of them")
+        parts = tuple(parse_part(p) for p in (ablate if ablate is not None else keep) or ())
+        measure = metric if metric is not None else ("logit_diff" if foil else "logprob")
+        metrics.check(measure, foil)
+        case = Case(prompt, answer, foil, corrupted,
+                    None if positions is None else tuple(positions))
+        return self.ablation_rows([case], parts, keep=keep is not None, method=method,
+                                  metric=measure, reference=reference, control=control,
+                                  seed=seed)[0]
+
+    def ablation_rows(
+        self, cases: Sequence[Case], parts: Sequence[Part], *, keep: bool = False,
+        method: Literal["zero", "mean", "resample"] = "mean", metric: Metric = "logit_diff",
+        reference: Sequence[str] | None = None, control: int = 0, seed: int = 0,
+    ) -> list[AblationResult]:
+        """``ablate`` on many prompts at once (a dataset's rows), batched; the same random
+        sets for every prompt; ``reference`` defaults to every case's prompt. Memoised."""
+        from .probes.ablation import ablation
+
+        cases, parts = tuple(cases), tuple(parts)
+        ref = None if reference is None else tuple(reference)
+        key = ("ablation", cases, parts, keep, method, metric, ref, control, seed)
+        return self.remember(key, lambda m: ablation(
+            m, cases, parts, keep=keep, method=method, metric=metric, reference=ref,
+            control=control, seed=seed))
+
+    def ablation_sweep(
+        self, prompt: str, *, answer: str, foil: str | None = None,
+        kind: Literal["head", "attn", "mlp"] = "head",
+        method: Literal["zero", "mean", "resample"] = "mean", corrupted: str | None = None,
+        reference: Sequence[str] | None = None, positions: Sequence[int | str] | None = None,
+        metric: Metric | None = None,
+    ) -> AblationSweep:
+        """Ablate each head (``kind="head"``), attention layer or MLP in turn, one batched
+        row per part: ``.values`` [layers, heads] or [layers], ``.drop``, ``.top(k)``.
+        Arguments as in ``ablate``. Memoised."""
+        _one_prompt("ablation_sweep", prompt)
+        from .probes.ablation import Case, ablation_sweep
+
+        measure = metric if metric is not None else ("logit_diff" if foil else "logprob")
+        from . import metrics
+
+        metrics.check(measure, foil)
+        if method == "resample" and corrupted is None:
+            raise InterpError("method='resample' takes each part's value from corrupted=: pass "
+                              "a corrupted prompt of the same length")
+        case = Case(prompt, answer, foil, corrupted,
+                    None if positions is None else tuple(positions))
+        key = ("ablation_sweep", case, kind, method,
+               None if reference is None else tuple(reference), measure)
+        return self.remember(key, lambda m: ablation_sweep(
+            m, case, kind, method=method, metric=measure, reference=reference))
 
     def patchscope(
         self, source: str, token: TokenSpec, *, layer: int | Iterable[int],

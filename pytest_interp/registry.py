@@ -85,6 +85,7 @@ class KindRegistry:
 
 def _builtin() -> tuple[AnyKind, ...]:
     from .kinds import (
+        ablation,
         attention,
         generation,
         lens,
@@ -97,7 +98,7 @@ def _builtin() -> tuple[AnyKind, ...]:
     )
 
     return (lens.KIND, logit_diff.KIND, patching.KIND, patchscope.KIND, steering.KIND,
-            attention.KIND, generation.KIND, next_token.KIND, perplexity.KIND)
+            attention.KIND, generation.KIND, next_token.KIND, perplexity.KIND, ablation.KIND)
 
 
 KINDS = KindRegistry(_builtin())

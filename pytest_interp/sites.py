@@ -10,6 +10,7 @@ Shapes (B = batch rows, P = positions, D = d_model, H = heads):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -50,3 +51,46 @@ def all_sites(n_layers: int, components: Iterable[Component] = COMPONENTS) -> tu
     """Every (layer, component) site of a model with ``n_layers`` blocks."""
     comps = tuple(components)
     return tuple(Site(layer, c) for layer in range(n_layers) for c in comps)
+
+
+PartKind = Literal["head", "attn", "mlp"]
+PART_KINDS: tuple[PartKind, ...] = get_args(PartKind)
+_PART_SITE: dict[str, Component] = {"head": "head_out", "attn": "attn_out", "mlp": "mlp_out"}
+_PART = re.compile(r"L(-?\d+)(?:H(\d+)|\.(attn|mlp))")
+
+
+@dataclass(frozen=True, order=True)
+class Part:
+    """A part of a model that can be ablated: one attention head (``L9H6``), a whole
+    attention layer (``L9.attn``) or an MLP layer (``L9.mlp``). Negative layers count from
+    the end until resolved against a model."""
+
+    layer: int
+    kind: PartKind
+    head: int | None = None
+
+    def __str__(self) -> str:
+        return f"L{self.layer}H{self.head}" if self.kind == "head" else f"L{self.layer}.{self.kind}"
+
+    @property
+    def site(self) -> Site:
+        """Where the part writes into the residual stream (head_out, attn_out or mlp_out)."""
+        return Site(self.layer, _PART_SITE[self.kind])
+
+
+def parse_part(value: object) -> Part:
+    """``"L9H6"``, ``"L9.attn"``, ``"L9.mlp"`` or a (layer, head) pair, as a Part."""
+    if isinstance(value, list | tuple) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        layer, head = value
+        if head < 0:
+            raise SiteError(f"head must be >= 0, got {head} in {tuple(value)}")
+        return Part(layer, "head", head)
+    match = _PART.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise SiteError(f"cannot read {value!r} as a model part: write 'L9H6' (a head), "
+                        "'L9.attn' (an attention layer), 'L9.mlp' (an MLP) or (9, 6)")
+    layer, head, kind = match.groups()
+    if head is not None:
+        return Part(int(layer), "head", int(head))
+    return Part(int(layer), kind)  # type: ignore[arg-type]
