@@ -45,13 +45,18 @@ def peak_rss_mib() -> float:
 
 @contextmanager
 def whole_prompt() -> Any:
-    """Our sweep as it was before suffix-only recomputation: every pass begins at position 0."""
+    """Our sweep as it was before suffix-only recomputation: one pass per layer, each from
+    that layer and from position 0."""
 
-    def buckets(patches: Sequence[Any], n_pos: int, batch_size: int) -> list[Any]:
-        return [(0, list(patches[lo:lo + batch_size]))
-                for lo in range(0, len(patches), batch_size)]
+    def passes(patches: Sequence[Any], n_layers: int, n_pos: int, batch_size: int) -> list[Any]:
+        out = []
+        for layer in sorted({p.layer for p in patches}):
+            rows = [p for p in patches if p.layer == layer]
+            out += [(layer, 0, rows[lo:lo + batch_size])
+                    for lo in range(0, len(rows), batch_size)]
+        return out
 
-    with mock.patch.object(patching, "_buckets", buckets):
+    with mock.patch.object(patching, "_passes", passes):
         yield
 
 

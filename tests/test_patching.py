@@ -192,9 +192,14 @@ def test_restricted_sweep_equals_the_full_one_where_swept(load_backend):
     assert part.grid().splitlines()[2].split() == ["0", "·", "·", "·", "·", "·", "·"]
 
 
-def _whole_prompt_buckets(patches, n_pos, batch_size):
-    """The sweep as it was before suffix-only recomputation: every pass from position 0."""
-    return [(0, list(patches[lo:lo + batch_size])) for lo in range(0, len(patches), batch_size)]
+def _whole_prompt_passes(patches, n_layers, n_pos, batch_size):
+    """The sweep as it was before suffix-only recomputation: one pass per layer from that
+    layer and from position 0."""
+    passes = []
+    for layer in sorted({p.layer for p in patches}):
+        rows = [p for p in patches if p.layer == layer]
+        passes += [(layer, 0, rows[lo:lo + batch_size]) for lo in range(0, len(rows), batch_size)]
+    return passes
 
 
 @pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-gpt2", "tiny-random-gemma3"])
@@ -208,7 +213,7 @@ def test_suffix_only_sweeps_equal_whole_prompt_sweeps(load_backend, monkeypatch,
              ("head_out", True), ("head_out", False)]
     suffix = [patching.activation_patching(model, clean, corrupted, answer=" the", foil=" a",
                                            site=site, per_position=pp) for site, pp in cases]
-    monkeypatch.setattr(patching, "_buckets", _whole_prompt_buckets)
+    monkeypatch.setattr(patching, "_passes", _whole_prompt_passes)
     for (site, pp), ours in zip(cases, suffix, strict=True):
         whole = patching.activation_patching(model, clean, corrupted, answer=" the", foil=" a",
                                              site=site, per_position=pp)
@@ -216,19 +221,23 @@ def test_suffix_only_sweeps_equal_whole_prompt_sweeps(load_backend, monkeypatch,
         assert np.nanmax(np.abs(ours.patched - whole.patched)) <= 1e-4, (site, pp)
 
 
-def test_buckets_cover_every_patch_once_and_begin_at_their_earliest(monkeypatch):
+def test_passes_cover_every_patch_once_from_their_lowest_layer_and_position(monkeypatch):
     from pytest_interp.probes import patching
 
-    patches = [patching._Patch(col, begin, begin, None, torch.zeros(1))
-               for col, begin in enumerate([9, 3, 3, 12, 0, 7, 7, 7, 14])]
-    for cost, batch in ((0, 64), (8, 64), (10**6, 64), (8, 2)):
+    begins = [9, 3, 3, 12, 0, 7, 7, 7, 14]
+    patches = [patching._Patch(layer, col, begin, begin, None, torch.zeros(1))
+               for layer in (0, 1, 4, 5) for col, begin in enumerate(begins)]
+    for cost, batch in ((0, 64), (32, 64), (10**6, 64), (32, 2)):
         monkeypatch.setattr(patching, "FORWARD_COST", cost)
-        groups = patching._buckets(patches, 15, batch)
-        seen = sorted(p.col for _, members in groups for p in members)
-        assert seen == list(range(len(patches)))
-        assert all(begin == min(p.begin for p in members) for begin, members in groups)
-        assert all(len(members) <= batch for _, members in groups)
-        if cost == 0:  # passes are free: one per distinct begin, nothing recomputed
-            assert [begin for begin, _ in groups] == [0, 3, 7, 9, 12, 14]
-        if cost == 10**6:  # passes are dear: one pass from the earliest patch
-            assert [begin for begin, _ in groups] == [0]
+        passes = patching._passes(patches, 6, 15, batch)
+        seen = sorted((p.layer, p.col) for _, _, members in passes for p in members)
+        assert seen == sorted((p.layer, p.col) for p in patches)
+        for start, begin, members in passes:
+            assert start <= min(p.layer for p in members)
+            assert begin == min(p.begin for p in members)
+            assert len(members) <= batch
+        if cost == 0:  # passes are free: one per layer and distinct begin, nothing recomputed
+            assert len(passes) == 4 * 6
+            assert all(start == p.layer for start, _, members in passes for p in members)
+        if cost == 10**6:  # passes are dear: all in one, from layer 0 and position 0
+            assert [(start, begin) for start, begin, _ in passes] == [(0, 0)]

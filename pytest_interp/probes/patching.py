@@ -15,7 +15,7 @@ corrupted runs are memoised by the model.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,12 +104,14 @@ def activation_patching(
     site: Component = "resid_pre", per_position: bool = True,
     layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
     batch_size: int = 64, metric: Metric = "logit_diff",
+    cells: Collection[tuple[int, int]] | None = None,
 ) -> PatchingResult:
     """Patch every (layer, position), or (layer, head[, position]) for head_out; batched.
 
     ``layers`` / ``positions`` (ints, negative from the end, or token strings of the clean
-    prompt) restrict the sweep; cells left out are NaN. ``metric`` (see
-    ``pytest_interp.metrics``) is read at the last position.
+    prompt) restrict the sweep; so does ``cells``, (layer, column) pairs of the grid with its
+    columns flattened (head * positions + position for head_out by position). Cells left out
+    are NaN. ``metric`` (see ``pytest_interp.metrics``) is read at the last position.
     """
     if site not in PATCH_SITES:
         raise InterpError(f"site {site!r} cannot be patched: use one of {', '.join(PATCH_SITES)}")
@@ -139,31 +141,38 @@ def activation_patching(
         token_position(clean_tokens.strs[0], p, clean) for p in positions}
     swept = [i for i, (_, pos) in enumerate(columns) if keep is None or pos is None or pos in keep]
     values = np.full((n_layers, len(columns)), np.nan)
-    prefixes = _Prefixes(model, corrupted_tokens)
-    for layer in progress(swept_layers, total=len(swept_layers), desc=f"{site} patching"):
+    todo: list[_Patch] = []  # patches that change something
+    for layer in swept_layers:
         values[layer, swept] = corrupted_metric
+        if cells is not None:
+            values[layer, [c for c in swept if (layer, c) not in cells]] = np.nan
         clean_act = clean_run.acts[Site(layer, site)][0]  # [P, D] or [P, H, D]
         corrupted_act = corrupted_run.acts[Site(layer, site)][0]
-        base = corrupted_run.acts[Site(layer, "resid_pre")]
-        todo: list[_Patch] = []  # patches that change something
         for col in swept:
+            if cells is not None and (layer, col) not in cells:
+                continue
             head, pos = columns[col]
             index = (slice(None) if pos is None else pos, *(() if head is None else (head,)))
             value = clean_act[index]
             if torch.equal(value, corrupted_act[index]):
                 continue
             begin = pos if pos is not None else _first_difference(value, corrupted_act[index])
-            todo.append(_Patch(col, begin, pos, head, value))
-        for begin, chunk in _buckets(todo, n_pos, batch_size):
-            edits = [Edit(Site(layer, site), p.value if p.pos is not None else p.value[begin:],
-                          positions=None if p.pos is None else (p.pos - begin,), head=p.head,
-                          rows=(row,)) for row, p in enumerate(chunk)]
-            run = model.forward(
-                corrupted_tokens.slice(begin).repeat(len(chunk)), edits=edits, logits_to_keep=1,
-                start=Start(layer, base[:, begin:].expand(len(chunk), -1, -1)),
-                past=prefixes.get(begin, len(chunk)),
-            )
-            values[layer, [p.col for p in chunk]] = metric_of(run.logits).float().cpu().numpy()
+            todo.append(_Patch(layer, col, begin, pos, head, value))
+    prefixes = _Prefixes(model, corrupted_tokens)
+    passes = _passes(todo, n_layers, n_pos, batch_size)
+    for start, begin, chunk in progress(passes, total=len(passes), desc=f"{site} patching"):
+        edits = [Edit(Site(p.layer, site), p.value if p.pos is not None else p.value[begin:],
+                      positions=None if p.pos is None else (p.pos - begin,), head=p.head,
+                      rows=(row,)) for row, p in enumerate(chunk)]
+        base = corrupted_run.acts[Site(start, "resid_pre")]
+        run = model.forward(
+            corrupted_tokens.slice(begin).repeat(len(chunk)), edits=edits, logits_to_keep=1,
+            start=Start(start, base[:, begin:].expand(len(chunk), -1, -1)),
+            past=prefixes.get(begin, len(chunk)),
+        )
+        measured = metric_of(run.logits).float().cpu().numpy()
+        for p, value in zip(chunk, measured, strict=True):
+            values[p.layer, p.col] = value
     patched = values.reshape(n_layers, info.n_heads, n_pos) if heads and per_position else values
     return PatchingResult(
         model=info.name, site=site, clean=clean, corrupted=corrupted, answer=answer, foil=foil,
@@ -177,8 +186,10 @@ def activation_patching(
 
 @dataclass(frozen=True, eq=False)
 class _Patch:
-    """One patch of a sweep: its grid column, the first position it changes, and its value."""
+    """One patch of a sweep: its layer and grid column, the first position it changes, and
+    its value."""
 
+    layer: int
     col: int
     begin: int
     pos: int | None
@@ -192,41 +203,76 @@ def _first_difference(value: torch.Tensor, corrupted: torch.Tensor) -> int:
     return int(differs.nonzero()[0, 0])
 
 
-FORWARD_COST = 8
-"""The fixed cost of one forward pass, in rows x positions computed (measured on CPU)."""
+FORWARD_COST = 64
+"""The fixed cost of one forward pass, in rows x positions computed through every block. On
+CPU (SmolLM2, both backends) a pass's overhead alone is about 30-40 such rows; 64, which also
+counts the work a pass saves by sharing the cache, was fastest of 8-512 on bench_patching."""
+MAX_BAND = 16  # layers one pass may span
 
 
-def _buckets(patches: Sequence[_Patch], n_pos: int,
-             batch_size: int) -> list[tuple[int, list[_Patch]]]:
-    """Patches grouped into forward passes, each beginning at its earliest patch: positions
-    before a patch are the corrupted run's (causality), so a pass computes only positions from
-    its begin on, the rest coming from the corrupted run's cache. Groups minimise rows x
-    positions computed plus ``FORWARD_COST`` per pass (exact, by dynamic programming)."""
+def _passes(patches: Sequence[_Patch], n_layers: int, n_pos: int,
+            batch_size: int) -> list[tuple[int, int, list[_Patch]]]:
+    """Patches grouped into forward passes (start layer, begin position, rows).
+
+    Causality and depth make most of each patched run equal to the corrupted run: a pass
+    starts at its lowest patched layer from the corrupted residual stream and computes only
+    the positions from its earliest patch on, the rest coming from the corrupted run's
+    key/value cache. A pass over a band of layers and a range of positions recomputes some of
+    that for its other rows; fewer passes cost less overhead. The grouping minimises rows x
+    positions x blocks computed plus ``FORWARD_COST`` per pass (blocks in units of the whole
+    model): a dynamic programme over contiguous layer bands, each split by position."""
     if not patches:
         return []
-    ordered = sorted(patches, key=lambda p: p.begin)
-    starts = sorted({p.begin for p in ordered})
-    count = [sum(p.begin == s for p in ordered) for s in starts]
-    k = len(starts)
-    best = [0.0] * (k + 1)  # best[j]: cost of the first j starts
-    cut = [0] * (k + 1)
-    for j in range(1, k + 1):
-        rows, best[j] = 0, float("inf")
-        for i in range(j, 0, -1):  # the last group covers starts i-1 .. j-1
-            rows += count[i - 1]
-            passes = -(-rows // batch_size)
-            cost = best[i - 1] + passes * FORWARD_COST + rows * (n_pos - starts[i - 1])
-            if cost < best[j]:
-                best[j], cut[j] = cost, i - 1
-    groups: list[tuple[int, list[_Patch]]] = []
-    j = k
+    layers = sorted({p.layer for p in patches})
+    counts = np.zeros((len(layers) + 1, n_pos))  # cumulative patches per begin, by layer
+    for p in patches:
+        counts[layers.index(p.layer) + 1, p.begin] += 1
+    counts = counts.cumsum(0)
+    best = [0.0] * (len(layers) + 1)  # best[j]: cost of the first j layers
+    plan: list[tuple[int, list[int]]] = [(0, [])] * (len(layers) + 1)
+    for j in range(1, len(layers) + 1):
+        best[j] = float("inf")
+        for i in range(max(0, j - MAX_BAND), j):  # a band of layers[i:j]
+            depth = (n_layers - layers[i]) / n_layers
+            cost, cuts = _split(counts[j] - counts[i], n_pos, batch_size)
+            if best[i] + cost * depth < best[j]:
+                best[j], plan[j] = best[i] + cost * depth, (i, cuts)
+    groups: list[tuple[int, int, list[_Patch]]] = []
+    j = len(layers)
     while j > 0:
-        i = cut[j]
-        members = [p for p in ordered if starts[i] <= p.begin <= starts[j - 1]]
-        groups += [(starts[i], members[lo:lo + batch_size])
-                   for lo in range(0, len(members), batch_size)]
+        i, cuts = plan[j]
+        band = [p for p in patches if layers[i] <= p.layer < (
+            layers[j] if j < len(layers) else n_layers)]
+        for lo, hi in zip(cuts, [*cuts[1:], n_pos], strict=True):
+            members = sorted((p for p in band if lo <= p.begin < hi),
+                             key=lambda p: (p.begin, p.layer, p.col))
+            if members:
+                begin = members[0].begin
+                groups += [(layers[i], begin, members[k:k + batch_size])
+                           for k in range(0, len(members), batch_size)]
         j = i
     return groups[::-1]
+
+
+def _split(count: np.ndarray, n_pos: int, batch_size: int) -> tuple[float, list[int]]:
+    """The cheapest split of patches (``count`` per begin position) into position ranges,
+    each one pass from its earliest begin: (cost, the ranges' first positions)."""
+    starts = np.flatnonzero(count)
+    rows = np.concatenate([[0.0], np.cumsum(count[starts])])
+    best = np.zeros(len(starts) + 1)
+    cut = np.zeros(len(starts) + 1, dtype=int)
+    for j in range(1, len(starts) + 1):
+        i = np.arange(1, j + 1)  # the last range covers starts[i-1 .. j-1]
+        n = rows[j] - rows[i - 1]
+        cost = best[i - 1] + np.ceil(n / batch_size) * FORWARD_COST + n * (n_pos - starts[i - 1])
+        k = int(cost.argmin())
+        best[j], cut[j] = cost[k], k
+    cuts = []
+    j = len(starts)
+    while j > 0:
+        cuts.append(int(starts[cut[j]]))
+        j = int(cut[j])
+    return float(best[-1]), cuts[::-1]
 
 
 class _Prefixes:
