@@ -43,6 +43,24 @@ def check(metric: object, foil: object) -> None:
                           "metric (logprob, prob, rank, kl)")
 
 
+PATCHING_METHODS = ("exact", "attribution")
+
+
+def check_method(method: object, verify_top_k: object, metric: object) -> None:
+    """Static checks of activation patching's ``method=`` and ``verify_top_k=``."""
+    if method not in PATCHING_METHODS:
+        raise InterpError(f"method must be one of {', '.join(PATCHING_METHODS)}, got "
+                          f"{method!r}")
+    if isinstance(verify_top_k, bool) or not isinstance(verify_top_k, int) or verify_top_k < 0:
+        raise InterpError(f"verify_top_k must be an int >= 0, got {verify_top_k!r}")
+    if verify_top_k and method != "attribution":
+        raise InterpError("verify_top_k= checks an attribution estimate against exact "
+                          "patching: pass method='attribution' too")
+    if method == "attribution" and metric == "rank":
+        raise InterpError("metric rank has no gradient: attribution patching needs a "
+                          "differentiable metric (logit_diff, logprob, prob, kl)")
+
+
 def label(metric: Metric) -> str:
     """How results and failures name the metric: its name, or the callable's."""
     if isinstance(metric, str):

@@ -250,11 +250,13 @@ class InterpModel:
     def forward(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
-        """One batched forward pass, not memoised (for rows used once, e.g. sweep rows)."""
+        """One batched forward pass, not memoised (for rows used once, e.g. sweep rows);
+        ``grad`` runs it with autograd (see ``Backend.run``)."""
         return self.backend.run(tokens, read=read, edits=edits, start=start,
-                                logits_to_keep=logits_to_keep, past=past, keep_past=keep_past)
+                                logits_to_keep=logits_to_keep, past=past, keep_past=keep_past,
+                                grad=grad)
 
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
@@ -360,29 +362,45 @@ class InterpModel:
         self, clean: str, corrupted: str, *, answer: str | None = None, foil: str | None = None,
         site: Component = "resid_pre", per_position: bool = True,
         layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
-        metric: Metric = "logit_diff",
+        metric: Metric = "logit_diff", method: Literal["exact", "attribution"] = "exact",
+        verify_top_k: int = 0,
     ) -> PatchingResult:
         """Patch each clean activation into the corrupted run: every (layer, position), or
         for head_out every (layer, head, position) (``per_position=False``: (layer, head),
         the head patched at every position at once); ``layers``/``positions`` restrict the
         sweep (other cells NaN). ``metric`` is read at the last position: ``"logit_diff"``
         (answer - foil), ``"logprob"``, ``"prob"``, ``"rank"`` (of answer), ``"kl"`` (from the
-        clean run), or a callable [rows, vocab] -> [rows]. Batched, and memoised per
+        clean run), or a callable [rows, vocab] -> [rows]. ``method="attribution"``
+        estimates the grid to first order from one backward pass (attribution patching;
+        ``metric`` differentiable); ``verify_top_k=K`` then patches its K largest cells
+        exactly (``PatchingResult.exact``, ``.estimate_errors``). Batched, and memoised per
         argument set."""
         from . import metrics
 
         metrics.check(metric, foil)
+        metrics.check_method(method, verify_top_k, metric)
         _one_prompt("activation_patching", clean, "clean")
         _one_prompt("activation_patching", corrupted, "corrupted")
+        from .probes.attribution import attribution_patching
+        from .probes.attribution import verify_top_k as verify
         from .probes.patching import activation_patching
 
         key = ("patching", clean, corrupted, answer, foil, site,
                per_position or site != "head_out", None if layers is None else tuple(layers),
-               None if positions is None else tuple(positions), metric)
-        return self.remember(key, lambda m: activation_patching(
-            m, clean, corrupted, answer=answer, foil=foil, site=site,
-            per_position=per_position, layers=layers, positions=positions, metric=metric,
-        ))
+               None if positions is None else tuple(positions), metric, method, verify_top_k)
+        if method == "exact":
+            return self.remember(key, lambda m: activation_patching(
+                m, clean, corrupted, answer=answer, foil=foil, site=site,
+                per_position=per_position, layers=layers, positions=positions, metric=metric,
+            ))
+
+        def estimate(m: InterpModel) -> PatchingResult:
+            result = attribution_patching(
+                m, clean, corrupted, answer=answer, foil=foil, site=site,
+                per_position=per_position, layers=layers, positions=positions, metric=metric)
+            return verify(m, result, verify_top_k, metric=metric) if verify_top_k else result
+
+        return self.remember(key, estimate)
 
     def ablate(
         self, prompt: str, *, answer: str, foil: str | None = None,

@@ -258,10 +258,38 @@ class PatchingResult:
     heads: bool = False  # True for head_out sweeps (a heads axis after layers)
     per_position: bool = True  # False for head_out patched at every position at once
     metric: str = "logit diff"  # what patched, clean_logit_diff... measure (metrics.label)
+    method: str = "exact"  # or "attribution": ``patched`` is a first-order estimate
+    exact: np.ndarray | None = None  # attribution: exact patched metric of verified cells
 
     @property
     def n_layers(self) -> int:
         return int(self.patched.shape[0])
+
+    @property
+    def estimate(self) -> bool:
+        """Whether ``patched`` is estimated (attribution patching) rather than measured."""
+        return self.method != "exact"
+
+    @property
+    def estimate_errors(self) -> np.ndarray:
+        """Estimated minus exact recovery at each verified cell (``verify_top_k``)."""
+        if self.exact is None:
+            return np.zeros(0)
+        done = ~np.isnan(self.exact)
+        exact = (self.exact - self.corrupted_logit_diff) / (
+            self.clean_logit_diff - self.corrupted_logit_diff)
+        return (self.recovery - exact)[done]
+
+    @property
+    def how(self) -> str:
+        """How ``patched`` was found, as shown in titles: "" or "attribution estimate, ..."."""
+        if not self.estimate:
+            return ""
+        errors = self.estimate_errors
+        if not errors.size:
+            return f"{self.method} estimate, not verified"
+        return (f"{self.method} estimate; its {errors.size} largest cells patched exactly: "
+                f"max |error| {np.abs(errors).max():.2f} recovery")
 
     @property
     def recovery(self) -> np.ndarray:
@@ -301,8 +329,9 @@ class PatchingResult:
     def grid(self, mark: tuple[int, int] | None = None, head: int | None = None) -> str:
         """Recovery as a text heatmap, layers down, columns across; ``mark`` = (layer, column)."""
         values, labels, axis = self.grid_2d(head)
+        how = f" [{self.how}]" if self.how else ""
         lines = [
-            f"{self.site} patching recovery (clean {self.clean_logit_diff:+.3f}, corrupted "
+            f"{self.site} patching recovery{how} (clean {self.clean_logit_diff:+.3f}, corrupted "
             f"{self.corrupted_logit_diff:+.3f}: {self.measured} at the last position); rows "
             f"layer, columns {axis}",
             "        " + "".join(f"{label:>7}" for label in labels),

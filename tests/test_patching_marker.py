@@ -11,7 +11,7 @@ pytest_plugins = ["pytester"]
 PATCHING_USAGE = (
     "@pytest.mark.activation_patching(clean, corrupted, *, answer, foil=None, site='resid_pre', "
     "layer=None, position=None, head=None, min_recovery=None, max_recovery=None, "
-    "peak_layer=None, metric='logit_diff'" + DATASET_USAGE
+    "peak_layer=None, metric='logit_diff', method='exact', verify_top_k=0" + DATASET_USAGE
 )
 
 
@@ -72,6 +72,20 @@ def test_ioi_markers_on_smollm2(pytester):
      'site="attn_pattern", min_recovery=0.5)',
      "site 'attn_pattern' cannot be patched: use one of resid_pre, resid_mid, resid_post, "
      "attn_out, mlp_out, head_out"),
+    ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
+     'method="gradient", min_recovery=0.5)',
+     "method must be one of exact, attribution, got 'gradient'"),
+    ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
+     'verify_top_k=5, min_recovery=0.5)',
+     "verify_top_k= checks an attribution estimate against exact patching: pass "
+     "method='attribution' too"),
+    ('activation_patching("The cat sat", "The dog sat", answer=" on", method="attribution", '
+     'metric="rank", max_recovery=0.5)',
+     "metric rank has no gradient: attribution patching needs a differentiable metric "
+     "(logit_diff, logprob, prob, kl)"),
+    ('activation_patching("The cat sat", "The dog sat", answer=" on", foil=" in", '
+     'method="attribution", verify_top_k=-1, min_recovery=0.5)',
+     "verify_top_k must be an int >= 0, got -1"),
 ])
 def test_bad_patching_marker_is_a_collection_error(pytester, marker, message):
     ini(pytester, model="tiny-random-llama")
@@ -147,3 +161,42 @@ def test_patching_markers_are_listed(pytester):
         "stat='mean', confidence=0.95, min_fraction=None, interval='percentile'): assert logit*",
         f"{PATCHING_USAGE}: assert where a behaviour lives*",
     ])
+
+
+def test_attribution_marker_says_it_is_an_estimate_and_snapshots(pytester, load_backend):
+    from pytest_interp.model import InterpModel
+
+    model = InterpModel(load_backend("tiny-random-llama"))
+    result = model.activation_patching("The cat sat on the", "The dog sat on the",
+                                       answer=" mat", foil=" rug", method="attribution",
+                                       verify_top_k=2)
+    recovery = result.recovery[0, 1]
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        PAIR = ("The cat sat on the", "The dog sat on the")
+
+        @pytest.mark.activation_patching(*PAIR, answer=" mat", foil=" rug", layer=0,
+                                         position=" cat", min_recovery=2,
+                                         method="attribution", verify_top_k=2)
+        def test_fail():
+            pass
+
+        def test_snapshot(interp_model, interp_snapshot):
+            result = interp_model.activation_patching(*PAIR, answer=" mat", foil=" rug",
+                                                      method="attribution")
+            assert result == interp_snapshot
+    """)
+    outcome = pytester.runpytest("--snapshot-update")
+    outcome.assert_outcomes(passed=1, failed=1)
+    outcome.stdout.fnmatch_lines([
+        f"activation_patching: resid_pre at layer 0, position 1 (' cat') is estimated to "
+        f"recover {recovery:.2f} of the clean logit diff, expected min_recovery=2",
+        f"resid_pre patching recovery [[]{result.how}] (clean *",
+    ])
+    assert result.how.startswith("attribution estimate; its 2 largest cells patched exactly: "
+                                 "max |error| ")
+    stored = (pytester.path / "__snapshots__" / "test_m.interp").read_text()
+    assert '"method": "attribution"' in stored
+    pytester.runpytest("-k", "snapshot").assert_outcomes(passed=1)

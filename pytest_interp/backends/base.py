@@ -108,8 +108,9 @@ class Edit:
             got = getattr(self, name)
             if got is not None:
                 object.__setattr__(self, name, tuple(int(i) for i in got))
-        value = self.value.detach()
-        digest = hashlib.sha1(value.to(torch.float32).contiguous().cpu().numpy().tobytes())
+        value = self.value if self.value.requires_grad else self.value.detach()
+        plain = value.detach()  # a value that requires grad keeps its graph (gradients)
+        digest = hashlib.sha1(plain.to(torch.float32).contiguous().cpu().numpy().tobytes())
         digest.update(repr((self.site, self.mode, self.positions, self.rows, self.head,
                             tuple(value.shape), str(value.dtype))).encode())
         object.__setattr__(self, "value", value)
@@ -229,13 +230,15 @@ class Backend(Protocol):
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
         """One batched forward. ``logits_to_keep=k`` computes logits for the last k
         positions only (0 = all), as Hugging Face's argument of that name. ``past`` (the
         ``Run.past`` of an earlier run, which this run extends in place) makes ``tokens`` the
         continuation of that run: positions and edit positions then count within ``tokens``.
-        ``keep_past`` returns the key/value cache as ``Run.past``."""
+        ``keep_past`` returns the key/value cache as ``Run.past``. ``grad`` runs with autograd
+        (not in inference mode): the logits keep their graph back to edit values that
+        require grad."""
         ...
 
     def unembed(self, hidden: Tensor) -> Tensor: ...

@@ -10,7 +10,7 @@ import nnsight
 import torch
 from torch import Tensor
 
-from ..errors import ModelSpecError
+from ..errors import InterpError, ModelSpecError
 from .architectures import family_of
 from .base import (
     Edit,
@@ -120,11 +120,20 @@ class NNsightBackend(HFTokens):
             self._w_o_cache[layer] = weight.reshape(self.info.n_heads, -1, self.info.d_model)
         return self._w_o_cache[layer]
 
-    @torch.inference_mode()
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False,
+        keep_past: bool = False, grad: bool = False,
+    ) -> Run:
+        if grad and self.remote:
+            raise InterpError("grad=True needs a local model: remote (NDIF) runs send back "
+                              "values without their autograd graph")
+        with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
+            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
+
+    def _run(
+        self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
+        logits_to_keep: int, past: object, keep_past: bool, grad: bool,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
@@ -149,7 +158,8 @@ class NNsightBackend(HFTokens):
             if keep_past:
                 cache = self.lm.output.past_key_values.save()
         saved = {Site(layer, component): v for layer, component, v in found}
-        return Run(tokens, softcap(logits.detach().clone(), self.info), saved, cache)
+        logits = logits if grad else logits.detach().clone()
+        return Run(tokens, softcap(logits, self.info), saved, cache)
 
     def _visit(self, envoy: Any, block: BlockHooks) -> None:
         """Call the block's points on the live values, in execution order (nnsight needs it)."""

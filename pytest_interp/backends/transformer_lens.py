@@ -52,11 +52,17 @@ class TransformerLensBackend(HFTokens):
         self.bridge.eval()
         self.info: ModelInfo = model_info(loaded, "transformer_lens")
 
-    @torch.inference_mode()
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False,
+        keep_past: bool = False, grad: bool = False,
+    ) -> Run:
+        with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
+            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
+
+    def _run(
+        self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
+        logits_to_keep: int, past: object, keep_past: bool, grad: bool,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
@@ -75,7 +81,8 @@ class TransformerLensBackend(HFTokens):
         with self._skipping(start.layer if start is not None else 0), hooked:
             out = self.bridge(ids, **kwargs)
         logits, cache = out if kwargs["return_type"] == "logits_and_cache" else (out, None)
-        return Run(tokens, logits.detach().clone(), saved, cache if keep_past else None)
+        logits = logits if grad else logits.detach().clone()
+        return Run(tokens, logits, saved, cache if keep_past else None)
 
     @contextmanager
     def _skipping(self, below: int) -> Iterator[None]:

@@ -55,6 +55,8 @@ class PatchingExpectation(Expectation[PatchingResult]):
     max_recovery: float | None = None
     peak_layer: tuple[int, int] | None = None
     metric: Metric = "logit_diff"
+    method: str = "exact"
+    verify_top_k: int = 0
 
     row_fields = ("clean", "corrupted", "answer", "foil")
     bound_fields = ("min_recovery", "max_recovery")
@@ -65,6 +67,7 @@ class PatchingExpectation(Expectation[PatchingResult]):
         if self.foil is not None:
             checks.text("foil", self.foil)
         metrics.check(self.metric, self.foil)
+        metrics.check_method(self.method, self.verify_top_k, self.metric)
         checks.choice("site", self.site, PATCH_SITES,
                       style="site {value!r} cannot be patched: use one of {choices}")
         checks.integer("layer", self.layer)
@@ -117,6 +120,7 @@ class PatchingExpectation(Expectation[PatchingResult]):
             self.clean, self.corrupted, answer=self.answer, foil=self.foil,
             site=self.site,  # type: ignore[arg-type]
             per_position=self.per_position, metric=self.metric,
+            method=self.method, verify_top_k=self.verify_top_k,  # type: ignore[arg-type]
         )
 
     @property
@@ -141,8 +145,9 @@ class PatchingExpectation(Expectation[PatchingResult]):
     @classmethod
     def run_many(cls, model: InterpModel,
                  expectations: Sequence[PatchingExpectation]) -> list[PatchingResult]:
-        """One cell per row: batched over rows (see ``patch_cells``); else a sweep per row."""
-        if not all(e.one_cell for e in expectations):
+        """One exact cell per row: batched over rows (see ``patch_cells``); else a sweep (or
+        an attribution estimate) per row."""
+        if not all(e.one_cell and e.method == "exact" for e in expectations):
             return super().run_many(model, expectations)
         from ..probes.patching import Cell, patch_cells
 
@@ -184,8 +189,9 @@ class PatchingExpectation(Expectation[PatchingResult]):
             if wrong(values[layer, col], bound):
                 mark = mark or (layer, col)
                 name = "min_recovery" if pick is min else "max_recovery"
+                verb = "is estimated to recover" if result.estimate else "recovers"
                 problems.append(
-                    f"{self.site} at {self._where(result, layer, col)} recovers "
+                    f"{self.site} at {self._where(result, layer, col)} {verb} "
                     f"{values[layer, col]:.2f} of the clean {result.metric}, expected "
                     f"{name}={bound}"
                 )
@@ -196,8 +202,9 @@ class PatchingExpectation(Expectation[PatchingResult]):
             if not lo <= peak <= hi:
                 mark = mark or (peak, col)
                 where = self._where(result, peak, col).split(", ", 1)[1]
+                what = "estimated recovery" if result.estimate else "recovery"
                 problems.append(
-                    f"{self.site} recovery at {where} peaks at layer {peak} "
+                    f"{self.site} {what} at {where} peaks at layer {peak} "
                     f"({values[peak, col]:.2f}), expected peak_layer in {self.peak_layer}"
                 )
         if not problems:
@@ -217,9 +224,9 @@ class PatchingCodec(SnapshotCodec[PatchingResult]):
     meta_schema = schema(site=is_str, clean=is_str, corrupted=is_str, answer=is_opt_str,
                    foil=is_opt_str, tokens=is_strs, clean_logit_diff=is_number,
                    corrupted_logit_diff=is_number)
-    optional_meta = schema(metric=is_str)  # stored when not the default logit diff
+    optional_meta = schema(metric=is_str, method=is_str)  # stored when not the default
     row_schema = schema(layer=is_int)
-    identity = ("site", "clean", "corrupted", "answer", "foil", "tokens", "metric")
+    identity = ("site", "clean", "corrupted", "answer", "foil", "tokens", "metric", "method")
     units = MappingProxyType(dict.fromkeys(_COLUMNS, "recovery"))
     meta_units = MappingProxyType({"clean_logit_diff": "logit", "corrupted_logit_diff": "logit"})
 
@@ -231,6 +238,8 @@ class PatchingCodec(SnapshotCodec[PatchingResult]):
                 "corrupted_logit_diff": rounded(result.corrupted_logit_diff)}
         if result.metric != "logit diff":
             meta["metric"] = result.metric
+        if result.estimate:
+            meta["method"] = result.method
         rec = result.recovery
         columns = "heads" if result.heads and not result.per_position else "positions"
         rows: list[dict[str, Any]] = []
@@ -284,7 +293,8 @@ def patching_figure(result: PatchingResult) -> str:
     """The recovery heatmap: layers down, positions (or heads) across."""
     values, labels, axis = result.grid_2d()
     texts = [["·" if np.isnan(v) else f"{v:.2f}" for v in row] for row in values]
-    title = (f"{result.site} patching recovery, rows layer, columns {axis} (clean "
+    how = f" [{result.how}]" if result.how else ""
+    title = (f"{result.site} patching recovery{how}, rows layer, columns {axis} (clean "
              f"{result.clean_logit_diff:+.2f}, corrupted {result.corrupted_logit_diff:+.2f})")
     return (f"<h4>{esc(title)}</h4>" + heatmap_svg(
         values, texts, [str(i) for i in range(values.shape[0])], labels, diverging, title))
@@ -294,7 +304,7 @@ KIND = ExpectationKind(
     name="activation_patching", expectation=PatchingExpectation, result=PatchingResult,
     help="assert where a behaviour lives: recovery of the clean logit diff when a clean "
          "activation is patched into the corrupted run, at layer/position/head, or its "
-         "peak_layer=(lo, hi).",
+         "peak_layer=(lo, hi); method='attribution' estimates it from one backward pass.",
     codec=PatchingCodec(), figure=patching_figure,
     example=(("The cat sat on the", "The dog sat on the"),
              {"answer": " mat", "foil": " rug", "layer": 1, "position": 1,

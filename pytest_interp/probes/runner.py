@@ -41,7 +41,7 @@ class Runner(Protocol):
     def forward(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
         """One batched forward pass, not memoised (``Backend.run``'s arguments)."""
         ...
