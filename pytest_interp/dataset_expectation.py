@@ -159,6 +159,13 @@ class DatasetExpectation(Expectation[DatasetResult]):
             results=tuple(results), values=values, failures=failures, estimate=est, low=low,
             high=high, bound_names=bounds, verdict=verdict(est, low, high))
 
+    def measured(self, result: DatasetResult) -> str:
+        est = result.estimate
+        what = "fraction passing" if self.stat == "fraction" else \
+            f"{self.stat} {result.value_name}"
+        return (f"{what} {est.value:.4g}, {est.confidence:.0%} CI [{est.low:.4g}, "
+                f"{est.high:.4g}], n={est.n}")
+
     def judge(self, result: DatasetResult) -> str | None:
         if result.verdict is Verdict.PASS:
             extra = self.rows[0].judge_rows(result.results)

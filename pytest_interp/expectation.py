@@ -85,6 +85,12 @@ class Expectation(Generic[R]):
         """The per-prompt number a dataset's mean or median is made of."""
         raise NotImplementedError
 
+    def measured(self, result: R) -> str | None:
+        """What this expectation measured, as one line for JUnit XML and CI summaries
+        (``logit diff 6.120``), or None when it reads no single number."""
+        name = self.value_name()
+        return None if name is None else f"{name} {self.value(result):.4g}"
+
     def bounds(self) -> tuple[float | None, float | None]:
         """The values of ``bound_fields``: the value's lower and upper bounds."""
         low, high = (getattr(self, name) if name else None for name in self.bound_fields)

@@ -367,6 +367,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                                                      request=request),
     )
     _start_report(config)
+    _start_step_summary(config)
     log = config.stash[NOISE_KEY] = _NoiseLog()
     config.pluginmanager.register(log, f"interp-noise-{id(config)}")
 
@@ -608,7 +609,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]
         message = f"pytest-interp: {exc}"
     else:
         failures = [text for kind, expectation in expectations
-                    if (text := _check(kind, expectation, model)) is not None]
+                    if (text := _check(kind, expectation, model, pyfuncitem)) is not None]
         if not failures:
             if pyfuncitem.config.stash[CONFIG_KEY].controls:
                 _control(pyfuncitem, expectations)
@@ -658,13 +659,23 @@ class InconclusiveVerdict(pytest.fail.Exception):  # type: ignore[name-defined]
 INCONCLUSIVE = ("interp_verdict", "inconclusive")  # the user property marking such a report
 
 
+MEASURED = "interp_measured"  # the user property carrying what an expectation measured
+
+
 def _check(kind: ExpectationKind[Any, Any], expectation: Expectation[Any],
-           model: InterpModel) -> str | None:
-    """One expectation's failure text (a model-dependent bad argument names the marker)."""
+           model: InterpModel, item: pytest.Item | None = None) -> str | None:
+    """One expectation's failure text (a model-dependent bad argument names the marker);
+    with ``item``, what it measured goes to the item's properties (JUnit XML)."""
     try:
-        return kind.check(model, expectation)[1]
+        result, text = kind.check(model, expectation)
     except InterpError as exc:
         return f"@pytest.mark.{kind.name}: {exc}"
+    line = expectation.measured(result)
+    if item is not None and line is not None:
+        verdict = "passed" if text is None else \
+            "inconclusive" if isinstance(text, Inconclusive) else "failed"
+        item.user_properties.append((MEASURED, f"{kind.name}: {line} ({verdict})"))
+    return text
 
 
 def _report_path(config: pytest.Config) -> Path | None:
@@ -746,6 +757,10 @@ def pytest_runtest_makereport(
         for diff in recorded:  # pytest truncates assertion text; these are shown whole
             if isinstance(diff, SnapshotDiff) and diff.lines:
                 longrepr.addsection(f"interp: {diff.name} changed", "\n".join(diff.lines))
+    for diff in recorded:  # the largest changes, for CI summaries (controller side)
+        if isinstance(diff, SnapshotDiff):
+            report.user_properties += [(CHANGED, f"{diff.name}: {change}")
+                                       for change in diff.changes[:3]]
     for noise in recorded:
         if isinstance(noise, SnapshotNoise):
             report.user_properties.append(("interp_noise", f"{item.nodeid} {noise.name}: "
@@ -821,6 +836,48 @@ class _NoiseLog:
 
 
 NOISE_KEY = pytest.StashKey[_NoiseLog]()
+CHANGED = "interp_changed"  # a report property: one of a failed snapshot's largest changes
+
+
+class _StepSummary:
+    """Collects, on the controller, each test's outcome, measured values and snapshot
+    changes; at the end appends a Markdown summary to ``GITHUB_STEP_SUMMARY``."""
+
+    def __init__(self, path: str) -> None:
+        from .report.summary import SummaryRow
+
+        self.path = path
+        self.rows: dict[str, SummaryRow] = {}
+        self.row = SummaryRow
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" and not report.failed and not report.skipped:
+            return
+        row = self.rows.setdefault(report.nodeid, self.row(report.nodeid))
+        if report.failed or report.skipped or report.when == "call":
+            row.outcome = "inconclusive" if INCONCLUSIVE in report.user_properties else \
+                "failed" if report.failed else report.outcome
+        if report.when == "call":
+            row.measured += [str(v) for k, v in report.user_properties if k == MEASURED]
+            row.changes += [str(v) for k, v in report.user_properties if k == CHANGED]
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from .report.summary import markdown
+
+        interp = session.config.stash[CONFIG_KEY]
+        title = f"{interp.spec or 'no model'} via {interp.backend}"
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(markdown(list(self.rows.values()), title))
+
+
+def _start_step_summary(config: pytest.Config) -> None:
+    """With ``GITHUB_STEP_SUMMARY`` set (GitHub Actions), on the controller, collect the
+    Markdown summary (not when only collecting)."""
+    import os
+
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path and not hasattr(config, "workerinput") and not config.option.collectonly:
+        config.pluginmanager.register(_StepSummary(path), f"interp-summary-{id(config)}")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
