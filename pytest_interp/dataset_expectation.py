@@ -166,6 +166,13 @@ class DatasetExpectation(Expectation[DatasetResult]):
         return (f"{what} {est.value:.4g}, {est.confidence:.0%} CI [{est.low:.4g}, "
                 f"{est.high:.4g}], n={est.n}")
 
+    def point(self, result: DatasetResult) -> dict[str, Any]:
+        est = result.estimate
+        name = "fraction passing" if self.stat == "fraction" else \
+            f"{self.stat} {result.value_name}"
+        return {"name": name, "value": est.value, "low": result.low, "high": result.high,
+                "interval": [est.low, est.high]}
+
     def judge(self, result: DatasetResult) -> str | None:
         if result.verdict is Verdict.PASS:
             extra = self.rows[0].judge_rows(result.results)

@@ -91,6 +91,16 @@ class Expectation(Generic[R]):
         name = self.value_name()
         return None if name is None else f"{name} {self.value(result):.4g}"
 
+    def point(self, result: R) -> dict[str, Any] | None:
+        """What this expectation measured as numbers, for the report's trend charts: the
+        value's ``name``, ``value`` and bounds ``low``/``high`` (None: unbounded), or None
+        when it reads no single number."""
+        name = self.value_name()
+        if name is None:
+            return None
+        low, high = self.bounds()
+        return {"name": name, "value": float(self.value(result)), "low": low, "high": high}
+
     def bounds(self) -> tuple[float | None, float | None]:
         """The values of ``bound_fields``: the value's lower and upper bounds."""
         low, high = (getattr(self, name) if name else None for name in self.bound_fields)

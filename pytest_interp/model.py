@@ -155,6 +155,7 @@ class InterpModel:
         self._tuned_lenses: dict[str, TunedLens] = {}
         self._results: dict[tuple[Any, ...], Any] = {}
         self._provenance: dict[str, str] | None = None
+        self._info: ModelInfo | None = None  # set by close()
 
     def __repr__(self) -> str:
         i = self.info
@@ -180,6 +181,14 @@ class InterpModel:
         self.memo.clear()
         self._results.clear()
 
+    def close(self) -> None:
+        """Free the weights, runs and results; ``info`` and the memo's counts stay (the
+        session summary names released models too). Any other use after this fails."""
+        self._info = self.backend.info
+        self.forget()
+        self._tuned_lenses.clear()
+        del self.backend
+
     @property
     def provenance(self) -> dict[str, str]:
         """What this model's results come from: weights and tokenizer fingerprints, backend,
@@ -200,8 +209,13 @@ class InterpModel:
     # -- the Runner interface -------------------------------------------------------------
 
     @property
+    def closed(self) -> bool:
+        """Whether the pool released this model (``close``)."""
+        return self._info is not None
+
+    @property
     def info(self) -> ModelInfo:
-        return self.backend.info
+        return self._info if self._info is not None else self.backend.info
 
     @property
     def vocab(self) -> Vocab:
@@ -710,6 +724,7 @@ class ModelPool:
     provide: Provider | None = None
     _models: dict[ModelRequest, InterpModel] = field(default_factory=dict)
     _failures: dict[ModelRequest, InterpError] = field(default_factory=dict)
+    _released: list[InterpModel] = field(default_factory=list)
 
     def get(self, request: ModelRequest) -> InterpModel:
         if request in self._failures:
@@ -730,3 +745,18 @@ class ModelPool:
 
     def loaded(self) -> list[InterpModel]:
         return list(self._models.values())
+
+    def release(self, spec: str) -> None:
+        """Close every model loaded from ``spec`` (its variants too): a checkpoint series
+        holds about one model at a time. Asked for again, it loads again."""
+        import gc
+
+        for request in [r for r in self._models if r.spec == spec]:
+            model = self._models.pop(request)
+            model.close()
+            self._released.append(model)
+        gc.collect()
+
+    def seen(self) -> list[InterpModel]:
+        """Every model of the session: the released ones, then the loaded ones."""
+        return [*self._released, *self._models.values()]

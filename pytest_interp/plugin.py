@@ -55,7 +55,7 @@ INTERP_MODEL = Marker(
 class InterpConfig:
     """The session's settings, from command line over ini over defaults."""
 
-    spec: str | None
+    spec: str | None  # the first model
     backend: BackendName = "transformer_lens"
     device: DeviceName = "cpu"
     dtype: DtypeName = "float32"
@@ -72,12 +72,17 @@ class InterpConfig:
     calibrate: bool = False  # re-measure the floors of unchanged snapshots too
     inconclusive: Inconclusives = "fail"  # the outcome of an INCONCLUSIVE dataset verdict
     controls: bool = False  # re-check passing expectations on a re-initialised model
+    specs: tuple[str, ...] = ()  # every model, in order (tests are parametrized if > 1)
+    baseline: str | None = None  # results are compared with this model's
 
-    def request(self, override: ModelOverride | None = None) -> ModelRequest:
-        """The model request for a test: the session's, changed by its ``interp_model``
-        marker (raises "no model given" if neither names a model)."""
+    def request(self, override: ModelOverride | None = None,
+                spec: str | None = None) -> ModelRequest:
+        """The model request for a test: the session's (``spec``: the test's model of a
+        series), changed by its ``interp_model`` marker (raises "no model given" if none
+        names a model)."""
         if override is None:
-            return ModelRequest(spec=self.spec or "", backend=self.backend, device=self.device,
+            return ModelRequest(spec=spec or self.spec or "", backend=self.backend,
+                                device=self.device,
                                 dtype=self.dtype, prepend_bos=self.prepend_bos,
                                 remote=self.remote)
         return ModelRequest(
@@ -197,8 +202,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                         help=f"{help_text} (ini: interp_{name}; default {shown})", **cli)
         parser.addini(f"interp_{name}", help_text, type=ini_type, default=default)
 
-    option("model", "model spec: alias (smollm2-135m, tiny-random-llama, tiny-random-gpt2), "
-                    "local HF directory or .gguf file", "SPEC", "string", "")
+    group.addoption("--interp-model", dest="interp_model", metavar="SPEC", action="append",
+                    default=None,
+                    help="model spec: alias (smollm2-135m, tiny-random-llama), local HF "
+                         "directory, .gguf file or hub id org/name[@revision]; repeat it to "
+                         "run every test that uses a model on each (ini: interp_model, "
+                         "whitespace-separated)")
+    parser.addini("interp_model", "model specs (whitespace-separated; quote a path with spaces)",
+                  type="args", default=[])
+    option("baseline", "compare every result a test computes with the same probe on this model, "
+                       "as a snapshot written on it would be (same codecs and noise floor)",
+           "SPEC", "string", "")
     option("backend", f"backend: {' | '.join(BACKENDS)}", "NAME", BackendName,
            "transformer_lens", choices=BACKENDS)
     option("device", f"device: {' | '.join(DEVICES)}", "NAME", DeviceName, "cpu",
@@ -274,8 +288,9 @@ def _read_config(config: pytest.Config) -> InterpConfig:
                 raise InterpError(f"interp_snapshot_{name}_tol = {value!r} is negative: set a "
                                   "non-negative number such as 0.05")
             tolerances[name] = float(value)
+        specs = _model_specs(config)
         return InterpConfig(
-            spec=_setting(config, "model") or None, backend=backend,
+            spec=specs[0] if specs else None, specs=specs, backend=backend,
             device=_setting(config, "device"), dtype=_setting(config, "dtype"),
             prepend_bos=None if bos == "auto" else bool(bos),
             memory_bytes=memory if isinstance(memory, int) else parse_bytes(memory),
@@ -286,9 +301,61 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             noise_k=float(_setting(config, "noise_k")), calibrate=_calibrate(config),
             inconclusive=_setting(config, "inconclusive"),
             controls=bool(_setting(config, "controls")),
+            baseline=_setting(config, "baseline") or None,
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
+
+
+def _model_specs(config: pytest.Config) -> tuple[str, ...]:
+    """The models, command line over ini, in order (``ordered``)."""
+    return ordered(config.getoption("interp_model") or config.getini("interp_model"))
+
+
+def ordered(raw: Collection[str]) -> tuple[str, ...]:
+    """Model specs, each once, a glob pattern (``ckpt/step_*``) expanded to the paths it
+    matches: as given, or by their ids' trailing numbers when every one has one (a glob
+    puts step_100 before step_50)."""
+    import glob
+
+    found = []
+    for spec in (str(x).strip() for x in raw):
+        matches = sorted(glob.glob(spec)) if any(c in spec for c in "*?[") else []
+        found += matches or ([spec] if spec else [])
+    specs = tuple(dict.fromkeys(found))
+    numbers = [_trailing_number(spec) for spec in specs]
+    if len(specs) > 1 and None not in numbers:
+        order = sorted(range(len(specs)), key=lambda i: numbers[i] or 0)
+        specs = tuple(specs[i] for i in order)
+    return specs
+
+
+def _trailing_number(spec: str) -> int | None:
+    import re
+
+    found = re.search(r"(\d+)$", model_id(spec))
+    return int(found.group(1)) if found else None
+
+
+def model_id(spec: str) -> str:
+    """A model's short name in test ids: an alias as is, a path's last part (without
+    ``.gguf``), a hub id's name and revision."""
+    if Path(spec).suffix == ".gguf" or Path(spec).exists() or spec.startswith((".", "/", "~")):
+        name = Path(spec.rstrip("/")).name
+        return name[:-len(".gguf")] if name.endswith(".gguf") else name
+    return spec.rsplit("/", 1)[-1]
+
+
+def model_ids(specs: tuple[str, ...]) -> list[str]:
+    """Distinct short ids: a path's parent joins its name (``runA-step_00200``) when the
+    names alone collide."""
+    ids = [model_id(spec) for spec in specs]
+    for depth in range(2, 6):
+        if len(set(ids)) == len(ids):
+            break
+        ids = ["-".join(Path(spec.rstrip("/")).parts[-depth:]) if ids.count(short) > 1
+               else short for spec, short in zip(specs, ids, strict=True)]
+    return ids
 
 
 def _noise_floor(config: pytest.Config) -> tuple[str, ...]:
@@ -400,8 +467,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
             if not ndif_api_key():
                 raise InterpError(NO_NDIF_KEY)
-        if interp.spec is not None and not _provided(session.config, interp.spec):
-            validate(resolve_spec(interp.spec, remote=interp.remote), weights=not interp.remote)
+        for spec in (*interp.specs, *([interp.baseline] if interp.baseline else [])):
+            if not _provided(session.config, spec):
+                validate(resolve_spec(spec, remote=interp.remote), weights=not interp.remote)
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
 
@@ -448,9 +516,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     interp = config.stash[CONFIG_KEY]
     bos = "auto" if interp.prepend_bos is None else str(interp.prepend_bos).lower()
     device = "remote (NDIF)" if interp.remote else interp.device
+    ids = model_ids(interp.specs)
+    models = (f"models {', '.join(i + _commit(s) for i, s in zip(ids, interp.specs, strict=True))}"
+              " (each test that uses a model runs on each)") if len(interp.specs) > 1 else \
+        f"model {interp.spec or '(none: set --interp-model)'}{_commit(interp.spec)}"
+    if interp.baseline:
+        models += f", baseline {interp.baseline}{_commit(interp.baseline)}"
     return [
-        f"interp: model {interp.spec or '(none: set --interp-model)'}{_commit(interp.spec)}, "
-        f"backend {interp.backend}, "
+        f"interp: {models}, backend {interp.backend}, "
         f"device {device}, dtype {interp.dtype}, prepend_bos {bos}, "
         f"memo {interp.memory_bytes / 1024**3:.2f} GiB, threads "
         f"{interp.threads or 'torch default'}, seed {interp.seed}, deterministic "
@@ -526,7 +599,43 @@ def _model_for(item: pytest.Item) -> InterpModel:
 
 
 def _request_for(item: pytest.Item) -> ModelRequest:
-    return item.config.stash[CONFIG_KEY].request(item.stash.get(OVERRIDE_KEY, None))
+    return item.config.stash[CONFIG_KEY].request(item.stash.get(OVERRIDE_KEY, None),
+                                                 _series_spec(item))
+
+
+SERIES = "interp_series_model"  # the parameter naming a test's model when several are given
+_USES_MODEL = ("interp_model", "interp_cache")
+
+
+def _series_spec(item: pytest.Item | None) -> str | None:
+    """The model this test was parametrized with (several ``--interp-model``), if any."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get(SERIES) if callspec is not None else None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With several models, run each test that uses one (a fixture or a marker) on each,
+    unless ``@pytest.mark.interp_model`` pins its model. The parameter is session-scoped, so
+    pytest orders tests by model and each model is loaded once."""
+    interp = metafunc.config.stash[CONFIG_KEY]
+    if len(interp.specs) < 2 or metafunc.definition.get_closest_marker(INTERP_MODEL.name):
+        return
+    names = set(KINDS.names())
+    if not (any(name in metafunc.fixturenames for name in _USES_MODEL)
+            or any(mark.name in names for mark in metafunc.definition.iter_markers())):
+        return
+    if SERIES not in metafunc.fixturenames:
+        metafunc.fixturenames.append(SERIES)
+    metafunc.parametrize(SERIES, interp.specs, ids=model_ids(interp.specs), scope="session")
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Release a series model when the next test runs on another one (tests are ordered by
+    model, so it is not needed again in this process)."""
+    spec, following = _series_spec(item), _series_spec(nextitem)
+    if spec is not None and following is not None and following != spec \
+            and spec != item.config.stash[CONFIG_KEY].baseline:
+        item.config.stash[POOL_KEY].release(spec)
 
 
 # ---------------------------------------------------------------------------
@@ -660,6 +769,9 @@ INCONCLUSIVE = ("interp_verdict", "inconclusive")  # the user property marking s
 
 
 MEASURED = "interp_measured"  # the user property carrying what an expectation measured
+MARKED_KEY = pytest.StashKey[list[Any]]()  # the results a test's markers checked
+POINTS_KEY = pytest.StashKey[list[str]]()  # each expectation's kind, verdict, value (JSON)
+POINT, SERIES_ID = "interp_point", "interp_series"  # report properties, for the HTML report
 
 
 def _check(kind: ExpectationKind[Any, Any], expectation: Expectation[Any],
@@ -670,11 +782,20 @@ def _check(kind: ExpectationKind[Any, Any], expectation: Expectation[Any],
         result, text = kind.check(model, expectation)
     except InterpError as exc:
         return f"@pytest.mark.{kind.name}: {exc}"
+    if item is not None:  # a marker's bound is its claim: --interp-baseline skips it
+        item.stash.setdefault(MARKED_KEY, []).append(result)
+    if item is None:
+        return text
+    verdict = "passed" if text is None else \
+        "inconclusive" if isinstance(text, Inconclusive) else "failed"
     line = expectation.measured(result)
-    if item is not None and line is not None:
-        verdict = "passed" if text is None else \
-            "inconclusive" if isinstance(text, Inconclusive) else "failed"
+    if line is not None:
         item.user_properties.append((MEASURED, f"{kind.name}: {line} ({verdict})"))
+    import json
+
+    point = expectation.point(result) or {}
+    item.stash.setdefault(POINTS_KEY, []).append(
+        json.dumps({"kind": kind.name, "verdict": verdict, **point}))
     return text
 
 
@@ -703,13 +824,61 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     with recording() as items:
         try:
             with _deadline(timeout):
-                return (yield)
+                result = yield
+                changed = _against_baseline(item, items)
         except _Timeout:
             pytest.fail(f"pytest-interp: the test ran past --interp-timeout={timeout:g}s and was "
                         "stopped: restrict the sweep (layers=, positions=) or raise the limit",
                         pytrace=False)
         finally:
             item.stash[RECORDED_KEY] = list(items)
+    if changed:
+        pytest.fail(changed, pytrace=False)
+    return result
+
+
+def _against_baseline(item: pytest.Item, recorded: list[Any]) -> str | None:
+    """With ``--interp-baseline``: each result the test body computed on its model (a
+    marker's result is judged by its bound), compared with the same probe on the baseline
+    as a snapshot written there would be. Records the diffs (and near-ties); returns the
+    failure text, or None."""
+    from .record import ORIGINS, SnapshotDiff, record, recording, remember_origin
+    from .snapshot import Tolerances, against_baseline, codec_for
+
+    config = item.config
+    interp = config.stash[CONFIG_KEY]
+    if interp.baseline is None:
+        return None
+    own = _request_for(item)
+    marked = item.stash.get(MARKED_KEY, [])
+    compared = [(result, ORIGINS[result][1]) for result in recorded
+                if result in ORIGINS and codec_for(result) is not None
+                and ORIGINS[result][0].request == own
+                and not any(result is other for other in marked)]
+    if not compared:
+        return None
+    request = replace(own, spec=interp.baseline)
+    if request == own:
+        return None  # against itself: the same results, by construction
+    try:
+        baseline = config.stash[POOL_KEY].get(request)
+    except InterpError as exc:
+        return f"pytest-interp: --interp-baseline: {exc}"
+    found = []
+    details = bool(getattr(config.option, "include_snapshot_details", False))
+    with recording():  # the baseline's results are not this test's figures
+        for result, recipe in compared:
+            old = recipe(baseline)
+            remember_origin(old, baseline, recipe)  # the floor re-runs it on variants
+            floors = _calibrator(config).floors(old) if interp.noise_floor else None
+            found.append(against_baseline(
+                result, old, interp.baseline, Tolerances(**interp.tolerances), floors,
+                (request.dtype, own.dtype), details=details))
+    for diff in found:
+        if diff is not None:
+            record(diff)
+    texts = ["\n".join(diff.lines) for diff in found if isinstance(diff, SnapshotDiff)]
+    return "\n\n".join(texts) or None
 
 
 class _Timeout(BaseException):
@@ -751,11 +920,18 @@ def pytest_runtest_makereport(
         _inconclusive(report, str(call.excinfo.value.msg),
                       item.config.stash[CONFIG_KEY].inconclusive)
         item.user_properties.append(INCONCLUSIVE)  # JUnit XML writes the item's properties
+    spec = _series_spec(item)
+    if spec is not None:  # which model of the series, for the report and the CI summary
+        specs = item.config.stash[CONFIG_KEY].specs
+        report.user_properties.append((SERIES_ID, model_ids(specs)[specs.index(spec)]))
     recorded = item.stash.get(RECORDED_KEY, [])
+    if RECORDED_KEY in item.stash:
+        del item.stash[RECORDED_KEY]  # results may hold tensors and their model: let them go
     longrepr: Any = report.longrepr
     if report.failed and hasattr(longrepr, "addsection"):
         for diff in recorded:  # pytest truncates assertion text; these are shown whole
-            if isinstance(diff, SnapshotDiff) and diff.lines:
+            if isinstance(diff, SnapshotDiff) and diff.lines \
+                    and "\n".join(diff.lines) not in report.longreprtext:
                 longrepr.addsection(f"interp: {diff.name} changed", "\n".join(diff.lines))
     for diff in recorded:  # the largest changes, for CI summaries (controller side)
         if isinstance(diff, SnapshotDiff):
@@ -768,6 +944,7 @@ def pytest_runtest_makereport(
     if _report_path(item.config) is not None:
         from .report.figures import figure
 
+        report.user_properties += [(POINT, p) for p in item.stash.get(POINTS_KEY, [])]
         html = "".join(figure(x) for x in recorded)
         if html:
             report.user_properties.append(("interp_figures", html))
@@ -860,14 +1037,20 @@ class _StepSummary:
         if report.when == "call":
             row.measured += [str(v) for k, v in report.user_properties if k == MEASURED]
             row.changes += [str(v) for k, v in report.user_properties if k == CHANGED]
+            row.model = next((str(v) for k, v in report.user_properties if k == SERIES_ID),
+                             None)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from .report.summary import markdown
 
         interp = session.config.stash[CONFIG_KEY]
-        title = f"{interp.spec or 'no model'} via {interp.backend}"
+        ids = model_ids(interp.specs)
+        title = f"{', '.join(ids) or 'no model'} via {interp.backend}"
+        if interp.baseline:
+            title += f", against baseline {interp.baseline}"
         with open(self.path, "a", encoding="utf-8") as out:
-            out.write(markdown(list(self.rows.values()), title))
+            out.write(markdown(list(self.rows.values()), title,
+                               models=ids if len(ids) > 1 else None))
 
 
 def _start_step_summary(config: pytest.Config) -> None:
@@ -894,7 +1077,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         entry.failure += report.longreprtext
     entry.figures += [str(v) for k, v in report.user_properties if k == "interp_figures"]
     if report.when == "call":
+        import json
+
         entry.notes += [str(v) for k, v in report.user_properties if k == VACUOUS]
+        entry.points += [json.loads(str(v)) for k, v in report.user_properties if k == POINT]
+        entry.model = next((str(v) for k, v in report.user_properties if k == SERIES_ID), None)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -905,8 +1092,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     from .report.html import write_report
 
+    specs = session.config.stash[CONFIG_KEY].specs
     write_report(state.path, list(state.entries.values()),
-                 pytest_report_header(session.config), time.perf_counter() - state.start)
+                 pytest_report_header(session.config), time.perf_counter() - state.start,
+                 models=model_ids(specs) if len(specs) > 1 else [])
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -934,9 +1123,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is not None:
         terminalreporter.write_line(f"interp: report written to {state.path}")
     pool = config.stash.get(POOL_KEY, None)
-    if pool is None or not pool.loaded():
+    if pool is None or not pool.seen():
         return
-    for model in pool.loaded():
+    for model in pool.seen():
         info, stats = model.info, model.memo.stats
         variant = model.request.perturbation if model.request is not None else None
         terminalreporter.write_line(
@@ -945,7 +1134,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             + (", re-initialised control (--interp-controls)" if variant == "reinit" else
                f", {variant} variant for noise floors" if variant else "")
             + f": {stats.misses} runs computed, {stats.hits} memo hits, "
-            f"{model.memo.nbytes / 1024**2:.1f} MiB held"
+            + ("released after its tests" if model.closed
+               else f"{model.memo.nbytes / 1024**2:.1f} MiB held")
         )
 
 

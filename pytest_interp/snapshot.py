@@ -37,8 +37,9 @@ from .registry import KINDS
 
 HEADER = "pytest-interp snapshot v1"
 
-__all__ = ["Change", "InterpSnapshotExtension", "SnapshotFormatError", "Tolerances", "compare",
-           "parse", "render", "summarize", "with_tolerance"]
+__all__ = ["Change", "InterpSnapshotExtension", "SnapshotFormatError", "Tolerances",
+           "against_baseline", "compare", "explain", "parse", "render", "summarize",
+           "with_tolerance"]
 
 
 def codec_for(result: object) -> SnapshotCodec[Any] | None:
@@ -330,35 +331,66 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
     def _diff(self, serialized_data: str, snapshot_data: str, found: list[Change]
               ) -> Iterator[str]:
         """The failure text: what changed beyond the noise floor, largest first."""
-        changes = [c for c in found if not c.noise]
-        noise = [c for c in found if c.noise]
         meta = parse(serialized_data)[0]
-        shown = changes if self.details else changes[: self.shown]
         try:
             dtypes = (parse(snapshot_data)[0].get("dtype"), meta.get("dtype"))
         except SnapshotFormatError:
             dtypes = (None, meta.get("dtype"))
-        tolerance = _tolerance_text(self._tolerances(*dtypes))
-        if dtype_scale(*dtypes) != 1:
-            coarsest = max(dtypes, key=lambda d: dtype_scale(d))
-            tolerance += f"; x{dtype_scale(*dtypes):g} for {coarsest}"
         floored = " and the snapshot's stored floors" if _has_floors(snapshot_data) else ""
-        yield (f"{meta.get('kind', 'result')} of {meta.get('model', '?')} changed beyond "
-               f"the noise floor (tolerances {tolerance}{floored}), {len(changes)} change"
-               f"{'s' if len(changes) != 1 else ''}, largest first:")
-        environment = _environment(snapshot_data, meta)
-        if environment:
-            yield f"  ({environment})"
-        for change in shown:
-            yield f"  {change.text}"
-        if len(shown) < len(changes):
-            yield (f"  ... {len(changes) - len(shown)} more (--snapshot-details shows all; "
-                   "--snapshot-update accepts them)")
-        else:
-            yield "  (--snapshot-update accepts them)"
-        if noise and self.details:
-            yield f"  near-ties, not counted ({len(noise)}):"
-            yield from (f"  ~ {c.text}" for c in noise)
+        yield from explain(
+            found, f"{meta.get('kind', 'result')} of {meta.get('model', '?')} changed",
+            self._tolerances(*dtypes), dtypes, floored, _environment(snapshot_data, meta),
+            details=self.details, shown=self.shown, accept="--snapshot-update accepts them")
+
+
+def explain(found: list[Change], subject: str, tolerances: Tolerances,
+            dtypes: tuple[str | None, str | None], floored: str = "", environment: str = "", *,
+            details: bool = False, shown: int = 10, accept: str | None = None) -> Iterator[str]:
+    """A failure's text: ``subject`` beyond the noise floor, then the changes largest first
+    (``shown`` of them unless ``details``), then how to accept them."""
+    changes = [c for c in found if not c.noise]
+    noise = [c for c in found if c.noise]
+    listed = changes if details else changes[:shown]
+    tolerance = _tolerance_text(tolerances)
+    if dtype_scale(*dtypes) != 1:
+        coarsest = max(dtypes, key=lambda d: dtype_scale(d))
+        tolerance += f"; x{dtype_scale(*dtypes):g} for {coarsest}"
+    yield (f"{subject} beyond the noise floor (tolerances {tolerance}{floored}), "
+           f"{len(changes)} change{'s' if len(changes) != 1 else ''}, largest first:")
+    if environment:
+        yield f"  ({environment})"
+    for change in listed:
+        yield f"  {change.text}"
+    if len(listed) < len(changes):
+        yield (f"  ... {len(changes) - len(listed)} more (--snapshot-details shows all"
+               + (f"; {accept})" if accept else ")"))
+    elif accept:
+        yield f"  ({accept})"
+    if noise and details:
+        yield f"  near-ties, not counted ({len(noise)}):"
+        yield from (f"  ~ {c.text}" for c in noise)
+
+
+def against_baseline(result: Any, baseline: Any, spec: str, tolerances: Tolerances,
+                     floors: Floors | None, dtypes: tuple[str, str], *, details: bool = False,
+                     shown: int = 10) -> SnapshotDiff | SnapshotNoise | None:
+    """``result`` compared with ``baseline`` (the same probe on the ``--interp-baseline``
+    model, with its noise ``floors``) as a snapshot written on the baseline would be: a
+    SnapshotDiff of the changes beyond the floor, else the near-ties, else None."""
+    stored = render(baseline, dtypes[0], floors, provenance_of(baseline))
+    serialized = render(result, dtypes[1], None, provenance_of(result))
+    scale = dtype_scale(*dtypes)
+    tol = Tolerances(*(getattr(tolerances, f.name) * scale for f in fields(Tolerances)))
+    found = compare(parse(stored), parse(serialized), tol)
+    meta = parse(serialized)[0]
+    name = f"{meta.get('kind')} of {meta.get('model')} from baseline {spec}"
+    if all(c.noise for c in found):
+        return SnapshotNoise(name, tuple(c.text for c in found)) if found else None
+    floored = " and the baseline's measured floors" if _has_floors(stored) else ""
+    lines = explain(found, f"{meta.get('kind')} of {meta.get('model')} changed from baseline "
+                           f"{spec}", tol, dtypes, floored, details=details, shown=shown)
+    return SnapshotDiff(name, stored, serialized, tuple(c.text for c in found if not c.noise),
+                        tuple(lines))
 
 
 _DIFFS: dict[tuple[int, int], list[str]] = {}  # (serialized, stored) hashes -> failure text

@@ -15,14 +15,67 @@ pytest_plugins = ["pytester"]
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-def test_report_renders_in_chromium(pytester, load_raw_hf, tmp_path):
+def _need_browser() -> None:
     if not (CHROMIUM and DRIVER):
         message = "needs Debian chromium + chromium-driver: run bash .ci/setup"
         if os.environ.get("PYTEST_INTERP_REQUIRE_BROWSER"):
             pytest.fail(message)  # CI sets it: a missing browser is an error there
         pytest.skip(message)
+
+
+def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(DRIVER), options=options)
+
+
+def test_series_report_draws_trends_grid_and_filters_in_chromium(pytester, tmp_path):
+    _need_browser()
+    from selenium.webdriver.common.by import By
+
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.attention(kind="self", min_score=0.1)
+        def test_self_head():
+            pass
+
+        def test_plain(interp_model):
+            pass
+    """)
+    report = tmp_path / "series.html"
+    pytester.runpytest("--interp-model=tiny-random-llama", "--interp-model=tiny-random-gpt2",
+                       f"--interp-report={report}")
+    driver = _chromium()
+    try:
+        driver.get(report.as_uri())
+        chart = driver.find_element(By.CSS_SELECTOR, "svg.trend")
+        assert chart.size["width"] >= 300 and chart.size["height"] >= 150
+        line = chart.find_element(By.TAG_NAME, "polyline")
+        assert driver.execute_script("return arguments[0].getTotalLength()", line) > 50
+        assert len(chart.find_elements(By.TAG_NAME, "circle")) == 2
+        grid = driver.find_element(By.ID, "grid")
+        assert grid.is_displayed()
+        assert len(grid.find_elements(By.CSS_SELECTOR, "td a")) == 4  # 2 tests x 2 models
+        sections = driver.find_elements(By.CSS_SELECTOR, "section.test")
+        passed = [s for s in sections if "passed" in s.get_attribute("class")]
+        assert passed and all(s.is_displayed() for s in passed)
+        box = driver.find_element(By.CSS_SELECTOR, "#filter input[value='passed']")
+        box.click()
+        assert not any(s.is_displayed() for s in passed)
+        box.click()
+        assert all(s.is_displayed() for s in passed)
+    finally:
+        driver.quit()
+
+
+def test_report_renders_in_chromium(pytester, load_raw_hf, tmp_path):
+    _need_browser()
     from selenium.webdriver.common.by import By
 
     from .test_snapshot import _perturbed_copy
@@ -38,11 +91,7 @@ def test_report_renders_in_chromium(pytester, load_raw_hf, tmp_path):
     # "--opt=value": a separate path argument would move pytest's rootdir (and the nodeids)
     pytester.runpytest(f"--interp-model={tmp_path / 'perturbed'}", f"--interp-report={report}")
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver = _chromium()
     try:
         driver.get(report.as_uri())
         assert driver.title == "pytest-interp report"

@@ -1,37 +1,136 @@
-"""The CI-on-checkpoints recipe end to end: train, test the early and late checkpoints."""
+"""The CI-on-checkpoints recipe end to end: train once, run the suite over all 9 checkpoints
+in one session against the first as baseline, and bisect the series."""
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pytest_interp.bisect import BisectError, Probe, bisect
+
 pytest_plugins = ["pytester"]
 
 SUITE = Path(__file__).resolve().parents[1] / "example_suites" / "induction_checkpoints"
+STEPS = [f"step_{step:05d}" for step in range(0, 401, 50)]
 
 
-def test_induction_head_forms_between_checkpoints(pytester, tmp_path):
-    out = tmp_path / "ckpt"
-    subprocess.run([sys.executable, str(SUITE / "train.py"), "--out", str(out), "--steps", "200",
-                    "--save", "0", "200"], check=True, capture_output=True, timeout=600)
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """train.py's default series: 400 steps, a checkpoint every 50 (seeded, ~10 s)."""
+    out = tmp_path_factory.mktemp("series") / "ckpt"
+    subprocess.run([sys.executable, str(SUITE / "train.py"), "--out", str(out), "--steps", "400"],
+                   check=True, capture_output=True, timeout=600)
+    assert sorted(p.name for p in out.iterdir()) == STEPS
+    return out
+
+
+@pytest.fixture
+def suite(pytester):
     for name in ("test_induction.py", "pytest.ini"):
         shutil.copy(SUITE / name, pytester.path / name)
+    return pytester
 
-    early = pytester.runpytest("--interp-model", str(out / "step_00000"), "--snapshot-update")
-    early.assert_outcomes(failed=1, passed=1)
-    early.stdout.fnmatch_lines(["attention: no head's induction score meets min_score=0.5; "
-                                "the highest is L*H* at 0.0*"])
 
-    late = pytester.runpytest("--interp-model", str(out / "step_00200"))
-    late.assert_outcomes(failed=1, passed=1)  # the marker passes; the snapshot names the change
-    late.stdout.fnmatch_lines([
-        "*attention of step_00200 changed beyond the noise floor*",
-        "*  L1H?: induction 0.0* -> * (label mixed -> induction)",
+def _outcomes(result, test: str) -> dict[str, str]:
+    """step -> PASSED / FAILED of ``test`` in a -v run."""
+    found = {}
+    for line in result.stdout.lines:
+        match = re.match(rf"test_induction.py::{test}\[(step_\d+)\] (PASSED|FAILED)", line)
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
+    result = suite.runpytest(f"--interp-model={series}/step_*",
+                             f"--interp-baseline={series / 'step_00000'}", "-v")
+    head = _outcomes(result, "test_an_induction_head_exists")
+    summary = _outcomes(result, "test_attention_summary")
+    assert list(head) == list(summary) == STEPS  # in step order, each model's tests together
+    # The marker fails until the head forms, then passes from that step on.
+    formed = next(step for step in STEPS if head[step] == "PASSED")
+    assert 0 < STEPS.index(formed) < len(STEPS) - 1
+    assert all(head[s] == ("PASSED" if s >= formed else "FAILED") for s in STEPS)
+    # The baseline passes against itself; trained checkpoints changed from it.
+    assert summary["step_00000"] == "PASSED" and summary["step_00400"] == "FAILED"
+    result.stdout.fnmatch_lines([
+        f"attention of {formed} changed from baseline {series / 'step_00000'} beyond the noise "
+        "floor*",
+        "  L1H?: induction 0.0* -> * (label mixed -> induction)",
     ])
     # Seeded training is not bit-identical across CPUs: bound the trained score, not digits.
-    line = next(x for x in late.stdout.lines if "(label mixed -> induction)" in x)
+    line = next(x for x in result.stdout.lines if "(label mixed -> induction)" in x)
     assert float(line.split(" -> ")[1].split()[0]) >= 0.9, line
-    pytester.runpytest("--interp-model", str(out / "step_00200"),
-                       "--snapshot-update").assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        f"interp: models {', '.join(STEPS)} (each test that uses a model runs on each), "
+        f"baseline {series / 'step_00000'}, backend *",
+        "interp: step_00050 rev * (LlamaForCausalLM, 2 layers) via transformer_lens: *released "
+        "after its tests",
+    ])
+
+
+def _bisect(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_interp", "bisect", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_bisect_finds_where_the_head_formed_and_the_first_change(suite, series):
+    everything = suite.runpytest(f"--interp-model={series}/step_*", "-v",
+                                 f"--interp-baseline={series / 'step_00000'}")
+    head = _outcomes(everything, "test_an_induction_head_exists")
+    formed = next(step for step in STEPS if head[step] == "PASSED")
+    changed = next(step for step in STEPS
+                   if _outcomes(everything, "test_attention_summary")[step] == "FAILED")
+
+    found = _bisect(suite.path, "--models", f"{series}/step_*", "--find", "pass", "--",
+                    "-k", "induction_head")
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    budget = math.ceil(math.log2(9)) + 1
+    assert lines[0] == (f"bisect: 9 models, step_00000 ... step_00400: the first that passes, "
+                        f"in at most {budget} sessions")
+    assert lines[1].startswith(f"bisect: [1/{budget}] step_00400: passes (1 passed, "
+                               "1 deselected")
+    assert 2 <= len(lines) - 2 <= budget  # one line per session, then the answer
+    previous = STEPS[STEPS.index(formed) - 1]
+    assert lines[-1] == (f"bisect: first model that passes: {series / formed} ({previous} "
+                         f"fails); {len(lines) - 2} sessions")
+
+    first = _bisect(suite.path, "--models", f"{series}/step_*", "--", "-k", "attention_summary",
+                    f"--interp-baseline={series / 'step_00000'}")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[-1].startswith(
+        f"bisect: first model that fails: {series / changed} (")
+    assert len(first.stdout.splitlines()) - 2 <= budget
+
+
+def test_bisect_says_when_the_last_model_does_not_fail(suite, series):
+    done = _bisect(suite.path, "--models", str(series / "step_00000"), str(series / "step_00050"),
+                   "--", "-k", "attention_summary")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"bisect: the last model, {series / 'step_00050'}, does not fail: nothing to bisect "
+        "(bisect looks for the first model that fails; the last must)"]
+
+
+@pytest.mark.parametrize("n", range(2, 20))
+def test_bisect_takes_at_most_ceil_log2_n_plus_one_sessions(n):
+    specs = [f"m{i}" for i in range(n)]
+    for flip in range(n):
+        def session(spec: str, flip: int = flip) -> Probe:
+            return Probe(spec, "fail" if int(spec[1:]) >= flip else "pass", "")
+
+        found, probes = bisect(specs, "fail", session, lambda line: None)
+        assert found == specs[flip]
+        assert len(probes) <= math.ceil(math.log2(n)) + 1
+
+
+def test_bisect_refuses_a_series_whose_last_model_passes():
+    with pytest.raises(BisectError, match="the last model, m2, does not fail"):
+        bisect(["m0", "m1", "m2"], "fail", lambda spec: Probe(spec, "pass", ""), print)

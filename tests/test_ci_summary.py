@@ -157,3 +157,31 @@ def test_step_summary_names_the_largest_snapshot_changes(pytester, load_raw_hf, 
     assert lines[start + 2] == "- `test_m.py::test_attention`: attention of perturbed: L1H2: " \
                                "entropy 2.70 -> 0.00"
     assert len(lines) == start + 5  # the first 3 changes of the failed snapshot
+
+
+def test_step_summary_of_a_series_has_the_test_x_model_grid(pytester, monkeypatch):
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.attention(kind="self", min_score=0.01)
+        def test_self_head():
+            pass
+
+        @pytest.mark.attention(kind="self", min_score=0.99)
+        def test_sharp_self_head():
+            pass
+    """)
+    summary = pytester.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    pytester.runpytest("--interp-model=tiny-random-llama", "--interp-model=tiny-random-gpt2",
+                       "--interp-baseline=tiny-random-llama").assert_outcomes(passed=2, failed=2)
+    lines = summary.read_text().splitlines()
+    assert lines[0] == "## pytest-interp: tiny-random-llama, tiny-random-gpt2 via " \
+                       "transformer_lens, against baseline tiny-random-llama"
+    start = lines.index("### Tests x models")
+    assert lines[start + 2:start + 6] == [
+        "| test | tiny-random-llama | tiny-random-gpt2 |",
+        "|---|---|---|",
+        "| `test_m.py::test_self_head` | passed | passed |",
+        "| `test_m.py::test_sharp_self_head` | **FAILED** | **FAILED** |",
+    ]

@@ -51,7 +51,7 @@ def test_smollm2_example_suite_is_green_and_writes_the_report(serial_run):
     assert "6 snapshots passed." in stdout
     assert len(outcomes) >= 19 and set(outcomes.values()) == {"passed"}
     page = report.read_text()
-    assert page.count("<section class='passed'") >= 19
+    assert page.count('<section class="test passed"') >= 19
     assert "L18H6 induction" in page
 
 

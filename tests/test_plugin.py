@@ -20,9 +20,10 @@ WHAT = ("pass an alias (smollm2-135m, gemma3-270m, tiny-random-<family>), a loca
 def test_options_are_listed_in_help(pytester):
     result = pytester.runpytest("--help")
     for flag in ("--interp-model=SPEC", "--interp-backend=NAME", "--interp-device=NAME",
-                 "--interp-dtype=NAME", "--interp-prepend-bos=BOOL", "--interp-memory=SIZE"):
+                 "--interp-dtype=NAME", "--interp-prepend-bos=BOOL", "--interp-memory=SIZE",
+                 "--interp-baseline=SPEC"):
         result.stdout.fnmatch_lines([f"*{flag}*"])
-    result.stdout.fnmatch_lines(["  interp_model (string):", "*model spec: alias*"])
+    result.stdout.fnmatch_lines(["  interp_model (args):  model specs (whitespace-separated*"])
 
 
 def test_markers_have_one_line_usage(pytester):

@@ -54,8 +54,8 @@ def test_report_has_every_figure(pytester):
     page = _html(pytester)
     assert "http" not in re.sub(r"xmlns=\"http://www.w3.org/2000/svg\"", "", page)  # offline
     assert page.count("<section") == 5 and first.count("<section") == 5
-    assert "<section class='failed' id='test_m.py::test_lens_fails'>" in page
-    assert "lens: &#x27; on&#x27; has rank" in page  # the failure text, escaped
+    assert '<section class="test failed" id="test_m.py::test_lens_fails">' in page
+    assert "lens: &#39; on&#39; has rank" in page  # the failure text, escaped
     assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="figure"') >= 4
     assert "logit lens on &#x27;The cat sat&#x27;" in page
     assert "resid_pre patching recovery" in page
@@ -88,3 +88,41 @@ def test_report_under_xdist(pytester, args):
     page = _html(pytester, *args)
     assert page.count("<section") == 4
     assert "resid_pre patching recovery" in page and "data:image/png" in page
+
+
+def test_report_opens_with_a_summary_failed_first(pytester):
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=SUITE.split("def test_snapshot")[0])
+    page = _html(pytester)
+    counts = re.search(r'<p id="counts">(.*?) in ', page).group(1)
+    assert re.sub("<[^>]+>", "", counts) == "1 failed, 3 passed"
+    summary = re.findall(r'<li><a href="#([^"]+)"><span class="o-(\w+)">', page)
+    assert summary[0] == ("test_m.py::test_lens_fails", "failed")
+    assert sorted(o for _, o in summary[1:]) == ["passed"] * 3
+    assert "<tr><td>@attention</td>" in page  # counts by marker kind
+    assert '<input type="checkbox" value="failed" checked> failed (1)' in page
+    assert "Tests x models" not in page  # one model: no grid, no trends
+
+
+def test_report_of_a_series_has_a_grid_and_trend_charts(pytester):
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.attention(kind="self", min_score=0.1)
+        def test_self_head():
+            pass
+    """)
+    page = _html(pytester, "--interp-model=tiny-random-llama", "--interp-model=tiny-random-gpt2",
+                 "--interp-model=tiny-random-qwen2")
+    start = page.index('<table class="grid"')
+    grid = page[start:page.index("</table>", start)]
+    assert re.findall(r"<th>([^<]+)</th>", grid) == [
+        "test", "tiny-random-llama", "tiny-random-gpt2", "tiny-random-qwen2"]
+    assert "<td>test_m.py::test_self_head</td>" in grid
+    assert len(re.findall(r'<a href="#test_m.py::test_self_head\[', grid)) == 3
+    assert "test_m.py::test_self_head: @attention: highest self score" in page
+    line = re.search(r'<polyline points="([^"]+)"', page).group(1)
+    assert len(line.split()) == 3  # one point per model, in order
+    xs = [float(p.split(",")[0]) for p in line.split()]
+    assert xs == sorted(xs)
+    assert "bound 0.1" in page

@@ -59,11 +59,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--save", type=int, nargs="*", default=None,
-                        help="steps to save at (default: 0, steps/8, steps/4, steps/2, steps)")
+                        help="steps to save at (default: every steps/8, 0 to steps: 9 "
+                             "checkpoints)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    every = max(1, args.steps // 8)
     save = sorted(set(args.save if args.save is not None else
-                      [0, args.steps // 8, args.steps // 4, args.steps // 2, args.steps]))
+                      [*range(0, args.steps, every), args.steps]))
     torch.manual_seed(args.seed)
     tokenizer, model = make_tokenizer(), make_model(args.seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],

@@ -70,6 +70,14 @@ class AttentionExpectation(Expectation[AttentionResult]):
         assert self.head is not None
         return float(result.score(self.kind, *result.head_index(*self.head)))
 
+    def point(self, result: AttentionResult) -> dict[str, Any] | None:
+        """Without ``head``: the highest score of the kind (the trend of "some head")."""
+        if self.head is not None:
+            return super().point(result)
+        return {"name": f"highest {self.kind} score",
+                "value": float(result.scores[self.kind].max()),
+                "low": self.min_score, "high": self.max_score}
+
     def judge(self, result: AttentionResult) -> str | None:
         lo, hi = self.min_score, self.max_score
 

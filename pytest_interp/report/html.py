@@ -1,28 +1,17 @@
-"""The self-contained HTML report: one section per test, its status, failure text and figures."""
+"""The self-contained HTML report (a Jinja2 template): a summary with links, failed first, an
+outcome filter, and with several models a test x model grid and trend charts; then one section
+per test with its status, failure text and figures."""
 
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-STYLE = """
-body{font:14px system-ui,sans-serif;margin:24px;color:#222}
-h1{font-size:20px} h3{margin:0 0 6px} h4{margin:14px 0 4px;font-size:13px}
-section{border:1px solid #ddd;border-left:6px solid #aaa;padding:10px 14px;margin:12px 0}
-section.passed{border-left-color:#3a9d4a} section.failed{border-left-color:#d0453a}
-section.skipped{border-left-color:#c9a227}
-section.inconclusive{border-left-color:#e08a1e} p.note{color:#8a5a00}
-.status{font-weight:bold;text-transform:uppercase}
-pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
-pre.failure{background:#fff1f0} .sbs{display:flex;gap:12px} .sbs>div{flex:1;min-width:0}
-pre.old{background:#fff1f0} pre.new{background:#f0fff2}
-table.ps{border-collapse:collapse;font-size:12px} table.ps td,table.ps th{border:1px solid #ddd;
-padding:2px 6px} .heads{display:flex;flex-wrap:wrap;gap:6px} figure.head{margin:0;text-align:center;
-font-size:10px} figure.head img{border:1px solid #ccc;image-rendering:pixelated}
-figure.induction figcaption,figure.previous_token figcaption{font-weight:bold;color:#1d4fa0}
-"""
+from .summary import series_key
+
+OUTCOMES = ("failed", "inconclusive", "skipped", "passed")  # the summary's order
 
 
 @dataclass
@@ -33,32 +22,98 @@ class Entry:
     failure: str = ""
     figures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. VACUOUS (--interp-controls)
+    points: list[dict[str, Any]] = field(default_factory=list)  # per expectation: kind, value
+    model: str | None = None  # the model's id in a series (several --interp-model)
+
+    @property
+    def key(self) -> str:
+        """The node id without the model's id: the same test on every model."""
+        return series_key(self.nodeid, self.model)
 
 
-def write_report(path: Path, entries: list[Entry], header: list[str], wall: float) -> None:
-    """Write the report to ``path`` (parents created)."""
-    counts: dict[str, int] = {}
+@dataclass(frozen=True)
+class Trend:
+    """One expectation's value across the models, drawn as a line chart (SVG coordinates)."""
+
+    test: str
+    title: str
+    width: int
+    height: int
+    points: list[dict[str, Any]]  # x, y, label, value, verdict, and y0/y1 of an interval
+    bounds: list[dict[str, Any]]  # y and label of each bound line
+    ticks: list[dict[str, Any]]  # y and label of the value axis
+    line: str  # the polyline's points
+
+
+def trends(entries: list[Entry], models: list[str]) -> list[Trend]:
+    """A chart per test and expectation value measured on at least two models."""
+    series: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for entry in entries:
-        counts[entry.outcome] = counts.get(entry.outcome, 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    sections = []
+        for point in entry.points:
+            if entry.model is not None and point.get("value") is not None:
+                key = (entry.key, point["kind"], point["name"])
+                series.setdefault(key, {})[entry.model] = point
+    return [_chart(test, f"@{kind}: {name}", models, by_model)
+            for (test, kind, name), by_model in series.items() if len(by_model) > 1]
+
+
+def _chart(test: str, title: str, models: list[str], by_model: dict[str, dict[str, Any]]
+           ) -> Trend:
+    width, height, left, right, top, bottom = max(360, 70 * len(models)), 200, 56, 16, 14, 44
+    found = [(i, by_model[m]) for i, m in enumerate(models) if m in by_model]
+    first = found[0][1]
+    bounds = [b for b in (first.get("low"), first.get("high")) if b is not None]
+    values = [p["value"] for _, p in found] + bounds + [
+        v for _, p in found for v in p.get("interval") or ()]
+    lo, hi = min(values), max(values)
+    lo, hi = (lo - 0.5, hi + 0.5) if hi == lo else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+
+    def x(i: int) -> float:
+        return left + (i + 0.5) * (width - left - right) / len(models)
+
+    def y(v: float) -> float:
+        return round(top + (hi - v) / (hi - lo) * (height - top - bottom), 1)
+
+    points = []
+    for i, p in found:
+        point = {"x": round(x(i), 1), "y": y(p["value"]), "label": models[i],
+                 "value": p["value"], "verdict": p["verdict"]}
+        if p.get("interval"):
+            point |= {"y0": y(p["interval"][0]), "y1": y(p["interval"][1])}
+        points.append(point)
+    return Trend(
+        test=test, title=title, width=width, height=height, points=points,
+        bounds=[{"y": y(b), "label": f"{b:g}"} for b in bounds],
+        ticks=[{"y": y(v), "label": f"{v:.3g}"} for v in (lo, (lo + hi) / 2, hi)],
+        line=" ".join(f"{p['x']},{p['y']}" for p in points))
+
+
+def write_report(path: Path, entries: list[Entry], header: list[str], wall: float,
+                 models: list[str] | None = None) -> None:
+    """Write the report to ``path`` (parents created). ``models``: the series' ids, in order,
+    when several models ran."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    models = models or []
+    counts = {o: sum(e.outcome == o for e in entries) for o in OUTCOMES}
+    counts |= {e.outcome: sum(x.outcome == e.outcome for x in entries) for e in entries}
+    kinds: dict[str, dict[str, int]] = {}
     for entry in entries:
-        failure = (f"<pre class='failure'>{html.escape(entry.failure)}</pre>"
-                   if entry.failure else "")
-        failure += "".join(f"<p class='note'><b>{html.escape(note)}</b></p>"
-                           for note in entry.notes)
-        sections.append(
-            f"<section class='{entry.outcome}' id='{html.escape(entry.nodeid, quote=True)}'>"
-            f"<h3><span class='status'>{entry.outcome}</span> {html.escape(entry.nodeid)} "
-            f"<small>({entry.duration:.2f}s)</small></h3>{failure}{''.join(entry.figures)}"
-            "</section>")
-    lines = "".join(f"<div>{html.escape(line)}</div>" for line in header)
-    page = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<title>pytest-interp report</title>"
-        f"<style>{STYLE}</style></head><body><h1>pytest-interp report</h1>{lines}"
-        f"<p>{html.escape(summary)} in {wall:.1f}s, written "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p>{''.join(sections)}</body></html>"
-    )
+        for point in entry.points:
+            row = kinds.setdefault(point["kind"], {})
+            row[point["verdict"]] = row.get(point["verdict"], 0) + 1
+    rank = {o: i for i, o in enumerate(OUTCOMES)}
+    grid: dict[str, dict[str, Entry]] = {}
+    for entry in entries:
+        if entry.model is not None:
+            grid.setdefault(entry.key, {})[entry.model] = entry
+    env = Environment(loader=PackageLoader("pytest_interp.report"),
+                      autoescape=select_autoescape(default=True), trim_blocks=True,
+                      lstrip_blocks=True)
+    page = env.get_template("report.html.j2").render(
+        header=header, wall=wall, written=time.strftime("%Y-%m-%d %H:%M:%S"),
+        entries=entries, counts={k: n for k, n in counts.items() if n},
+        summary=sorted(entries, key=lambda e: rank.get(e.outcome, len(OUTCOMES))),
+        kinds=kinds, models=models, grid=grid, trends=trends(entries, models))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -1,0 +1,19 @@
+"""``python -m pytest_interp COMMAND``: ``bisect`` (see pytest_interp.bisect)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    commands = {"bisect": "pytest_interp.bisect"}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(f"usage: python -m pytest_interp {{{','.join(commands)}}} ...", file=sys.stderr)
+        return 2
+    from importlib import import_module
+
+    return int(import_module(commands[sys.argv[1]]).main(sys.argv[2:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

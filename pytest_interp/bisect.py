@@ -1,0 +1,116 @@
+"""Bisect a checkpoint series: the first model on which the selected tests fail (or pass).
+
+    python -m pytest_interp bisect --models ckpt/step_* -- example_suites/induction_checkpoints
+
+Given models in order (as ``--interp-model`` orders them: a glob by trailing number) whose
+last one fails, runs one pytest session per probe, each in its own process with
+``--interp-model=MODEL`` and the arguments after ``--``, and prints each probe and the answer:
+ceil(log2 N) + 1 sessions at most. ``--find pass`` finds the first model that passes instead
+(when did the induction head form?).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .plugin import model_ids, ordered
+
+Outcome = Literal["pass", "fail"]
+VERB = {"pass": "passes", "fail": "fails"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One session: the model, its outcome and pytest's summary line."""
+
+    spec: str
+    outcome: Outcome
+    summary: str
+
+
+class BisectError(Exception):
+    """The series cannot be bisected (a session errored, or the last model does not end the
+    search): the message says why."""
+
+
+def run_session(spec: str, pytest_args: Sequence[str]) -> Probe:
+    """Run pytest on ``spec`` in a new process; exit 0 passes, 1 fails, anything else is an
+    error naming the exit code and the session's last lines."""
+    command = [sys.executable, "-m", "pytest", f"--interp-model={spec}", "-q",
+               "-p", "no:cacheprovider", *pytest_args]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line.strip("= ") for line in done.stdout.splitlines() if line.strip("= ")]
+    summary = lines[-1] if lines else ""
+    if done.returncode not in (0, 1):
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise BisectError(f"the session on {spec} ended with exit code {done.returncode} (not "
+                          f"a pass or a failure):\n{tail}")
+    return Probe(spec, "pass" if done.returncode == 0 else "fail", summary)
+
+
+def bisect(specs: Sequence[str], find: Outcome, session: Callable[[str], Probe],
+           say: Callable[[str], None]) -> tuple[str, list[Probe]]:
+    """The first of ``specs`` whose outcome is ``find``, assuming outcomes flip once along
+    the series; the last model is run first and must have that outcome."""
+    ids = model_ids(tuple(specs))
+    budget = math.ceil(math.log2(len(specs))) + 1
+    probes: list[Probe] = []
+
+    def probe(index: int) -> bool:
+        result = session(specs[index])
+        probes.append(result)
+        say(f"bisect: [{len(probes)}/{budget}] {ids[index]}: {VERB[result.outcome]} "
+            f"({result.summary})")
+        return result.outcome == find
+
+    say(f"bisect: {len(specs)} models, {ids[0]} ... {ids[-1]}: the first that {VERB[find]}, in "
+        f"at most {budget} sessions")
+    if not probe(len(specs) - 1):
+        raise BisectError(f"the last model, {specs[-1]}, does not {find}: nothing to bisect "
+                          f"(bisect looks for the first model that {VERB[find]}; the last "
+                          "must)")
+    low, high = 0, len(specs) - 1  # specs[high] has the outcome looked for
+    while low < high:
+        middle = (low + high) // 2
+        if probe(middle):
+            high = middle
+        else:
+            low = middle + 1
+    if high == 0:
+        say(f"bisect: the first model, {specs[0]}, already {VERB[find]}")
+    else:
+        other = VERB["pass" if find == "fail" else "fail"]
+        say(f"bisect: first model that {VERB[find]}: {specs[high]} ({ids[high - 1]} {other}); "
+            f"{len(probes)} sessions")
+    return specs[high], probes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``bisect --models M... [--find fail|pass] -- PYTEST ARGS``; exit 0 when found."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    pytest_args = args[args.index("--") + 1:] if "--" in args else []
+    ours = args[:args.index("--")] if "--" in args else args
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_interp bisect",
+        description="Find the first model of an ordered series on which the selected tests "
+                    "fail (or pass); pytest arguments follow --.")
+    parser.add_argument("--models", nargs="+", required=True, metavar="SPEC",
+                        help="models in order (globs expand and sort by trailing number)")
+    parser.add_argument("--find", choices=("fail", "pass"), default="fail",
+                        help="the outcome to find the first model of (default fail)")
+    options = parser.parse_args(ours)
+    specs = ordered(options.models)
+    if len(specs) < 2:
+        parser.error(f"--models names {len(specs)} model: bisect needs at least 2")
+    try:
+        bisect(specs, options.find, lambda spec: run_session(spec, pytest_args), print)
+    except BisectError as exc:
+        print(f"bisect: {exc}", file=sys.stderr)
+        return 1
+    return 0
