@@ -48,8 +48,10 @@ def _outcomes(result, test: str) -> dict[str, str]:
 
 
 def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
+    report = suite.path / "report.html"
     result = suite.runpytest(f"--interp-model={series}/step_*",
-                             f"--interp-baseline={series / 'step_00000'}", "-v")
+                             f"--interp-baseline={series / 'step_00000'}", "-v",
+                             f"--interp-report={report}")
     head = _outcomes(result, "test_an_induction_head_exists")
     summary = _outcomes(result, "test_attention_summary")
     assert list(head) == list(summary) == STEPS  # in step order, each model's tests together
@@ -67,6 +69,17 @@ def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
     # Seeded training is not bit-identical across CPUs: bound the trained score, not digits.
     line = next(x for x in result.stdout.lines if "(label mixed -> induction)" in x)
     assert float(line.split(" -> ")[1].split()[0]) >= 0.9, line
+    # The report: the trend of the highest induction score across steps crosses the bound
+    # where the marker starts passing; the grid shows the same outcomes.
+    page = report.read_text()
+    trend = re.findall(r"<title>(step_\d+): ([-\d.e]+) \((passed|failed)\)</title>", page)
+    assert [step for step, _, _ in trend] == STEPS
+    scores = {step: float(value) for step, value, _ in trend}
+    assert all((scores[s] >= 0.5) == (s >= formed) for s in STEPS), scores
+    assert scores["step_00400"] > 0.9 > 0.1 > scores["step_00000"]
+    row = re.search(r"<tr><td>test_induction.py::test_an_induction_head_exists</td>(.*?)</tr>",
+                    page).group(1)
+    assert re.findall(r'<td class="(\w+)">', row) == [head[s].lower() for s in STEPS]
     result.stdout.fnmatch_lines([
         f"interp: models {', '.join(STEPS)} (each test that uses a model runs on each), "
         f"baseline {series / 'step_00000'}, backend *",
