@@ -80,12 +80,36 @@ def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
     row = re.search(r"<tr><td>test_induction.py::test_an_induction_head_exists</td>(.*?)</tr>",
                     page).group(1)
     assert re.findall(r'<td class="(\w+)">', row) == [head[s].lower() for s in STEPS]
+    _drawn_in_chromium(report, [head[s] == "PASSED" for s in STEPS])
     result.stdout.fnmatch_lines([
         f"interp: models {', '.join(STEPS)} (each test that uses a model runs on each), "
         f"baseline {series / 'step_00000'}, backend *",
         "interp: step_00050 rev * (LlamaForCausalLM, 2 layers) via transformer_lens: *released "
         "after its tests",
     ])
+
+
+def _drawn_in_chromium(report: Path, passing: list[bool]) -> None:
+    """The trend chart is drawn left to right, rising, green where the marker passes; the
+    grid's marker row links every step."""
+    from selenium.webdriver.common.by import By
+
+    from .test_browser import _chromium, _need_browser
+
+    _need_browser()
+    driver = _chromium()
+    try:
+        driver.get(report.as_uri())
+        chart = driver.find_element(By.CSS_SELECTOR, "svg.trend")
+        circles = chart.find_elements(By.TAG_NAME, "circle")
+        xs = [float(c.get_attribute("cx")) for c in circles]
+        ys = [float(c.get_attribute("cy")) for c in circles]
+        assert xs == sorted(xs) and ys[-1] < ys[0]  # SVG y grows downwards: the score rose
+        assert [c.get_attribute("fill") == "rgb(58,157,74)" for c in circles] == passing
+        grid = driver.find_element(By.ID, "grid")
+        assert len(grid.find_elements(By.CSS_SELECTOR, "td a")) == 2 * len(passing)
+    finally:
+        driver.quit()
 
 
 def _bisect(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

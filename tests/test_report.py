@@ -126,3 +126,31 @@ def test_report_of_a_series_has_a_grid_and_trend_charts(pytester):
     xs = [float(p.split(",")[0]) for p in line.split()]
     assert xs == sorted(xs)
     assert "bound 0.1" in page
+
+
+def test_lens_figure_reads_every_prompt_position(load_backend):
+    from pytest_interp.kinds.lens import lens_figure
+    from pytest_interp.model import InterpModel
+
+    model = InterpModel(load_backend("tiny-random-llama"))
+    result = model.lens("The cat sat on the mat")  # the last position only
+    assert result.positions == (len(result.str_tokens) - 1,)
+    page = lens_figure(result)
+    assert "(* = the positions the test read)" in page
+    columns = re.findall(r'<text x="[\d.]+" y="28" text-anchor="middle">([^<]*)</text>', page)
+    assert len(columns) == len(result.str_tokens)
+    assert columns[-1].endswith("*") and not any(c.endswith("*") for c in columns[:-1])
+    whole = model.lens("The cat sat on the mat", positions=None)
+    assert "(* = the positions" not in lens_figure(whole)
+
+
+def test_attention_figure_maps_every_head_and_shows_the_clearest(load_backend, monkeypatch):
+    from pytest_interp.kinds import attention
+    from pytest_interp.model import InterpModel
+
+    monkeypatch.setattr(attention, "THUMBNAILS", 5)
+    result = InterpModel(load_backend("tiny-random-llama")).attention()
+    page = attention.attention_figure(result)
+    assert page.count("<rect") == result.n_layers * result.n_heads  # the role grid
+    assert page.count("src='data:image/png;base64,") == 5
+    assert "the 5 with the clearest roles" in page

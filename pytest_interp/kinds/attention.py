@@ -6,6 +6,8 @@ from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .. import checks
 from ..codec import (
     EXACT,
@@ -22,7 +24,7 @@ from ..codec import (
 )
 from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
-from ..report.draw import esc, png_data_uri
+from ..report.draw import blue, esc, heatmap_svg, png_data_uri
 from ..results import ATTENTION_KINDS, AttentionResult
 
 if TYPE_CHECKING:
@@ -151,18 +153,38 @@ class AttentionCodec(SnapshotCodec[AttentionResult]):
         return changes
 
 
+THUMBNAILS = 12  # pattern thumbnails per figure: the heads with the clearest roles
+SHORT = {"previous_token": "prev", "induction": "ind", "first_token": "first", "self": "self",
+         "mixed": ""}
+
+
 def attention_figure(result: AttentionResult) -> str:
-    """A thumbnail of each head's pattern with its label."""
+    """Every head's role as a layers x heads grid (colour = the score of its label, or its
+    highest score if mixed), then pattern thumbnails of the heads with the clearest roles."""
     where = "the repeated random sequence" if result.prompt is None else repr(result.prompt)
+    kinds = [k for k in ATTENTION_KINDS if k != "entropy"]
+    best = np.max([result.scores[k] for k in kinds], axis=0)
+    values = np.array([[result.scores[label][layer, head] if label in kinds
+                        else best[layer, head]
+                        for head, label in enumerate(result.labels[layer])]
+                       for layer in range(result.n_layers)])
+    texts = [[SHORT.get(label, label) for label in row] for row in result.labels]
+    title = f"attention heads on {where}: label per head, colour = its score"
+    grid = heatmap_svg(values, texts, [f"L{i}" for i in range(result.n_layers)],
+                       [f"H{h}" for h in range(result.n_heads)], blue, title)
+    ranked = sorted((result.labels[layer][head] == "mixed", -values[layer, head], layer, head)
+                     for layer in range(result.n_layers) for head in range(result.n_heads))
+    shown = sorted((layer, head) for _, _, layer, head in ranked[:THUMBNAILS])
     cells = []
-    for layer in range(result.n_layers):
-        for head in range(result.n_heads):
-            label = result.labels[layer][head]
-            uri = png_data_uri(result.patterns[layer, head])
-            cells.append(f"<figure class='head {label}'><img src='{uri}' alt='L{layer}H{head}'>"
-                         f"<figcaption>L{layer}H{head} {label}</figcaption></figure>")
-    return (f"<h4>attention patterns on {esc(where)} (darker = more attention)</h4>"
-            f"<div class='heads'>{''.join(cells)}</div>")
+    for layer, head in shown:
+        label = result.labels[layer][head]
+        uri = png_data_uri(result.patterns[layer, head])
+        cells.append(f"<figure class='head {label}'><img src='{uri}' alt='L{layer}H{head}'>"
+                     f"<figcaption>L{layer}H{head} {label}</figcaption></figure>")
+    some = "" if len(shown) == result.n_layers * result.n_heads else \
+        f", the {len(shown)} with the clearest roles"
+    return (f"<h4>{esc(title)}</h4>{grid}<h4>attention patterns on {esc(where)}{some} (darker "
+            f"= more attention)</h4><div class='heads'>{''.join(cells)}</div>")
 
 
 KIND = ExpectationKind(

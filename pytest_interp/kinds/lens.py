@@ -29,6 +29,7 @@ from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
 from ..files import check_lens_folder
 from ..lenses import LOGIT, Lens, named_lens
+from ..record import ORIGINS, recording
 from ..report.draw import blue, esc, heatmap_svg, short
 from ..results import LensResult
 
@@ -200,17 +201,52 @@ class LensCodec(SnapshotCodec[LensResult]):
         return changes
 
 
+FIGURE_POSITIONS = 32  # the figure reads at most the last 32 prompt positions
+CHUNK = 4  # positions decoded at once for the figure (a [layers, 4, vocab] array at a time)
+
+
+def _top_per_cell(result: LensResult) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The top token id and its probability per (layer, position): at every prompt position
+    (the last FIGURE_POSITIONS) when the result's model is at hand, else at the result's own
+    positions. Other positions are decoded a few at a time and dropped."""
+    n = len(result.str_tokens)
+    wanted = list(range(max(0, n - FIGURE_POSITIONS), n))
+    origin = ORIGINS.get(result)
+    model = origin[0] if origin is not None else None
+    parts = [result]
+    if set(wanted) - set(result.positions) and model is not None and not model.closed:
+        with recording():  # read for the figure only: not this test's results
+            try:
+                parts = [model.lens(result.prompt, lens=result.lens,
+                                    positions=wanted[i:i + CHUNK])
+                         for i in range(0, len(wanted), CHUNK)]
+            except InterpError:
+                parts = [result]
+    ids, probs, positions = [], [], []
+    for part in parts:
+        log_probs = part.log_probs  # [L, P, V]
+        top = log_probs.argmax(-1)
+        ids.append(top)
+        probs.append(np.exp(np.take_along_axis(log_probs, top[..., None], -1)[..., 0]))
+        positions += list(part.positions)
+    return np.concatenate(ids, 1), np.concatenate(probs, 1), positions
+
+
 def lens_figure(result: LensResult) -> str:
-    """Layers x positions heatmap: the top token in each cell, colour = its probability."""
-    probs = np.exp(result.log_probs)  # [L, P, V]
-    top = probs.argmax(-1)
-    values = np.take_along_axis(probs, top[..., None], -1)[..., 0]
+    """Layers x positions heatmap over the prompt: the top token in each cell, colour = its
+    probability; the positions the test read are starred."""
+    top, values, positions = _top_per_cell(result)
     texts = [[short(result.vocab.decode_one(int(top[layer, p]))) for p in range(top.shape[1])]
              for layer in range(top.shape[0])]
-    cols = [short(result.str_tokens[p]) for p in result.positions]
+    asked = set(result.positions)
+    cols = [short(result.str_tokens[p]) + ("*" if p in asked and len(asked) < len(positions)
+                                           else "") for p in positions]
     title = f"{result.lens} lens on {result.prompt!r}: top token per layer, colour = its prob"
-    return (f"<h4>{esc(title)}</h4>"
-            + heatmap_svg(values, texts, [str(i) for i in range(len(texts))], cols, blue, title))
+    if len(asked) < len(positions):
+        title += " (* = the positions the test read)"
+    return (f"<h4>{esc(title)}</h4><div class='wide'>"
+            + heatmap_svg(values, texts, [str(i) for i in range(len(texts))], cols, blue, title)
+            + "</div>")
 
 
 KIND = ExpectationKind(

@@ -1,11 +1,10 @@
-"""Drawing helpers for report figures: SVG heatmaps and inline PNGs (numpy only, no network)."""
+"""Drawing helpers for report figures: SVG heatmaps and inline PNGs (Pillow; no network)."""
 
 from __future__ import annotations
 
 import base64
 import html
-import struct
-import zlib
+import io
 from typing import Any
 
 import numpy as np
@@ -64,19 +63,16 @@ def heatmap_svg(values: np.ndarray, texts: list[list[str]], rows: list[str], col
 
 
 def png_data_uri(gray: np.ndarray, scale: int = 2) -> str:
-    """A grayscale image [H, W] in 0..1 (1 = dark) as an inline PNG."""
+    """A grayscale image [H, W] in 0..1 (1 = dark) as an inline PNG, each value a
+    ``scale`` x ``scale`` block."""
+    from PIL import Image
+
     img = (255 - np.clip(gray, 0, 1) ** 0.5 * 255).astype(np.uint8)
-    img = np.kron(img, np.ones((scale, scale), dtype=np.uint8))
     h, w = img.shape
-    raw = b"".join(b"\x00" + row.tobytes() for row in img)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    picture = Image.fromarray(img).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    picture.save(out, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
 def strip_svg(values: list[float], passed: list[bool], low: float | None, high: float | None,
