@@ -1,4 +1,5 @@
-"""Drawing helpers for report figures: SVG heatmaps and inline PNGs (Pillow; no network)."""
+"""Drawing helpers for report figures: SVG heatmaps and strips (Jinja2 macros in
+templates/figures.j2) and inline PNGs (Pillow); no network."""
 
 from __future__ import annotations
 
@@ -37,29 +38,35 @@ def diverging(x: float) -> str:
     return f"rgb({v},{v},255)" if x >= 0 else f"rgb(255,{v},{v})"
 
 
+def _macros() -> Any:
+    """The figure macros of ``templates/figures.j2`` (autoescaped)."""
+    global _MACROS
+    if _MACROS is None:
+        from jinja2 import Environment, PackageLoader, select_autoescape
+
+        env = Environment(loader=PackageLoader("pytest_interp.report"),
+                          autoescape=select_autoescape(default=True, default_for_string=True))
+        _MACROS = env.get_template("figures.j2").module
+    return _MACROS
+
+
+_MACROS: Any = None
+
+
 def heatmap_svg(values: np.ndarray, texts: list[list[str]], rows: list[str], cols: list[str],
                 color: Any, title: str) -> str:
     """A labelled grid: one rect per cell, coloured by ``color(value)``, with its text."""
     n_rows, n_cols = values.shape
     left, top = 44, 34
     width, height = left + n_cols * CELL_W + 4, top + n_rows * CELL_H + 4
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="figure" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" '
-             'font-size="10">', f"<title>{esc(title)}</title>"]
-    for j, col in enumerate(cols):
-        x = left + j * CELL_W + CELL_W / 2
-        parts.append(f'<text x="{x}" y="{top - 6}" text-anchor="middle">{esc(col)}</text>')
-    for i, row in enumerate(rows):
-        y = top + i * CELL_H
-        parts.append(f'<text x="{left - 4}" y="{y + 12}" text-anchor="end">{esc(row)}</text>')
-        for j in range(n_cols):
-            x = left + j * CELL_W
-            parts.append(f'<rect x="{x}" y="{y}" width="{CELL_W - 1}" height="{CELL_H - 1}" '
-                         f'fill="{color(float(values[i, j]))}"/>'
-                         f'<text x="{x + CELL_W / 2}" y="{y + 12}" text-anchor="middle">'
-                         f"{esc(texts[i][j])}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
+    head = [{"x": left + j * CELL_W + CELL_W / 2, "y": top - 6, "text": col}
+            for j, col in enumerate(cols)]
+    body = [{"x": left - 4, "y": top + i * CELL_H + 12, "text": row, "cells": [
+        {"x": left + j * CELL_W, "y": top + i * CELL_H, "w": CELL_W - 1, "h": CELL_H - 1,
+         "fill": color(float(values[i, j])), "tx": left + j * CELL_W + CELL_W / 2,
+         "ty": top + i * CELL_H + 12, "text": texts[i][j]} for j in range(n_cols)]}
+        for i, row in enumerate(rows)]
+    return str(_macros().heatmap(width, height, title, head, body))
 
 
 def png_data_uri(gray: np.ndarray, scale: int = 2) -> str:
@@ -85,26 +92,13 @@ def strip_svg(values: list[float], passed: list[bool], low: float | None, high: 
     span = hi - lo or 1.0
 
     def x(v: float) -> float:
-        return pad + (v - lo) / span * (width - 2 * pad)
+        return round(pad + (v - lo) / span * (width - 2 * pad), 1)
 
     rng = np.random.default_rng(0)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="figure" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" font-family="monospace" '
-             f'font-size="10"><title>{esc(title)}</title>',
-             f'<rect x="{x(interval[0]):.1f}" y="18" height="44" width='
-             f'"{max(1.0, x(interval[1]) - x(interval[0])):.1f}" fill="rgb(74,123,208)" '
-             'fill-opacity="0.18"/>',
-             f'<line x1="{x(estimate):.1f}" x2="{x(estimate):.1f}" y1="14" y2="66" '
-             'stroke="rgb(29,79,160)" stroke-width="2"/>']
-    for v, ok in zip(values, passed, strict=True):
-        y = 40 + float(rng.uniform(-14, 14))
-        parts.append(f'<circle cx="{x(v):.1f}" cy="{y:.1f}" r="3" fill-opacity="0.7" '
-                     f'fill="{"rgb(58,157,74)" if ok else "rgb(208,69,58)"}"/>')
-    for bound in (low, high):
-        if bound is not None:
-            parts.append(f'<line x1="{x(bound):.1f}" x2="{x(bound):.1f}" y1="8" y2="72" '
-                         'stroke="black" stroke-dasharray="4 3"/>'
-                         f'<text x="{x(bound):.1f}" y="84" text-anchor="middle">{bound:g}</text>')
-    parts.append(f'<text x="{pad}" y="10">{lo:.3g}</text><text x="{width - pad}" y="10" '
-                 f'text-anchor="end">{hi:.3g}</text></svg>')
-    return "".join(parts)
+    dots = [{"x": x(v), "y": round(40 + float(rng.uniform(-14, 14)), 1), "ok": ok}
+            for v, ok in zip(values, passed, strict=True)]
+    return str(_macros().strip(
+        width, height, title, {"x": x(interval[0]), "w": round(max(1.0, x(interval[1])
+                                                                    - x(interval[0])), 1)},
+        x(estimate), dots, [{"x": x(b), "text": f"{b:g}"} for b in (low, high) if b is not None],
+        f"{lo:.3g}", f"{hi:.3g}", pad))
