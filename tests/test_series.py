@@ -192,7 +192,10 @@ def test_baseline_names_what_changed_in_model_terms(pytester, copies):
         "*_ test_attention _*", *ATTENTION_CHANGED,
         "interp: tiny-random-llama rev * via nnsight: *",  # the baseline's noise floor
     ])
-    assert result.stdout.str().count("L1H2: entropy 2.70 -> 0.00") == 1  # not repeated
+    # Not repeated within the failure (the short summary, which pytest prints whole
+    # when CI is set, is left out of the count).
+    failure = result.stdout.str().split("short test summary info")[0]
+    assert failure.count("L1H2: entropy 2.70 -> 0.00") == 1
 
 
 def test_baseline_gives_the_snapshot_diff(pytester, copies):
