@@ -1,4 +1,4 @@
-"""``python -m pytest_interp COMMAND``: ``bisect`` (see pytest_interp.bisect)."""
+"""``python -m pytest_interp COMMAND``: ``bisect`` or ``init`` (see their modules)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> int:
-    commands = {"bisect": "pytest_interp.bisect"}
+    commands = {"bisect": "pytest_interp.bisect", "init": "pytest_interp.init"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m pytest_interp {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2

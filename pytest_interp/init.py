@@ -1,0 +1,424 @@
+"""Write a regression suite for a model: ``python -m pytest_interp init``.
+
+    python -m pytest_interp init --model smollm2-135m --out tests/interp
+
+Explores the model (facts it recalls and where they emerge in the logit lens, IOI and the
+layers patching moves the answer through, induction and previous-token heads, a steering
+direction), writes a readable pytest suite whose bounds come from what it measured, writes
+its snapshots with calibrated noise floors, and runs the suite once to show it passes.
+
+Bounds keep a documented safety margin (``MARGINS``) beyond the measured 95% interval's far
+end, so the suite passes on the model it was made from and on benign variants (a re-save,
+bfloat16 rounding) and fails on real damage; every generated test says what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import InterpError
+
+T = TypeVar("T")
+
+PARTS = ("facts", "ioi", "heads", "steering")
+
+#: How far a bound sits beyond the measured interval's far end: a share of the measured value,
+#: at least an absolute step in the value's unit; fractions sit a fixed step below the Wilson
+#: interval's low end. Bounds are rounded outwards (to 2 decimals, logits to 1).
+MARGINS = {"relative": 0.25, "logit": 0.5, "unit": 0.1, "fraction": 0.1}
+
+#: Review openings for the steering direction; the contrast pair and the target/foil tokens.
+REVIEWS = ("I think this movie is", "The food at this restaurant was",
+           "My opinion of the new phone is that it is", "Honestly, the concert last night was",
+           "The hotel room we stayed in was", "Reading this book was",
+           "The service at the bank today was", "Overall, the game was")
+CONTRAST = {"positive": "I love this", "negative": "I hate this", "target": " great",
+            "foil": " terrible"}
+SWEEP_PROMPTS = 16  # IOI prompts the layer sweep averages over
+MIN_FACTS = 8  # fewer recalled facts than this: no facts test (an interval would say little)
+
+
+def lower_bound(low: float, value: float, unit: str) -> float:
+    """A ``min=`` bound: ``low`` less the margin, rounded down."""
+    step = MARGINS["logit"] if unit == "logit" else MARGINS["unit"]
+    bound = low - max(MARGINS["relative"] * abs(value), step)
+    return _round(bound, unit, math.floor)
+
+
+def upper_bound(high: float, value: float, unit: str) -> float:
+    """A ``max=`` bound: ``high`` plus the margin, rounded up."""
+    step = MARGINS["logit"] if unit == "logit" else MARGINS["unit"]
+    bound = high + max(MARGINS["relative"] * abs(value), step)
+    return _round(bound, unit, math.ceil)
+
+
+def fraction_bound(low: float) -> float:
+    """A ``min_fraction=`` bound: the Wilson interval's low end less the margin."""
+    return max(0.0, _round(low - MARGINS["fraction"], "unit", math.floor))
+
+
+def _round(value: float, unit: str, how: Callable[[float], int]) -> float:
+    scale = 10 if unit == "logit" else 100
+    return how(round(value * scale, 6)) / scale
+
+
+@dataclass
+class Budget:
+    """Seconds left for exploring; None: unbounded."""
+
+    seconds: float | None
+    start: float = field(default_factory=time.monotonic)
+
+    def spent(self) -> bool:
+        return self.seconds is not None and time.monotonic() - self.start > self.seconds
+
+
+@dataclass
+class Findings:
+    """What exploring found: each part's template values, and what was left out and why."""
+
+    spec: str
+    model_name: str
+    n_layers: int
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def steps(items: Sequence[T], desc: str) -> Iterator[T]:
+    """``items`` with a tqdm bar on stderr, when stderr is a terminal."""
+    from tqdm import tqdm
+
+    yield from tqdm(items, desc=desc, unit="step", file=sys.stderr, leave=False, disable=None)
+
+
+def explore_facts(model: Any, rows: Sequence[dict[str, Any]], source: str,
+                  found: Findings) -> None:
+    """Which facts the model recalls (top-1 next token) and from which layer each stays in
+    the logit lens's top 5; dataset expectations over the recalled ones."""
+    recalled = []
+    for row in steps(rows, "facts"):
+        lens = model.logit_lens(row["prompt"])
+        if lens.rank(row["target"], layer=-1) != 0:
+            continue
+        recalled.append({"prompt": row["prompt"], "target": row["target"],
+                         "expect": row["target"],
+                         "emerges_at": lens.emergence_layer(row["target"], top_k=5)})
+    if len(recalled) < MIN_FACTS:
+        found.left_out["facts"] = (f"recalls {len(recalled)} of {len(rows)} facts ({source}) "
+                                   f"as its top next token, fewer than {MIN_FACTS}")
+        return
+    emerges = sorted(r["emerges_at"] for r in recalled)
+    by = emerges[(len(emerges) - 1) // 2]  # half emerge by this layer (the lower median)
+    found.files["facts.jsonl"] = "".join(json.dumps(r) + "\n" for r in recalled)
+    next_token = model.dataset("next_token", recalled, stat="fraction", min_fraction=0)
+    prob = model.dataset("lens", recalled, layer=-1, min_prob=1e-9)  # read the mean
+    emergence = None
+    if by < model.info.n_layers - 1:  # at the last layer it would restate the recall
+        emergence = _fraction(model.dataset("lens", recalled, emerges_by=by, top_k=5,
+                                            stat="fraction", min_fraction=0))
+        if emergence["min"] <= 0:  # a bound of 0 would claim nothing
+            emergence = None
+    found.parts["facts"] = {
+        "n": len(recalled), "total": len(rows), "source": source, "first": recalled[0],
+        "by": by, "median_emerges": by, "next_token": _fraction(next_token),
+        "emergence": emergence, "prob": _interval(prob.estimate, "unit"),
+    }
+
+
+def explore_ioi(model: Any, n: int, found: Findings, budget: Budget) -> None:
+    """Whether the model does IOI over ``ioi:n`` (the logit diff's interval clears 0) and
+    where patching the clean residual stream into the corrupted run restores the answer:
+    every layer at END and S2 swept on up to ``SWEEP_PROMPTS`` prompts (one batched grid
+    each), the chosen cells then measured over all ``n``."""
+    from .datasets import ioi
+
+    source = f"ioi:{n}"
+    diff = model.dataset("logit_diff", source, min=0)
+    if diff.estimate.low <= 0:
+        found.left_out["ioi"] = f"does not do IOI: logit diff over {source} is {diff.estimate}"
+        return
+    grids = []
+    for row in steps(ioi(min(n, SWEEP_PROMPTS)), "ioi sweep"):
+        if budget.spent():
+            found.left_out["ioi"] = "the time budget ran out during the patching sweep"
+            return
+        s2 = row["roles"]["S2"][0]  # the subject's last mention, as a position
+        result = model.activation_patching(row["clean"], row["corrupted"], answer=row["answer"],
+                                           foil=row["foil"], positions=[s2, -1])
+        grids.append(result.recovery[:, [result.position_index(s2), -1]])
+    mean = np.mean(grids, axis=0)
+    s2, end = mean[:, 0], mean[:, 1]
+    layers = range(model.info.n_layers)
+    # Claims away from the crossing, so a benign change that shifts it by a layer still passes.
+    cross = next((layer for layer in layers if end[layer] >= 0.5), len(end) - 1)
+    late = min(len(end) - 1, next((layer for layer in layers if end[layer] >= 0.9),
+                                  len(end) - 1) + 2)
+    early = max(0, cross - 4)
+    mid = max(0, min(cross - 1, max((layer for layer in layers if s2[layer] >= 0.7),
+                                    default=0) - 2))
+    cells = {"late": ("END", late), "mid": ("S2", mid), "early": ("END", early)}
+    measured = {}
+    for name, (position, layer) in cells.items():
+        measured[name] = {"layer": layer, **_interval(model.dataset(
+            "activation_patching", source, layer=layer, position=position,
+            min_recovery=-10).estimate, "unit")}
+    first = ioi(1)[0]
+    found.parts["ioi"] = {
+        "source": source, "n": n, "diff": _interval(diff.estimate, "logit"),
+        "swept": len(grids), "cross": cross,
+        "s2_gone": next((layer for layer in layers if layer > mid and s2[layer] < 0.5), None),
+        **measured,
+        "clean": first["clean"], "corrupted": first["corrupted"], "answer": first["answer"],
+        "foil": first["foil"],
+    }
+
+
+def explore_heads(model: Any, found: Findings) -> None:
+    """The clearest induction and previous-token heads (scores on seeded repeated random
+    tokens, as the attention marker reads them)."""
+    heads = model.attention()
+    picked: dict[str, list[dict[str, Any]]] = {}
+    for kind, threshold in (("induction", 0.4), ("previous_token", 0.5)):
+        picked[kind] = []
+        for layer, head in heads.best(kind, k=3):
+            score = heads.score(kind, layer, head)
+            if score < threshold:
+                break
+            picked[kind].append({"layer": layer, "head": head, "score": score,
+                                 "min": lower_bound(score, score, "unit")})
+    if not any(picked.values()):
+        found.left_out["heads"] = "no head scores above the induction (0.4) or previous-token " \
+                                  "(0.5) label thresholds"
+        return
+    found.parts["heads"] = picked
+
+
+def explore_steering(model: Any, found: Findings, budget: Budget) -> None:
+    """The layer where adding the love - hate direction (coef 2) most raises
+    logit(' great') - logit(' terrible') over the review openings, and its effect there."""
+    reviews = list(REVIEWS)
+    common = dict(positive=CONTRAST["positive"], negative=CONTRAST["negative"], positions=1,
+                  target=CONTRAST["target"], foil=CONTRAST["foil"])
+    best = None
+    for layer in steps(range(1, model.info.n_layers - 1), "steering sweep"):
+        if budget.spent():
+            break
+        est = model.dataset("steering", reviews, layer=layer, coef=2, min_delta=0,
+                            **common).estimate
+        if best is None or est.low > best[1].low:
+            best = (layer, est)
+    if best is None or best[1].low <= 0:
+        found.left_out["steering"] = "no layer where the love - hate direction raises " \
+                                     "' great' over ' terrible' with an interval above 0"
+        return
+    layer, up = best
+    down = model.dataset("steering", reviews, layer=layer, coef=-2, max_delta=0,
+                         **common).estimate
+    control = model.dataset("steering", reviews, layer=layer, coef=2, min_delta=0, control=8,
+                            stat="fraction", min_fraction=0, **common)
+    found.files["reviews.txt"] = "".join(r + "\n" for r in reviews)
+    found.parts["steering"] = {
+        "layer": layer, "up": _interval(up, "logit"), "down": _interval(down, "logit"),
+        "control": _fraction(control), "contrast": CONTRAST, "first": reviews[0],
+        "n": len(reviews),
+    }
+
+
+def _interval(est: Any, unit: str) -> dict[str, Any]:
+    return {"value": est.value, "low": est.low, "high": est.high,
+            "min": lower_bound(est.low, est.value, unit),
+            "max": upper_bound(est.high, est.value, unit)}
+
+
+def _fraction(result: Any) -> dict[str, Any]:
+    est = result.estimate
+    passed = sum(failure is None for failure in result.failures)
+    return {"value": est.value, "low": est.low, "high": est.high, "passed": passed,
+            "n": est.n, "min": fraction_bound(est.low)}
+
+
+def user_facts(path: Path) -> list[dict[str, Any]]:
+    """Facts from a ``.jsonl`` file of ``{"prompt": ..., "target": ...}`` rows."""
+    if not path.is_file():
+        raise InterpError(f"--facts {path}: no such file (a .jsonl of {{\"prompt\": ..., "
+                          f"\"target\": ...}} rows)")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not {"prompt", "target"} <= row.keys():
+            raise InterpError(f"{path}:{number}: a fact is a JSON object with 'prompt' and "
+                              f"'target' (the expected next token), got {line.strip()!r}")
+        rows.append({"prompt": row["prompt"], "target": row["target"]})
+    return rows
+
+
+def explore(model: Any, spec: str, parts: Iterable[str], *, ioi_n: int = 64,
+            facts: Sequence[dict[str, Any]] = (), budget: Budget | None = None) -> Findings:
+    """Run the chosen parts on ``model`` (an InterpModel) within the budget."""
+    from .datasets import capitals
+
+    budget = budget or Budget(None)
+    found = Findings(spec, model.info.name, model.info.n_layers)
+    for part in parts:
+        if budget.spent():
+            found.left_out[part] = "the time budget ran out before it started"
+            continue
+        say(f"exploring {part} ...")
+        began = time.monotonic()
+        if part == "facts":
+            rows = [*capitals(111), *facts]  # every country in each of the 3 templates
+            source = "the built-in capitals" + (" and your facts" if facts else "")
+            explore_facts(model, rows, source, found)
+        elif part == "ioi":
+            explore_ioi(model, ioi_n, found, budget)
+        elif part == "heads":
+            explore_heads(model, found)
+        elif part == "steering":
+            explore_steering(model, found, budget)
+        say(f"{part}: {time.monotonic() - began:.0f} s")
+    return found
+
+
+def say(text: str) -> None:
+    print(f"init: {text}", file=sys.stderr, flush=True)
+
+
+def render(found: Findings) -> dict[str, str]:
+    """The suite's files: name -> text."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    env = Environment(loader=PackageLoader("pytest_interp", "templates"),
+                      undefined=StrictUndefined, keep_trailing_newline=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["f2"] = lambda x: f"{x:.2f}"
+    env.filters["py"] = repr
+    values = {"spec": found.spec, "name": found.model_name, "parts": found.parts,
+              "left_out": found.left_out, "n_layers": found.n_layers, "margins": MARGINS,
+              "h_doc": _heads_doc(found.parts.get("heads", {})), "fact": _snapshot_fact(found)}
+    files = dict(found.files)
+    files["pytest.ini"] = env.get_template("init/pytest.ini.j2").render(values)
+    files["test_interp.py"] = env.get_template("init/test_interp.py.j2").render(values)
+    files["test_snapshots.py"] = env.get_template("init/test_snapshots.py.j2").render(values)
+    return files
+
+
+def _snapshot_fact(found: Findings) -> str:
+    """The prompt whose lens and greedy answer are snapshotted: the first recalled fact."""
+    from .datasets import capitals
+
+    if "facts" in found.parts:
+        return str(found.parts["facts"]["first"]["prompt"])
+    return str(capitals(1)[0]["prompt"])
+
+
+def _heads_doc(picked: dict[str, list[dict[str, Any]]]) -> str:
+    """The heads test's docstring: "Induction heads: L18H6, L17H4. Previous-token ..."."""
+    said = [f"{kind.replace('_', '-').capitalize()} heads: "
+            + ", ".join(f"L{x['layer']}H{x['head']}" for x in heads) + "."
+            for kind, heads in picked.items() if heads]
+    return textwrap.fill(" ".join(said), 88, subsequent_indent="    ")
+
+
+def pytest_session(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pytest`` on the written suite, in a new process, from its folder."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=out, capture_output=True, text=True, check=False)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_interp init",
+        description="Explore a model and write a regression suite for it, with snapshots.")
+    parser.add_argument("--model", required=True,
+                        help="the model spec, as --interp-model takes it")
+    parser.add_argument("--out", required=True, type=Path, help="the folder to write")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated, of {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--facts", type=Path, default=None,
+                        help="a .jsonl of {prompt, target} facts, tried with the capitals")
+    parser.add_argument("--ioi-prompts", type=int, default=64, help="IOI dataset size")
+    parser.add_argument("--budget-seconds", type=float, default=None,
+                        help="stop exploring after this many seconds (parts not started are "
+                             "left out, a sweep stops where it is)")
+    parser.add_argument("--backend", default="transformer_lens",
+                        choices=("transformer_lens", "nnsight"))
+    parser.add_argument("--no-snapshots", action="store_true",
+                        help="write no snapshot test (and no noise floors)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not run the written suite at the end")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    args = parser.parse_args(argv)
+
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        parser.error(f"--parts takes some of {', '.join(PARTS)}, got {args.parts!r}")
+    out: Path = args.out.resolve()
+    if out.exists() and any(out.iterdir()) and not args.force:
+        parser.error(f"{args.out} is not empty: choose another --out or pass --force")
+    try:
+        facts = user_facts(args.facts) if args.facts else []
+        from .model import InterpModel, load_backend
+        from .settings import ModelRequest
+
+        start = time.monotonic()
+        request = ModelRequest(args.model, backend=args.backend)
+        say(f"loading {args.model} ...")
+        model = InterpModel(load_backend(request), request=request)
+        found = explore(model, args.model, parts, ioi_n=args.ioi_prompts, facts=facts,
+                        budget=Budget(args.budget_seconds, start))
+    except InterpError as exc:
+        print(f"init: {exc}", file=sys.stderr)
+        return 2
+    if args.no_snapshots:
+        found.left_out["snapshots"] = "--no-snapshots"
+    for part, why in found.left_out.items():
+        say(f"left out {part}: {why}")
+    files = render(found)
+    if args.no_snapshots:
+        del files["test_snapshots.py"]
+        if not found.parts:
+            say(f"found nothing to claim on {args.model} (every part was left out) and "
+                "--no-snapshots: no suite written; drop --no-snapshots to snapshot it")
+            return 1
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out / name).write_text(text)
+    say(f"wrote {', '.join(sorted(files))} to {args.out} "
+        f"({time.monotonic() - start:.0f} s)")
+    if not args.no_snapshots:
+        say("writing snapshots with calibrated noise floors ...")
+        done = pytest_session(out, "test_snapshots.py", "--snapshot-update", "-q")
+        if done.returncode != 0:
+            print(done.stdout[-3000:], file=sys.stderr)
+            say("writing the snapshots failed (above)")
+            return 1
+    if not args.no_verify:
+        say("running the suite on the model it was made from ...")
+        done = pytest_session(out, "-q")
+        last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        if done.returncode != 0:
+            print(done.stdout[-5000:], file=sys.stderr)
+            say(f"the written suite does not pass on {args.model}: {last}")
+            return 1
+        say(f"the suite passes on {args.model}: {last.strip('= ')}")
+    say(f"done in {time.monotonic() - start:.0f} s; run it with: python -m pytest {args.out}")
+    return 0

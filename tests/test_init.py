@@ -1,0 +1,153 @@
+"""``python -m pytest_interp init``: bounds, the written suite, CLI errors, and (slow) a suite
+written for SmolLM2 that passes on it and on a benign variant and fails on real damage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_interp import init
+from pytest_interp.init import Findings, fraction_bound, lower_bound, upper_bound
+
+pytest_plugins = ["pytester"]
+
+RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+
+
+def interval(value: float, low: float, high: float, unit: str) -> dict[str, float]:
+    return {"value": value, "low": low, "high": high, "min": lower_bound(low, value, unit),
+            "max": upper_bound(high, value, unit)}
+
+
+def fraction(passed: int, n: int, low: float, high: float) -> dict[str, float]:
+    return {"value": passed / n, "low": low, "high": high, "passed": passed, "n": n,
+            "min": fraction_bound(low)}
+
+
+def smollm2_findings() -> Findings:
+    """What exploring SmolLM2-135M found (measured 2026-11-29), as template values."""
+    found = Findings("smollm2-135m", "SmolLM2-135M", 30)
+    fact = {"prompt": "The capital of France is", "target": " Paris", "expect": " Paris",
+            "emerges_at": 28}
+    found.files["facts.jsonl"] = json.dumps(fact) + "\n"
+    found.files["reviews.txt"] = "I think this movie is\n"
+    found.parts["facts"] = {
+        "n": 70, "total": 111, "source": "the built-in capitals", "first": fact, "by": 28,
+        "median_emerges": 28, "next_token": fraction(70, 70, 0.95, 1.0),
+        "emergence": fraction(12, 70, 0.10, 0.28), "prob": interval(0.43, 0.38, 0.47, "unit")}
+    found.parts["ioi"] = {
+        "source": "ioi:64", "n": 64, "diff": interval(4.93, 4.44, 5.43, "logit"), "swept": 16,
+        "cross": 24, "s2_gone": 21, "late": {"layer": 29, **interval(0.91, 0.9, 0.92, "unit")},
+        "mid": {"layer": 18, **interval(0.96, 0.94, 0.97, "unit")},
+        "early": {"layer": 20, **interval(0.13, 0.10, 0.15, "unit")},
+        "clean": "Then, Jane and Kevin went to the hospital. Kevin gave a snack to",
+        "corrupted": "Then, Jane and Kevin went to the hospital. Tom gave a snack to",
+        "answer": " Jane", "foil": " Kevin"}
+    found.parts["heads"] = {
+        "induction": [{"layer": 18, "head": 6, "score": 0.80, "min": lower_bound(.8, .8, "unit")}],
+        "previous_token": [{"layer": 16, "head": 0, "score": 0.88,
+                            "min": lower_bound(.88, .88, "unit")}]}
+    found.parts["steering"] = {
+        "layer": 27, "up": interval(8.73, 8.33, 9.11, "logit"),
+        "down": interval(-5.41, -5.82, -4.90, "logit"), "control": fraction(8, 8, 0.68, 1.0),
+        "contrast": init.CONTRAST, "first": "I think this movie is", "n": 8}
+    return found
+
+
+def test_bounds_sit_a_documented_margin_beyond_the_interval_rounded_outwards():
+    # 25% of the value beats the absolute step: 0.9 - 0.2275 = 0.6725 -> 0.67.
+    assert lower_bound(0.9, 0.91, "unit") == 0.67
+    # the absolute step beats 25% of a small value: 0.15 + 0.1 -> 0.25.
+    assert upper_bound(0.15, 0.13, "unit") == 0.25
+    # logits: 4.44 - 1.2325 -> 3.2 (one decimal, down); -4.90 + 1.3525 -> -3.5 (up).
+    assert lower_bound(4.44, 4.93, "logit") == 3.2
+    assert upper_bound(-4.90, -5.41, "logit") == -3.5
+    assert lower_bound(0.3, 0.3, "logit") == -0.2  # at least 0.5 for logits
+    assert fraction_bound(0.95) == 0.85
+    assert fraction_bound(0.05) == 0.0  # never below 0
+
+
+def test_the_written_suite_is_ruff_clean_and_its_markers_collect(pytester: pytest.Pytester):
+    files = init.render(smollm2_findings())
+    assert sorted(files) == ["facts.jsonl", "pytest.ini", "reviews.txt", "test_interp.py",
+                             "test_snapshots.py"]
+    for name, text in files.items():
+        (pytester.path / name).write_text(text)
+    assert RUFF, "ruff is a test dependency"
+    lint = subprocess.run([RUFF, "check", "--no-cache", "--isolated", "--line-length", "100",
+                           "--select", "E,F,W,I,B,UP", "."],
+                          cwd=pytester.path, capture_output=True, text=True, check=False)
+    assert lint.returncode == 0, lint.stdout
+    text = files["test_interp.py"]
+    assert "@pytest.mark.logit_diff(prompts=IOI, min=3.2)\n" in text
+    assert "# measured: mean logit diff 4.93, 95% CI [4.44, 5.43]\n" in text
+    assert ("@pytest.mark.attention(kind=\"induction\", head=(18, 6), min_score=0.6)  "
+            "# measured 0.80\n") in text
+    assert '"""Induction heads: L18H6. Previous-token heads: L16H0."""' in text
+    # --strict-markers and the plugin check every marker's arguments at collection.
+    result = pytester.runpytest("--collect-only", "-q", "--interp-model=tiny-random-llama")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["9 tests collected*"])
+
+
+def test_init_names_the_fix_for_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        init.main(["--model", "tiny-random-llama", "--out", str(tmp_path), "--parts", "ioi,x"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "python -m pytest_interp init: error: --parts takes some of facts, ioi, heads, "
+        "steering, got 'ioi,x'\n")
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        init.main(["--model", "tiny-random-llama", "--out", str(tmp_path)])
+    assert capsys.readouterr().err.endswith(
+        f"error: {tmp_path} is not empty: choose another --out or pass --force\n")
+
+
+def test_init_names_the_bad_fact_before_loading_the_model(tmp_path, capsys):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text('{"prompt": "Water boils at", "target": " 100"}\n\n{"prompt": "x"}\n')
+    out = tmp_path / "out"
+    assert init.main(["--model", "no-such-model", "--out", str(out), "--facts",
+                      str(facts)]) == 2
+    assert capsys.readouterr().err == (
+        f"init: {facts}:3: a fact is a JSON object with 'prompt' and 'target' (the expected "
+        "next token), got '{\"prompt\": \"x\"}'\n")
+    facts.write_text("not json\n")
+    assert init.main(["--model", "no-such-model", "--out", str(out), "--facts",
+                      str(facts)]) == 2
+    assert capsys.readouterr().err.endswith("got 'not json'\n")
+    assert init.main(["--model", "no-such-model", "--out", str(out), "--facts",
+                      str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err == (
+        f"init: --facts {tmp_path / 'missing.jsonl'}: no such file (a .jsonl of "
+        '{"prompt": ..., "target": ...} rows)\n')
+    assert not out.exists()  # nothing written
+
+
+def test_init_on_a_model_that_does_little_leaves_parts_out_and_says_why(tmp_path, capsys):
+    out = tmp_path / "interp"
+    assert init.main(["--model", "tiny-random-llama", "--out", str(out), "--ioi-prompts", "8",
+                      "--no-snapshots"]) == 1
+    err = capsys.readouterr().err
+    assert "init: left out facts: recalls 0 of 111 facts (the built-in capitals) as its top " \
+           "next token, fewer than 8\n" in err
+    assert "init: left out heads: no head scores above the induction (0.4) or " \
+           "previous-token (0.5) label thresholds\n" in err
+    assert err.endswith("init: found nothing to claim on tiny-random-llama (every part was "
+                        "left out) and --no-snapshots: no suite written; drop --no-snapshots "
+                        "to snapshot it\n")
+    assert not out.exists()
+    # With snapshots it still writes a suite: the lens, greedy answer and attention snapshots.
+    assert init.main(["--model", "tiny-random-llama", "--out", str(out), "--ioi-prompts", "8",
+                      "--parts", "facts,heads"]) == 0
+    err = capsys.readouterr().err
+    assert "init: the suite passes on tiny-random-llama: 3 passed" in err
+    text = (out / "test_interp.py").read_text()
+    assert "- facts: recalls 0 of 111 facts" in text
+    assert (out / "__snapshots__" / "test_snapshots.interp").is_file()
