@@ -105,11 +105,14 @@ def steps(items: Sequence[T], desc: str) -> Iterator[T]:
 
 
 def explore_facts(model: Any, rows: Sequence[dict[str, Any]], source: str,
-                  found: Findings) -> None:
+                  found: Findings, budget: Budget) -> None:
     """Which facts the model recalls (top-1 next token) and from which layer each stays in
     the logit lens's top 5; dataset expectations over the recalled ones."""
     recalled = []
     for row in steps(rows, "facts"):
+        if budget.spent():
+            found.left_out["facts"] = "the time budget ran out while trying the facts"
+            return
         lens = model.logit_lens(row["prompt"])
         if lens.rank(row["target"], layer=-1) != 0:
             continue
@@ -124,7 +127,7 @@ def explore_facts(model: Any, rows: Sequence[dict[str, Any]], source: str,
     by = emerges[(len(emerges) - 1) // 2]  # half emerge by this layer (the lower median)
     found.files["facts.jsonl"] = "".join(json.dumps(r) + "\n" for r in recalled)
     next_token = model.dataset("next_token", recalled, stat="fraction", min_fraction=0)
-    prob = model.dataset("lens", recalled, layer=-1, min_prob=1e-9)  # read the mean
+    prob = model.dataset("next_token", recalled, min_prob=1e-9)  # read the mean
     emergence = None
     if by < model.info.n_layers - 1:  # at the last layer it would restate the recall
         emergence = _fraction(model.dataset("lens", recalled, emerges_by=by, top_k=5,
@@ -212,14 +215,25 @@ def explore_steering(model: Any, found: Findings, budget: Budget) -> None:
     reviews = list(REVIEWS)
     common = dict(positive=CONTRAST["positive"], negative=CONTRAST["negative"], positions=1,
                   target=CONTRAST["target"], foil=CONTRAST["foil"])
-    best = None
-    for layer in steps(range(1, model.info.n_layers - 1), "steering sweep"):
+    tried: dict[int, Any] = {}
+
+    def effect(layer: int) -> Any:
+        if layer not in tried:
+            tried[layer] = model.dataset("steering", reviews, layer=layer, coef=2, min_delta=0,
+                                         **common).estimate
+        return tried[layer]
+
+    # Every other layer, then the best one's neighbours: the effect varies slowly with depth.
+    for layer in steps(range(1, model.info.n_layers - 1, 2), "steering sweep"):
         if budget.spent():
             break
-        est = model.dataset("steering", reviews, layer=layer, coef=2, min_delta=0,
-                            **common).estimate
-        if best is None or est.low > best[1].low:
-            best = (layer, est)
+        effect(layer)
+    if tried and not budget.spent():
+        top = max(tried, key=lambda layer: tried[layer].low)
+        for layer in (top - 1, top + 1):
+            if 0 < layer < model.info.n_layers - 1:
+                effect(layer)
+    best = max(tried.items(), key=lambda item: item[1].low, default=None)
     if best is None or best[1].low <= 0:
         found.left_out["steering"] = "no layer where the love - hate direction raises " \
                                      "' great' over ' terrible' with an interval above 0"
@@ -286,7 +300,7 @@ def explore(model: Any, spec: str, parts: Iterable[str], *, ioi_n: int = 64,
         if part == "facts":
             rows = [*capitals(111), *facts]  # every country in each of the 3 templates
             source = "the built-in capitals" + (" and your facts" if facts else "")
-            explore_facts(model, rows, source, found)
+            explore_facts(model, rows, source, found, budget)
         elif part == "ioi":
             explore_ioi(model, ioi_n, found, budget)
         elif part == "heads":
@@ -309,7 +323,7 @@ def render(found: Findings) -> dict[str, str]:
                       undefined=StrictUndefined, keep_trailing_newline=True,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["f2"] = lambda x: f"{x:.2f}"
-    env.filters["py"] = repr
+    env.filters["py"] = _literal
     values = {"spec": found.spec, "name": found.model_name, "parts": found.parts,
               "left_out": found.left_out, "n_layers": found.n_layers, "margins": MARGINS,
               "h_doc": _heads_doc(found.parts.get("heads", {})), "fact": _snapshot_fact(found)}
@@ -318,6 +332,13 @@ def render(found: Findings) -> dict[str, str]:
     files["test_interp.py"] = env.get_template("init/test_interp.py.j2").render(values)
     files["test_snapshots.py"] = env.get_template("init/test_snapshots.py.j2").render(values)
     return files
+
+
+def _literal(value: object) -> str:
+    """A Python literal for ``value``; strings in double quotes, as ruff formats them."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
 
 
 def _snapshot_fact(found: Findings) -> str:

@@ -19,6 +19,15 @@ pytest_plugins = ["pytester"]
 RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
 
 
+def lint(folder: Path) -> None:
+    """ruff (pycodestyle with the blank-line rules, pyflakes, isort, bugbear) finds nothing."""
+    assert RUFF, "ruff is a test dependency"
+    done = subprocess.run([RUFF, "check", "--no-cache", "--isolated", "--preview",
+                           "--line-length", "100", "--select", "E,F,W,I,B,UP", "."],
+                          cwd=folder, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
+
+
 def interval(value: float, low: float, high: float, unit: str) -> dict[str, float]:
     return {"value": value, "low": low, "high": high, "min": lower_bound(low, value, unit),
             "max": upper_bound(high, value, unit)}
@@ -39,7 +48,7 @@ def smollm2_findings() -> Findings:
     found.parts["facts"] = {
         "n": 70, "total": 111, "source": "the built-in capitals", "first": fact, "by": 28,
         "median_emerges": 28, "next_token": fraction(70, 70, 0.95, 1.0),
-        "emergence": fraction(12, 70, 0.10, 0.28), "prob": interval(0.43, 0.38, 0.47, "unit")}
+        "emergence": fraction(60, 70, 0.74, 0.92), "prob": interval(0.43, 0.38, 0.47, "unit")}
     found.parts["ioi"] = {
         "source": "ioi:64", "n": 64, "diff": interval(4.93, 4.44, 5.43, "logit"), "swept": 16,
         "cross": 24, "s2_gone": 21, "late": {"layer": 29, **interval(0.91, 0.9, 0.92, "unit")},
@@ -78,11 +87,7 @@ def test_the_written_suite_is_ruff_clean_and_its_markers_collect(pytester: pytes
                              "test_snapshots.py"]
     for name, text in files.items():
         (pytester.path / name).write_text(text)
-    assert RUFF, "ruff is a test dependency"
-    lint = subprocess.run([RUFF, "check", "--no-cache", "--isolated", "--line-length", "100",
-                           "--select", "E,F,W,I,B,UP", "."],
-                          cwd=pytester.path, capture_output=True, text=True, check=False)
-    assert lint.returncode == 0, lint.stdout
+    lint(pytester.path)
     text = files["test_interp.py"]
     assert "@pytest.mark.logit_diff(prompts=IOI, min=3.2)\n" in text
     assert "# measured: mean logit diff 4.93, 95% CI [4.44, 5.43]\n" in text
@@ -143,6 +148,10 @@ def test_init_on_a_model_that_does_little_leaves_parts_out_and_says_why(tmp_path
                         "left out) and --no-snapshots: no suite written; drop --no-snapshots "
                         "to snapshot it\n")
     assert not out.exists()
+    assert init.main(["--model", "tiny-random-llama", "--out", str(out), "--budget-seconds",
+                      "0", "--no-snapshots"]) == 1
+    assert "init: left out steering: the time budget ran out before it started\n" in \
+        capsys.readouterr().err
     # With snapshots it still writes a suite: the lens, greedy answer and attention snapshots.
     assert init.main(["--model", "tiny-random-llama", "--out", str(out), "--ioi-prompts", "8",
                       "--parts", "facts,heads"]) == 0
@@ -151,3 +160,65 @@ def test_init_on_a_model_that_does_little_leaves_parts_out_and_says_why(tmp_path
     text = (out / "test_interp.py").read_text()
     assert "- facts: recalls 0 of 111 facts" in text
     assert (out / "__snapshots__" / "test_snapshots.interp").is_file()
+
+
+@pytest.fixture(scope="module")
+def smollm2_suite(tmp_path_factory) -> tuple[Path, str]:
+    """The suite ``init`` writes for SmolLM2 (as a user runs it), and what it printed."""
+    out = tmp_path_factory.mktemp("init") / "interp"
+    done = subprocess.run([sys.executable, "-m", "pytest_interp", "init", "--model",
+                           "smollm2-135m", "--out", str(out)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-6000:]
+    return out, done.stderr
+
+
+@pytest.fixture
+def variant_suite(smollm2_suite, pytester: pytest.Pytester) -> pytest.Pytester:
+    from tests.test_variants import VARIANTS
+
+    shutil.copytree(smollm2_suite[0], pytester.path, dirs_exist_ok=True)
+    pytester.makeconftest(VARIANTS)
+    return pytester
+
+
+@pytest.mark.slow
+def test_the_suite_written_for_smollm2_passes_on_it_and_reads_like_a_person_wrote_it(
+        smollm2_suite):
+    out, said = smollm2_suite
+    assert "init: the suite passes on smollm2-135m: 9 passed" in said
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "__snapshots__", "facts.jsonl", "pytest.ini", "report", "reviews.txt",
+        "test_interp.py", "test_snapshots.py"]
+    text = (out / "test_interp.py").read_text()
+    for line in ("@pytest.mark.logit_diff(prompts=IOI, min=", "@pytest.mark.activation_patching(",
+                 '@pytest.mark.attention(kind="induction", head=(18, 6), min_score=',
+                 "@pytest.mark.steering(prompts=REVIEWS, **LOVE, coef=2, min_delta="):
+        assert line in text
+    assert text.count("# measured") >= 10  # every bound says what it was measured as
+    lint(out)
+
+
+@pytest.mark.slow
+def test_the_written_suite_fails_on_the_induction_head_zeroed(variant_suite):
+    result = variant_suite.runpytest("--interp-model=variant:induction head L18H6 zeroed",
+                                     "test_interp.py", "-k", "heads")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*attention: L18H6 has induction score 0.* (label *), "
+                                 "expected min_score=*"])
+
+
+@pytest.mark.slow
+def test_the_written_snapshots_fail_on_swapped_middle_layers(variant_suite):
+    # The markers' margins let this through; the snapshots name what moved.
+    result = variant_suite.runpytest("--interp-model=variant:layers 14 and 15 swapped",
+                                     "test_snapshots.py")
+    assert result.parseoutcomes().get("failed", 0) >= 3, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*changed beyond the noise floor (tolerances *), * change*"])
+
+
+@pytest.mark.slow
+def test_the_written_suite_passes_on_a_bfloat16_round_trip(variant_suite):
+    result = variant_suite.runpytest("--interp-model=variant:bfloat16 round trip")
+    assert result.ret == 0, result.stdout.str()[-5000:]
+    result.assert_outcomes(passed=9)
