@@ -136,7 +136,7 @@ def explore_facts(model: Any, rows: Sequence[dict[str, Any]], source: str,
             emergence = None
     found.parts["facts"] = {
         "n": len(recalled), "total": len(rows), "source": source, "first": recalled[0],
-        "by": by, "median_emerges": by, "next_token": _fraction(next_token),
+        "by": by, "next_token": _fraction(next_token),
         "emergence": emergence, "prob": _interval(prob.estimate, "unit"),
     }
 
@@ -312,6 +312,7 @@ def explore(model: Any, spec: str, parts: Iterable[str], *, ioi_n: int = 64,
 
 
 def say(text: str) -> None:
+    """One line of progress on stderr."""
     print(f"init: {text}", file=sys.stderr, flush=True)
 
 

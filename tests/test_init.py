@@ -47,7 +47,7 @@ def smollm2_findings() -> Findings:
     found.files["reviews.txt"] = "I think this movie is\n"
     found.parts["facts"] = {
         "n": 70, "total": 111, "source": "the built-in capitals", "first": fact, "by": 28,
-        "median_emerges": 28, "next_token": fraction(70, 70, 0.95, 1.0),
+        "next_token": fraction(70, 70, 0.95, 1.0),
         "emergence": fraction(60, 70, 0.74, 0.92), "prob": interval(0.43, 0.38, 0.47, "unit")}
     found.parts["ioi"] = {
         "source": "ioi:64", "n": 64, "diff": interval(4.93, 4.44, 5.43, "logit"), "swept": 16,
@@ -222,3 +222,28 @@ def test_the_written_suite_passes_on_a_bfloat16_round_trip(variant_suite):
     result = variant_suite.runpytest("--interp-model=variant:bfloat16 round trip")
     assert result.ret == 0, result.stdout.str()[-5000:]
     result.assert_outcomes(passed=9)
+
+
+@pytest.mark.slow
+def test_init_on_gemma3_writes_a_suite_that_passes_on_it(tmp_path):
+    # Two parts on 16 IOI prompts keep this to CI's budget; the full run is in the README.
+    out = tmp_path / "interp"
+    done = subprocess.run([sys.executable, "-m", "pytest_interp", "init", "--model",
+                           "gemma3-270m", "--out", str(out), "--parts", "ioi,heads",
+                           "--ioi-prompts", "16", "--no-snapshots"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "init: the suite passes on gemma3-270m: 2 passed" in done.stderr
+    text = (out / "test_interp.py").read_text()
+    assert '@pytest.mark.attention(kind="induction", head=(5, 1), min_score=' in text
+    lint(out)
+
+
+@pytest.mark.parametrize("parts", [("ioi",), ("steering",), ("heads", "steering"),
+                                   ("facts", "ioi")])
+def test_the_written_suite_is_ruff_clean_with_any_parts_left_out(tmp_path, parts):
+    found = smollm2_findings()
+    found.parts = {part: found.parts[part] for part in parts}
+    for name, text in init.render(found).items():
+        (tmp_path / name).write_text(text)
+    lint(tmp_path)
