@@ -2,11 +2,13 @@
 
     python -m pytest_interp bisect --models ckpt/step_* -- example_suites/induction_checkpoints
 
-Given models in order (as ``--interp-model`` orders them: a glob by trailing number) whose
-last one fails, runs one pytest session per probe, each in its own process with
-``--interp-model=MODEL`` and the arguments after ``--``, and prints each probe and the answer:
-ceil(log2 N) + 1 sessions at most. ``--find pass`` finds the first model that passes instead
-(when did the induction head form?).
+Given models in order (as ``--interp-model`` orders them: as given, a glob's matches by
+trailing number) whose last one fails, runs one pytest session per probe, each in its own
+process with ``--interp-model=MODEL`` and the arguments after ``--``, and prints each probe and
+the answer: ceil(log2 N) + 1 sessions at most. ``--find pass`` finds the first model that
+passes instead (when did the induction head form?). The sessions write no HTML report (an ini
+``interp_report`` included) unless ``--report PATH`` asks for one: each session rewrites it, so
+it ends as the last session's.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from .errors import InterpError
 from .plugin import model_ids, ordered
 
 Outcome = Literal["pass", "fail"]
@@ -39,11 +43,12 @@ class BisectError(Exception):
     search): the message says why."""
 
 
-def run_session(spec: str, pytest_args: Sequence[str]) -> Probe:
-    """Run pytest on ``spec`` in a new process; exit 0 passes, 1 fails, anything else is an
-    error naming the exit code and the session's last lines."""
+def run_session(spec: str, pytest_args: Sequence[str], report: str = "") -> Probe:
+    """Run pytest on ``spec`` in a new process, writing the HTML report to ``report`` (""
+    for none, whatever the ini says); exit 0 passes, 1 fails, anything else is an error
+    naming the exit code and the session's last lines."""
     command = [sys.executable, "-m", "pytest", f"--interp-model={spec}", "-q",
-               "-p", "no:cacheprovider", *pytest_args]
+               "-p", "no:cacheprovider", f"--interp-report={report}", *pytest_args]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line.strip("= ") for line in done.stdout.splitlines() if line.strip("= ")]
     summary = lines[-1] if lines else ""
@@ -101,15 +106,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Find the first model of an ordered series on which the selected tests "
                     "fail (or pass); pytest arguments follow --.")
     parser.add_argument("--models", nargs="+", required=True, metavar="SPEC",
-                        help="models in order (globs expand and sort by trailing number)")
+                        help="models in the order given (a glob's matches sort by trailing "
+                             "number)")
     parser.add_argument("--find", choices=("fail", "pass"), default="fail",
                         help="the outcome to find the first model of (default fail)")
+    parser.add_argument("--report", metavar="PATH", default="",
+                        help="write each session's HTML report there (the last one stays); "
+                             "default none, whatever the suite's ini says")
     options = parser.parse_args(ours)
-    specs = ordered(options.models)
+    try:
+        specs = ordered(options.models)
+    except InterpError as exc:
+        print(f"bisect: {exc}", file=sys.stderr)
+        return 2
     if len(specs) < 2:
         parser.error(f"--models names {len(specs)} model: bisect needs at least 2")
+    report = str(Path(options.report).resolve()) if options.report else ""
     try:
-        bisect(specs, options.find, lambda spec: run_session(spec, pytest_args), print)
+        bisect(specs, options.find, lambda spec: run_session(spec, pytest_args, report), print)
     except BisectError as exc:
         print(f"bisect: {exc}", file=sys.stderr)
         return 1

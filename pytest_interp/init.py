@@ -307,8 +307,15 @@ def explore(model: Any, spec: str, parts: Iterable[str], *, ioi_n: int = 64,
             explore_heads(model, found)
         elif part == "steering":
             explore_steering(model, found, budget)
-        say(f"{part}: {time.monotonic() - began:.0f} s")
+        say(f"{part}: {duration(time.monotonic() - began)}")
     return found
+
+
+def duration(elapsed: float) -> str:
+    """A duration as progress lines give it: ``0.4 s`` below 10 s, ``42 s`` above."""
+    if elapsed < 0.05:
+        return "<0.1 s"
+    return f"{elapsed:.1f} s" if elapsed < 9.95 else f"{elapsed:.0f} s"
 
 
 def say(text: str) -> None:
@@ -425,7 +432,7 @@ def main(argv: Sequence[str]) -> int:
     for name, text in files.items():
         (out / name).write_text(text)
     say(f"wrote {', '.join(sorted(files))} to {args.out} "
-        f"({time.monotonic() - start:.0f} s)")
+        f"({duration(time.monotonic() - start)})")
     if not args.no_snapshots:
         say("writing snapshots with calibrated noise floors ...")
         done = pytest_session(out, "test_snapshots.py", "--snapshot-update", "-q")
@@ -442,5 +449,5 @@ def main(argv: Sequence[str]) -> int:
             say(f"the written suite does not pass on {args.model}: {last}")
             return 1
         say(f"the suite passes on {args.model}: {last.strip('= ')}")
-    say(f"done in {time.monotonic() - start:.0f} s; run it with: python -m pytest {args.out}")
+    say(f"done in {duration(time.monotonic() - start)}; run it with: python -m pytest {args.out}")
     return 0

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from .errors import InterpError, ModelSpecError
 from .record import record, remember_origin
@@ -39,9 +39,20 @@ T = TypeVar("T")
 
 @dataclass
 class MemoStats:
+    """A model's work: its run memo's ``hits``, ``misses`` and ``evictions``; the forward
+    ``passes`` computed (memoised or not, each generation step one); the probe ``results``
+    served again by ``InterpModel.remember``."""
+
     hits: int = 0
     misses: int = 0
     evictions: int = 0
+    passes: int = 0
+    results: int = 0
+
+    @property
+    def reused(self) -> int:
+        """Runs and probe results taken from the memo instead of computed again."""
+        return self.hits + self.results
 
 
 @dataclass
@@ -170,7 +181,9 @@ class InterpModel:
         if key is None:
             result = compute(self)
         else:
-            if key not in self._results:
+            if key in self._results:
+                self.memo.stats.results += 1
+            else:
                 self._results[key] = compute(self)
             result = self._results[key]
         remember_origin(result, self, compute)
@@ -258,6 +271,7 @@ class InterpModel:
         if hit is not None:
             return hit
         run = self.backend.run(tokens, read=read | self.memo.sites(key), edits=edits)
+        self.memo.stats.passes += 1
         self.memo.put(key, run)
         return run
 
@@ -268,6 +282,7 @@ class InterpModel:
     ) -> Run:
         """One batched forward pass, not memoised (for rows used once, e.g. sweep rows);
         ``grad`` runs it with autograd (see ``Backend.run``)."""
+        self.memo.stats.passes += 1
         return self.backend.run(tokens, read=read, edits=edits, start=start,
                                 logits_to_keep=logits_to_keep, past=past, keep_past=keep_past,
                                 grad=grad)
@@ -285,8 +300,10 @@ class InterpModel:
         sees each step, ``choose(logits) -> ids [B]`` replaces the argmax."""
         from .backends.base import greedy_generate
 
-        return greedy_generate(self.backend, self.tokens(prompts), max_new_tokens=max_new_tokens,
-                               edits=edits, on_step=on_step, choose=choose)
+        counted = cast("Backend", _Counted(self.backend, self.memo.stats))
+        return greedy_generate(counted, self.tokens(prompts),
+                               max_new_tokens=max_new_tokens, edits=edits, on_step=on_step,
+                               choose=choose)
 
     # -- for tests ------------------------------------------------------------------------
 
@@ -443,9 +460,9 @@ class InterpModel:
         metrics.check(measure, foil)
         case = Case(prompt, answer, foil, corrupted,
                     None if positions is None else tuple(positions))
-        return self.ablation_rows([case], parts, keep=keep is not None, method=method,
-                                  metric=measure, reference=reference, control=control,
-                                  seed=seed)[0]
+        return record(self.ablation_rows([case], parts, keep=keep is not None, method=method,
+                                         metric=measure, reference=reference, control=control,
+                                         seed=seed)[0])
 
     def ablation_rows(
         self, cases: Sequence[Case], parts: Sequence[Part], *, keep: bool = False,
@@ -453,15 +470,27 @@ class InterpModel:
         reference: Sequence[str] | None = None, control: int = 0, seed: int = 0,
     ) -> list[AblationResult]:
         """``ablate`` on many prompts at once (a dataset's rows), batched; the same random
-        sets for every prompt; ``reference`` defaults to every case's prompt. Memoised."""
+        sets for every prompt; ``reference`` defaults to every case's prompt. Memoised; each
+        row's origin is noted (a list has none), so its snapshot has provenance."""
         from .probes.ablation import ablation
 
         cases, parts = tuple(cases), tuple(parts)
         ref = None if reference is None else tuple(reference)
         key = ("ablation", cases, parts, keep, method, metric, ref, control, seed)
-        return self.remember(key, lambda m: ablation(
-            m, cases, parts, keep=keep, method=method, metric=metric, reference=ref,
-            control=control, seed=seed))
+
+        def compute(model: InterpModel) -> list[AblationResult]:
+            return ablation(model, cases, parts, keep=keep, method=method, metric=metric,
+                            reference=ref, control=control, seed=seed)
+
+        def row(i: int) -> Callable[[InterpModel], AblationResult]:
+            return lambda model: model.ablation_rows(  # a variant computes the batch once
+                cases, parts, keep=keep, method=method, metric=metric, reference=ref,
+                control=control, seed=seed)[i]
+
+        rows = self.remember(key, compute)
+        for i, result in enumerate(rows):
+            remember_origin(result, self, row(i))
+        return rows
 
     def ablation_sweep(
         self, prompt: str, *, answer: str, foil: str | None = None,
@@ -594,6 +623,20 @@ class InterpModel:
 
         return self.remember(None, lambda m: attention(m, prompt, n=n, seed=seed,
                                                        thresholds=thresholds))
+
+
+class _Counted:
+    """A backend whose forward passes (``run`` calls) count in ``stats.passes``."""
+
+    def __init__(self, backend: Backend, stats: MemoStats) -> None:
+        self._backend, self._stats = backend, stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def run(self, *args: Any, **kwargs: Any) -> Run:
+        self._stats.passes += 1
+        return self._backend.run(*args, **kwargs)
 
 
 def _one_prompt(kind: str, value: object, name: str = "prompt") -> None:

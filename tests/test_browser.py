@@ -111,6 +111,9 @@ def test_report_renders_in_chromium(pytester, load_raw_hf, tmp_path):
         new = failed.find_element(By.CSS_SELECTOR, "pre.new")
         assert old.is_displayed() and new.is_displayed()
         assert old.location["x"] < new.location["x"]  # side by side
+        for pre in failed.find_elements(By.CSS_SELECTOR, "pre.old, pre.new, pre.diff"):
+            assert driver.execute_script(  # long lines wrap: nothing scrolls sideways
+                "return arguments[0].scrollWidth <= arguments[0].clientWidth", pre)
         assert "L1H2: entropy 2.70 -> 0.00" in failed.text
         driver.execute_script("arguments[0].scrollIntoView()", failed)
         shot = tmp_path / "report.png"

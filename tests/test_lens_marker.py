@@ -48,7 +48,7 @@ def test_markers_alone_are_a_complete_test_on_smollm2(pytester):
         "*",
         ">    20  ' ' 0.92  '.' 0.05  ',' 0.01                   3240   0.0000",
     ])
-    result.stdout.fnmatch_lines(["interp: smollm2-135m * 1 runs computed, * memo hits, *"])
+    result.stdout.fnmatch_lines(["interp: smollm2-135m * 1 forward pass, * reused, *"])
     assert "Traceback" not in result.stdout.str()
 
 

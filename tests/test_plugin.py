@@ -218,7 +218,7 @@ def test_interp_cache_is_memoised_and_read_only(pytester):
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
         "interp: tiny-random-llama rev tiny-random-llama-seed0-v1 (LlamaForCausalLM, 3 layers) "
-        "via transformer_lens: 1 runs computed, 1 memo hits, * MiB held"
+        "via transformer_lens: 1 forward pass, 1 result reused, * MiB held"
     ])
 
 

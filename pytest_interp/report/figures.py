@@ -11,12 +11,28 @@ from .draw import esc, strip_svg
 
 
 def snapshot_figure(diff: SnapshotDiff) -> str:
-    """A failed snapshot: its changes, then the stored and the new text side by side."""
+    """A failed snapshot: its changes, the lines that differ (``-`` stored, ``+`` new), then
+    the stored and the new text side by side (long lines wrap)."""
     changes = "".join(f"<li>{esc(c)}</li>" for c in diff.changes)
     return (f"<h4>snapshot {esc(diff.name)} changed</h4><ul class='changes'>{changes}</ul>"
+            f"<b>lines that differ</b><pre class='diff'>{line_diff(diff.old, diff.new)}</pre>"
             "<div class='sbs'><div><b>stored</b><pre class='old'>"
             f"{esc(diff.old)}</pre></div><div><b>new</b><pre class='new'>{esc(diff.new)}"
             "</pre></div></div>")
+
+
+def line_diff(old: str, new: str) -> str:
+    """The lines of ``old`` replaced or removed (``- ``) and of ``new`` in their place
+    (``+ ``), each change after the other, as HTML."""
+    import difflib
+
+    a, b = old.splitlines(), new.splitlines()
+    out = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            out += [f"<span class='del'>- {esc(line)}</span>" for line in a[i1:i2]]
+            out += [f"<span class='add'>+ {esc(line)}</span>" for line in b[j1:j2]]
+    return "".join(out)
 
 
 def noise_figure(noise: SnapshotNoise) -> str:
