@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,8 @@ def test_local_directory_loads_and_matches(saved_tiny):
     with torch.no_grad():
         diff = (loaded.model(ids).logits - original(ids).logits).abs().max().item()
     assert diff == 0
-    assert loaded.resolved.kind == "hf_dir" and len(loaded.revision) == 16
+    assert loaded.resolved.kind == "hf_dir"
+    assert re.fullmatch(r"sha256:[0-9a-f]{16}", loaded.revision)  # every byte of the weights
 
 
 def test_truncated_safetensors(saved_tiny, tmp_path):

@@ -10,7 +10,7 @@ A spec is
   ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` apply. pytest-interp never changes them.
 
 GGUF files are de-quantized once to float32 and cached as a Hugging Face directory, keyed by
-a fingerprint of the file, so later sessions load in about a second.
+the sha256 of the whole file, so later sessions load in about a second.
 
 ``resolve_spec`` and ``validate`` need neither torch nor transformers: the plugin calls them
 at session start, so a bad spec or an unsupported architecture (read from config.json, a GGUF
@@ -96,7 +96,9 @@ class ResolvedSpec:
         return PACKAGED.get(self.spec) if self.kind == "packaged" else None
 
     def fingerprint(self) -> str:
-        """A short content fingerprint identifying the weights (the model's revision)."""
+        """The identity of the weights (the model's revision): ``sha256:`` and a hash of every
+        byte of the weight files and config.json (a GGUF file whole), a hub commit, or the
+        seeded recipe of a tiny model."""
         if self.kind == "tiny":
             return f"{self.spec}-seed0-v{TINY_VERSION}"
         if self.kind == "hub":
@@ -104,14 +106,17 @@ class ResolvedSpec:
         if self.kind == "object":
             return self.spec
         if self.kind in ("packaged", "gguf"):
-            return _file_fingerprint(gguf_file(self))
+            return f"{FINGERPRINT}:{file_digest(gguf_file(self))[:16]}"
         assert self.path is not None
         digest = hashlib.sha256()
         for file in sorted(self.path.iterdir()):
-            if file.suffix in (".json", ".safetensors", ".bin") and file.is_file():
-                digest.update(file.name.encode())
-                digest.update(_file_fingerprint(file).encode())
-        return digest.hexdigest()[:16]
+            if (file.suffix in WEIGHT_SUFFIXES or file.name == "config.json") and file.is_file():
+                digest.update(file.name.encode() + b"\0" + file_digest(file).encode())
+        return f"{FINGERPRINT}:{digest.hexdigest()[:16]}"
+
+
+FINGERPRINT = "sha256"  # the prefix of full-content fingerprints (older ones had none)
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def cache_dir() -> Path:
@@ -123,16 +128,29 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "pytest-interp"
 
 
-def _file_fingerprint(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
-    """sha256 over the size, the first and the last 4 MiB: fast on multi-GB files."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
+def file_digest(path: Path) -> str:
+    """sha256 of every byte of ``path`` (hex), cached per (path, size, mtime, ctime, inode)
+    under the cache dir, so an unchanged file is read once."""
+    path = path.resolve()
+    stat = path.stat()
+    key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}"
+    record = cache_dir() / "digests" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sha256"
+    try:
+        cached = record.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        cached = ""
+    if re.fullmatch(r"[0-9a-f]{64}", cached):
+        return cached
     with path.open("rb") as fh:
-        digest.update(fh.read(chunk))
-        if size > chunk:
-            fh.seek(max(chunk, size - chunk))
-            digest.update(fh.read(chunk))
-    return digest.hexdigest()[:16]
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    try:  # atomic: readers see the whole record or none; a read-only cache costs time only
+        record.parent.mkdir(parents=True, exist_ok=True)
+        part = record.with_name(f".{record.name}.{os.getpid()}")
+        part.write_text(digest, encoding="ascii")
+        os.replace(part, record)
+    except OSError:
+        pass
+    return digest
 
 
 def _package_dir(packaged: PackagedGGUF) -> Path:
@@ -200,8 +218,8 @@ def resolve_spec(spec: str, *, remote: bool = False) -> ResolvedSpec:
     if spec in TINY_ALIASES:
         return ResolvedSpec(spec, "tiny", None, spec)
     if spec.startswith("tiny-random-"):
-        raise ModelSpecError(f"unknown model spec {spec!r}: the tiny random models are "
-                             f"{', '.join(TINY_ALIASES)}")
+        raise ModelSpecError(f"unknown model spec {spec!r}:{_did_you_mean(spec)} the tiny "
+                             f"random models are {', '.join(TINY_ALIASES)}")
     path = Path(spec).expanduser()
     if path.is_dir():
         return ResolvedSpec(spec, "hf_dir", path.resolve(), path.resolve().name)
@@ -220,7 +238,23 @@ def resolve_spec(spec: str, *, remote: bool = False) -> ResolvedSpec:
         return ResolvedSpec(spec, "hub", None, spec, repo=repo, revision=revision or None)
     if spec.endswith(".gguf") or os.sep in spec or spec.startswith((".", "~")):
         raise ModelSpecError(f"model spec {spec!r}: no such file or directory: {_WHAT_TO_PASS}")
-    raise ModelSpecError(f"unknown model spec {spec!r}: {_WHAT_TO_PASS}")
+    raise ModelSpecError(f"unknown model spec {spec!r}:{_did_you_mean(spec)} {_WHAT_TO_PASS}")
+
+
+def _did_you_mean(spec: str) -> str:
+    """`` did you mean 'ALIAS'?`` for a spec that is an alias in another case or nearly one
+    (``smollm2-135M``), else ``""``."""
+    import difflib
+
+    name = spec.lower()
+    close = [alias for alias in ALIASES if alias.lower() == name]
+    if not close and name.startswith("tiny-random-"):  # the family alone: bert is no gpt2
+        families = {alias.removeprefix("tiny-random-"): alias for alias in TINY_ALIASES}
+        close = [families[family] for family in difflib.get_close_matches(
+            name.removeprefix("tiny-random-"), families, n=1, cutoff=0.8)]
+    elif not close:
+        close = difflib.get_close_matches(name, ALIASES, n=1, cutoff=0.8)
+    return f" did you mean {close[0]!r}?" if close else ""
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -524,20 +558,20 @@ def from_object(spec: str, obj: object, backend: str) -> tuple[LoadedHF, Any]:
 
 
 def weights_fingerprint(model: Any) -> str:
-    """A short fingerprint of a model's weights: names, shapes and a strided sample of each
-    (of each parameter in memory: accelerate's offloaded ones are on the meta device)."""
+    """``sha256:`` and a hash of every parameter's name, shape, dtype and bytes (of each
+    parameter in memory: accelerate's offloaded ones are on the meta device, their shapes
+    are hashed)."""
     import torch
 
     digest = hashlib.sha256()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            digest.update(f"{name}{tuple(param.shape)}".encode())
+            digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
             if param.is_meta:  # offloaded (accelerate): its shape only
                 continue
-            flat = param.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 64)].to("cpu", torch.float32)
-            digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()[:16]
+            flat = param.detach().reshape(-1).to("cpu").contiguous()
+            digest.update(flat.view(torch.uint8).numpy().data)
+    return f"{FINGERPRINT}:{digest.hexdigest()[:16]}"
 
 
 def _meta_model(resolved: ResolvedSpec, dtype: Any) -> tuple[Any, Any, str]:
@@ -613,10 +647,17 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else ""
 
 
+def conversion_dir(resolved: ResolvedSpec) -> Path:
+    """Where a GGUF spec's float32 conversion is cached: keyed by the sha256 of the whole
+    file, so two files differing anywhere never share one."""
+    digest = file_digest(gguf_file(resolved))
+    return cache_dir() / f"gguf-{digest[:32]}-v{CONVERSION_VERSION}"
+
+
 def _converted_gguf(resolved: ResolvedSpec) -> Path:
     """De-quantize a GGUF file to a float32 HF directory once; reuse it afterwards."""
     path = gguf_file(resolved)
-    target = cache_dir() / f"gguf-{_file_fingerprint(path)}-v{CONVERSION_VERSION}"
+    target = conversion_dir(resolved)
     if (target / "pytest_interp.json").is_file():
         return target
     import torch
@@ -644,7 +685,7 @@ def _converted_gguf(resolved: ResolvedSpec) -> Path:
         config.pop("quantization_config", None)
         (work / "config.json").write_text(json.dumps(config, indent=2))
         (work / "pytest_interp.json").write_text(json.dumps({
-            "source": str(path), "fingerprint": _file_fingerprint(path),
+            "source": str(path), "sha256": file_digest(path),
             "conversion_version": CONVERSION_VERSION,
         }, indent=2))
         try:
