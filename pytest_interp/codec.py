@@ -21,9 +21,7 @@ Check = Callable[[object], bool]
 Schema = Mapping[str, Check]
 
 EXACT = 1e9  # the size of a change in tokens, texts or labels (sorted before number changes)
-
-
-UNITS = ("prob", "logit", "recovery")
+BEYOND = math.nextafter(1.0, 2.0)  # the least drift of a change beyond the noise floor
 
 
 @dataclass(frozen=True)
@@ -53,11 +51,20 @@ class Change:
     """One difference in model terms; ``size`` is |difference| / tolerance, or EXACT.
 
     ``noise``: a difference the rules call noise (a swap of near-tied tokens, a greedy text
-    that parted at a near-tie): shown with --snapshot-details, never a failure."""
+    that parted at a near-tie): shown with --snapshot-details, never a failure.
+    ``drift``: how many noise floors the model moved where ``size`` is EXACT only to list a
+    token, text or label change first (None: ``size``). A change of the measurement itself
+    (another prompt, tokenizer or row shape) stays EXACT: no drift budget covers it."""
 
     size: float
     text: str
     noise: bool = False
+    drift: float | None = None
+
+    @property
+    def floors(self) -> float:
+        """The change in noise floors, as drift budgets count it."""
+        return self.size if self.drift is None else self.drift
 
 
 class SnapshotFormatError(ValueError):
@@ -296,8 +303,10 @@ def top_changes(where: str, old: list, new: list, tol: float) -> list[Change]:
         swap = (f"{where}: top-1 {a!r} ({old[0][1]:.2g}) -> {b!r} ({new[0][1]:.2g})")
         if gaps and min(gaps) <= tol:
             out.append(Change(0.0, f"{swap}, a near-tie (within {tol:g})", noise=True))
-        else:
-            out.append(Change(EXACT, swap))
+        else:  # how far apart the two were, in each list (a token not listed: at most the last)
+            apart = min(old[0][1] - old_probs.get(b, old[-1][1]),
+                        new[0][1] - new_probs.get(a, new[-1][1]))
+            out.append(Change(EXACT, swap, drift=max(BEYOND, apart / tol) if tol else EXACT))
     new_probs = dict((t, p) for t, p in new)
     for token, p in old:
         q = new_probs.get(token)
@@ -343,4 +352,6 @@ def text_change(where: str, old: str | None, new: str | None, old_steps: Steps |
             return [Change(0.0, f"{change}, parted at step {first} where the top two were "
                                 f"{min(margins):.3f} apart (a near-tie, below {tol:g})",
                            noise=True)]
+        if margins and tol:  # drift: how decided the step where they part was
+            return [Change(EXACT, change, drift=max(BEYOND, min(margins) / tol))]
     return [Change(EXACT, change)]

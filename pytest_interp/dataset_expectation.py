@@ -14,7 +14,9 @@ can), and the verdict is PASS, FAIL or INCONCLUSIVE (see ``pytest_interp.stats``
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import checks
 from .datasets import GENERATORS, Row, load, role_position
 from .errors import InterpError
-from .expectation import Expectation, Marker
+from .expectation import Expectation, Inconclusive, Marker
 from .record import recording
 from .stats import INTERVALS, STATS, Estimate, Verdict, estimate, verdict
 
@@ -34,10 +36,6 @@ DATASET_ARGS = {"prompts": None, "stat": "mean", "confidence": 0.95, "min_fracti
 """The arguments every marker takes for a dataset, with their defaults."""
 
 SHOWN = 10  # per-prompt rows a failure lists (all of them with -vv)
-
-
-class Inconclusive(str):
-    """A judgement that is neither pass nor fail: the interval straddles the bound."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +54,15 @@ class DatasetResult:
     high: float | None
     bound_names: tuple[str, str]
     verdict: Verdict
+    skipped: tuple[int, ...] = ()  # rows with no effect to divide by: left out of the statistic
+    effect: Estimate | None = None  # the mean |effect| a ratio-valued claim divides by
+    effect_floor: float = 0.0  # the least effect it needs (min_effect=)
+
+    @property
+    def no_effect(self) -> bool:
+        """Whether the dataset as a whole shows too little effect to divide by."""
+        return self.effect is not None and (self.effect.low < self.effect_floor
+                                            or len(self.skipped) == len(self.rows))
 
     @property
     def bound_text(self) -> str:
@@ -111,8 +118,12 @@ class DatasetExpectation(Expectation[DatasetResult]):
                                   f"row {i}: drop one")
             missing = [p for p in required if p not in given and p not in shared]
             if missing:
-                raise InterpError(f"prompts row {i} ({_label(row)}) has no {missing[0]!r}: give "
-                                  "it in every row or once in the marker")
+                name, unused = missing[0], [k for k in row if k not in params]
+                other = _renamed(name, unused)
+                raise InterpError(
+                    f"prompts row {i} ({_label(row)}) has no {name!r}" + (
+                        f" (it has {other!r}: rename the key to {name!r}, or pass {name}= in "
+                        "the marker)" if other else ": give it in every row or once in the marker"))
             try:
                 rows.append(target(**{**shared, **given}).with_root(root))
             except (InterpError, TypeError) as exc:
@@ -123,6 +134,13 @@ class DatasetExpectation(Expectation[DatasetResult]):
         return cls(kind=marker.name, source=_describe(source, len(rows)), rows=tuple(rows),
                    data=tuple(data), stat=stat, confidence=confidence, min_fraction=min_fraction,
                    interval=interval)
+
+    def label(self, skip: Collection[str] = ()) -> str:
+        """The rows' shared label (the fields that differ between rows left out)."""
+        first = self.rows[0]
+        varying = [name for name in first.label_fields
+                   if len({repr(getattr(row, name, None)) for row in self.rows}) > 1]
+        return first.label(skip=(*skip, *varying))
 
     def validate(self, model: InterpModel) -> None:
         resolved = []
@@ -141,23 +159,41 @@ class DatasetExpectation(Expectation[DatasetResult]):
 
         with recording():  # the rows' own results stay out of the report
             results = model.remember(_run_key(self.rows), compute)
-        failures = tuple(row.judge(r) for row, r in zip(self.rows, results, strict=True))
+        pairs = list(zip(self.rows, results, strict=True))
+        failures = tuple(row.judge(r) for row, r in pairs)
+        skipped = tuple(i for i, (row, r) in enumerate(pairs) if row.no_effect(r) is not None)
         if self.stat == "fraction":
             values = tuple(float(f is None) for f in failures)
             low, high, bounds = self.min_fraction, None, ("min_fraction", "")
             name = "passes"
         else:
-            values = tuple(row.value(r) for row, r in zip(self.rows, results, strict=True))
+            values = tuple(math.nan if i in skipped else row.value(r)
+                           for i, (row, r) in enumerate(pairs))
             low, high = self.rows[0].bounds()
             bounds = self.rows[0].bound_fields
             name = self.rows[0].value_name() or "value"
         seed = zlib.crc32(f"{self.kind} {self.source}".encode())
-        est = estimate(values, self.stat, confidence=self.confidence, interval=self.interval,
-                       seed=seed)
-        return DatasetResult(
+
+        def statistic(data: list[float], stat: str) -> Estimate:
+            if not data:
+                return Estimate(stat, math.nan, math.nan, math.nan, 0, self.confidence, "no rows")
+            return estimate(data, stat, confidence=self.confidence, interval=self.interval,
+                            seed=seed)
+
+        effects = [row.effect(r) for row, r in pairs]
+        effect = statistic([abs(e) for e in effects if e is not None], "mean") \
+            if all(e is not None for e in effects) else None
+        kept = [v for i, v in enumerate(values) if i not in skipped]
+        est = statistic(kept, self.stat)
+        result = DatasetResult(
             kind=self.kind, source=self.source, value_name=name, rows=self.data,
             results=tuple(results), values=values, failures=failures, estimate=est, low=low,
-            high=high, bound_names=bounds, verdict=verdict(est, low, high))
+            high=high, bound_names=bounds, verdict=verdict(est, low, high) if kept
+            else Verdict.INCONCLUSIVE, skipped=skipped, effect=effect,
+            effect_floor=self.rows[0].effect_floor)
+        if result.no_effect:
+            return dataclasses.replace(result, verdict=Verdict.INCONCLUSIVE)
+        return result
 
     def measured(self, result: DatasetResult) -> str:
         est = result.estimate
@@ -174,8 +210,19 @@ class DatasetExpectation(Expectation[DatasetResult]):
                 "interval": [est.low, est.high]}
 
     def judge(self, result: DatasetResult) -> str | None:
+        if result.no_effect:
+            assert result.effect is not None
+            eff = result.effect
+            return Inconclusive(
+                f"{self.kind} over {result.source}: no effect to divide by: the mean "
+                f"{self.rows[0].effect_name} is {eff.value:.3f}, {eff.confidence:.0%} CI "
+                f"[{eff.low:.3f}, {eff.high:.3f}] (n={eff.n}), below min_effect="
+                f"{result.effect_floor:g} ({len(result.skipped)} of {len(result.rows)} rows "
+                "below it): INCONCLUSIVE; pick prompts on which the model behaves "
+                f"differently, or lower min_effect=\n{table(result, self.shown)}")
+        kept = [r for i, r in enumerate(result.results) if i not in result.skipped]
         if result.verdict is Verdict.PASS:
-            extra = self.rows[0].judge_rows(result.results)
+            extra = self.rows[0].judge_rows(kept)
             return None if extra is None else \
                 f"{self.kind} over {result.source}: {extra}\n{table(result, self.shown)}"
         est = result.estimate
@@ -184,6 +231,9 @@ class DatasetExpectation(Expectation[DatasetResult]):
         head = (f"{self.kind} over {result.source}: {what} is {est.value:.3f}, "
                 f"{est.confidence:.0%} CI [{est.low:.3f}, {est.high:.3f}] ({est.method}, "
                 f"n={est.n}), expected {result.bound_text}")
+        if result.skipped:
+            head += (f" ({len(result.skipped)} of {len(result.rows)} rows left out: their "
+                     f"{self.rows[0].effect_name} is below min_effect={result.effect_floor:g})")
         if result.verdict is Verdict.FAIL:
             text = f"{head}: the whole interval is on the wrong side"
         else:
@@ -196,12 +246,13 @@ class DatasetExpectation(Expectation[DatasetResult]):
 def table(result: DatasetResult, shown: int | None = SHOWN) -> str:
     """The per-prompt table, worst rows first."""
     n = len(result.values)
+    skipped = set(result.skipped)
     if result.estimate.stat == "fraction":
-        order = sorted(range(n), key=lambda i: (result.failures[i] is None, i))
+        order = sorted(range(n), key=lambda i: (i in skipped, result.failures[i] is None, i))
     elif result.low is not None:
-        order = sorted(range(n), key=lambda i: (result.values[i], i))
+        order = sorted(range(n), key=lambda i: (i in skipped, result.values[i], i))
     else:
-        order = sorted(range(n), key=lambda i: (-result.values[i], i))
+        order = sorted(range(n), key=lambda i: (i in skipped, -result.values[i], i))
     picked = order if shown is None else order[:shown]
     title = "all" if len(picked) == n else f"{len(picked)} of {n}; -vv shows all"
     lines = [f"  per prompt, worst first ({title}):",
@@ -209,7 +260,9 @@ def table(result: DatasetResult, shown: int | None = SHOWN) -> str:
     for i in picked:
         value = result.values[i]
         note = ""
-        if result.estimate.stat == "fraction":
+        if i in skipped:
+            shown_value = "no effect"
+        elif result.estimate.stat == "fraction":
             failure = result.failures[i]
             shown_value = "fails" if failure is not None else "passes"
             note = f"  {failure.splitlines()[0]}" if failure is not None else ""
@@ -230,12 +283,13 @@ def _bind_partial(marker: Marker, args: tuple[Any, ...], kwargs: dict[str, Any])
 
 
 def _run_key(rows: tuple[Expectation[Any], ...]) -> tuple[Any, ...] | None:
-    """What the rows' results depend on: every field but the bounds (which only judge), so
-    markers that hold the same dataset to other bounds share one run; None if unhashable."""
+    """What the rows' results depend on: every field but the bounds and min_effect (which
+    only judge), so markers that hold the same dataset to other bounds share one run; None
+    if unhashable."""
     key = ("dataset", tuple(
         (type(row), tuple((f.name, getattr(row, f.name))
                           for f in dataclasses.fields(row)  # type: ignore[arg-type]
-                          if f.name not in row.bound_fields)) for row in rows))
+                          if f.name not in (*row.bound_fields, "min_effect"))) for row in rows))
     try:
         hash(key)
     except TypeError:
@@ -264,6 +318,22 @@ def _with_roles(model: InterpModel, row: Expectation[Any], data: Row) -> Expecta
             if new != value:
                 changes[name] = new
     return dataclasses.replace(row, **changes) if changes else row  # type: ignore[type-var]
+
+
+SYNONYMS = (frozenset({"expect", "target", "answer"}),)
+"""Row keys that name the same thing in different markers and datasets (``init --facts``
+and the capitals generator write ``target``; ``next_token`` takes ``expect``)."""
+
+
+def _renamed(name: str, keys: list[str]) -> str | None:
+    """The key of ``keys`` that a row probably meant as ``name``: a synonym, else a close
+    spelling."""
+    import difflib
+
+    synonyms = next((group for group in SYNONYMS if name in group), frozenset())
+    found = [key for key in keys if key in synonyms]
+    found = found or difflib.get_close_matches(name, keys, n=1, cutoff=0.75)
+    return found[0] if found else None
 
 
 def _label(row: Row) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 E = TypeVar("E", bound="Expectation[Any]")
+
+
+class Inconclusive(str):
+    """A judgement that is neither pass nor fail: an interval straddles the bound, or a ratio
+    has no effect to divide by."""
 
 
 class Expectation(Generic[R]):
@@ -43,6 +48,27 @@ class Expectation(Generic[R]):
 
     bound_fields: ClassVar[tuple[str, str]] = ("min", "max")
     """The fields bounding ``value`` (a dataset's mean or median is held to them)."""
+
+    effect_name: ClassVar[str] = "effect"
+    """What ``effect`` measures, as failures name it."""
+
+    label_fields: ClassVar[tuple[str, ...]] = ()
+    """The fields naming where and what the claim measures (layer, position, head, coef,
+    metric...): its ``label`` in trends, CI summaries and JUnit XML."""
+
+    def label(self, skip: Collection[str] = ()) -> str:
+        """``layer=20, position=' to'``: the ``label_fields`` not at their defaults (less
+        ``skip``), so the markers of one test can be told apart."""
+        import dataclasses
+
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        parts = []
+        for name in self.label_fields:
+            value = getattr(self, name, None)
+            if name in skip or value is None or value == defaults.get(name):
+                continue
+            parts.append(f"{name}={getattr(value, '__name__', None) or value!r}")
+        return ", ".join(parts)
 
     def with_root(self: E, root: Path) -> E:
         """A copy with relative ``paths`` taken from ``root``; then ``check_files``."""
@@ -70,6 +96,29 @@ class Expectation(Generic[R]):
     def judge(self, result: R) -> str | None:
         """The failure text, or None when ``result`` meets the expectation."""
         raise NotImplementedError
+
+    def effect(self, result: R) -> float | None:
+        """The effect a ratio-valued claim divides by (clean - corrupted, or clean), or None:
+        this claim divides by nothing. Below ``effect_floor`` the claim is INCONCLUSIVE, and
+        a dataset leaves the row out of its statistic."""
+        return None
+
+    @property
+    def effect_floor(self) -> float:
+        """The least ``effect`` the claim needs (``min_effect=``, else the metric's)."""
+        return 0.0
+
+    def no_effect(self, result: R) -> Inconclusive | None:
+        """INCONCLUSIVE when ``effect`` is below ``effect_floor``, naming the effect."""
+        effect = self.effect(result)
+        if effect is None or (abs(effect) >= self.effect_floor and effect != 0):
+            return None
+        return Inconclusive(self.effect_text(result, effect))
+
+    def effect_text(self, result: R, effect: float) -> str:
+        """Why a ratio has nothing to divide by, and what to do."""
+        return (f"no effect to divide by: {effect:+.3f}, below min_effect={self.effect_floor:g}; "
+                "pick inputs on which the model behaves differently, or lower min_effect=")
 
     def judge_rows(self, results: Sequence[R]) -> str | None:
         """Over a dataset whose statistic passed: a further check of all rows' results

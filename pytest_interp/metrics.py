@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .results import Vocab
 
 METRICS = ("logit_diff", "logprob", "prob", "rank", "kl")
-DEFAULT = "logit_diff"
 
 Metric = str | Callable[["Tensor"], "Tensor"]
 MetricFn = Callable[["Tensor"], "Tensor"]
@@ -59,6 +58,20 @@ def check_method(method: object, verify_top_k: object, metric: object) -> None:
     if method == "attribution" and metric == "rank":
         raise InterpError("metric rank has no gradient: attribution patching needs a "
                           "differentiable metric (logit_diff, logprob, prob, kl)")
+
+
+MIN_EFFECT = {"logit_diff": 1.0, "logprob": 1.0, "kl": 0.5, "prob": 0.1, "rank": 1.0}
+"""The least clean - corrupted (or clean) effect a ratio such as patching recovery or
+ablation faithfulness divides by, per metric: below it the ratio is mostly noise (a logit
+metric moved by the snapshot tolerance, 0.1, shifts recovery by 0.1 at an effect of 1). A
+callable metric's units are its own: it has none unless ``min_effect=`` is given."""
+
+
+def min_effect(metric: Metric, given: float | None = None) -> float:
+    """The effect a ratio over ``metric`` needs: ``given``, else the metric's default."""
+    if given is not None:
+        return given
+    return MIN_EFFECT.get(metric, 0.0) if isinstance(metric, str) else 0.0
 
 
 def label(metric: Metric) -> str:

@@ -31,15 +31,18 @@ from .report.html import Entry
 from .settings import (
     BACKENDS,
     DEVICES,
+    DRIFTS,
     DTYPES,
     INCONCLUSIVES,
     REMOTE_NEEDS_NNSIGHT,
     BackendName,
     DeviceName,
+    Drifts,
     DtypeName,
     Inconclusives,
     ModelOverride,
     ModelRequest,
+    check_budget,
     parse_bool,
     parse_bytes,
 )
@@ -74,6 +77,9 @@ class InterpConfig:
     controls: bool = False  # re-check passing expectations on a re-initialised model
     specs: tuple[str, ...] = ()  # every model, in order (tests are parametrized if > 1)
     baseline: str | None = None  # results are compared with this model's
+    max_drift: float = 1.0  # a snapshot's drift budget, in noise floors
+    drift: Drifts = "fail"  # the outcome of a snapshot over its budget: FAIL or DRIFT
+    writer: str | None = None  # with --snapshot-update in a series: the model that writes
 
     def request(self, override: ModelOverride | None = None,
                 spec: str | None = None) -> ModelRequest:
@@ -182,6 +188,14 @@ def _memory_value(text: str) -> int:
     return parse_bytes(text, "")
 
 
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    return check_budget(value, "--interp-max-drift")
+
+
 _TOLERANCES = (("prob", 0.02), ("logit", 0.1), ("recovery", 0.05))
 
 
@@ -251,6 +265,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
            "LIST", "string", DEFAULT_NOISE_FLOOR, type=_arg(_perturbations))
     option("noise_k", "a noise floor is k x the largest deviation the perturbations cause",
            "K", float, 3.0, type=_arg(_positive))
+    option("max_drift", "how far a snapshot (or a result against --interp-baseline) may move, "
+                        "in noise floors, and still pass with its diff shown (1: nothing "
+                        "beyond the noise floor); interp_snapshot(max_drift=N) sets one "
+                        "snapshot's", "N", float, 1.0, type=_arg(_budget))
+    option("drift", "the outcome of a snapshot over its drift budget: fail, or report (its own "
+                    "outcome DRIFT, which does not fail the run)", "OUTCOME", Drifts, "fail",
+           choices=DRIFTS)
+    option("snapshot_model", "with --snapshot-update in a series: the model (spec or id) whose "
+                             "results write each test's one snapshot", "SPEC", "string", "")
     option("inconclusive", "the outcome of a test whose dataset verdict is INCONCLUSIVE (its "
                            "interval straddles the bound): fail | pass | skip", "OUTCOME",
            Inconclusives, "fail", choices=INCONCLUSIVES)
@@ -302,6 +325,8 @@ def _read_config(config: pytest.Config) -> InterpConfig:
             inconclusive=_setting(config, "inconclusive"),
             controls=bool(_setting(config, "controls")),
             baseline=_setting(config, "baseline") or None,
+            max_drift=_max_drift(config), drift=_setting(config, "drift"),
+            writer=_writer(config, specs),
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -313,24 +338,34 @@ def _model_specs(config: pytest.Config) -> tuple[str, ...]:
 
 
 def ordered(raw: Collection[str]) -> tuple[str, ...]:
-    """Model specs, each once, a glob pattern (``ckpt/step_*``) expanded to the paths it
-    matches: as given, or by their ids' trailing numbers when every one has one (a glob
-    puts step_100 before step_50)."""
+    """Model specs, each once, in the order given; a glob pattern (``ckpt/step_*``) expands
+    to the paths it matches, sorted by their ids' trailing numbers when every one has one (a
+    plain sort puts step_100 before step_50), else by name. A glob matching nothing is a
+    ``ModelSpecError``."""
     import glob
 
-    found = []
+    from .errors import ModelSpecError
+
+    found: list[str] = []
     for spec in (str(x).strip() for x in raw):
-        matches = sorted(glob.glob(spec)) if any(c in spec for c in "*?[") else []
-        found += matches or ([spec] if spec else [])
-    specs = tuple(dict.fromkeys(found))
-    numbers = [_trailing_number(spec) for spec in specs]
-    if len(specs) > 1 and None not in numbers:
-        order = sorted(range(len(specs)), key=lambda i: numbers[i] or 0)
-        specs = tuple(specs[i] for i in order)
-    return specs
+        if not any(c in spec for c in "*?["):
+            found += [spec] if spec else []
+            continue
+        matches = sorted(glob.glob(spec))
+        if not matches:
+            where = "" if Path(spec).is_absolute() else \
+                f" (relative to the directory pytest runs in, {Path.cwd()})"
+            raise ModelSpecError(f"glob {spec!r} matches no file or directory: check the "
+                                 f"path{where}")
+        numbers = {match: _trailing_number(match) for match in matches}
+        if None not in numbers.values():
+            matches.sort(key=lambda match: (numbers[match] or 0, match))
+        found += matches
+    return tuple(dict.fromkeys(found))
 
 
 def _trailing_number(spec: str) -> int | None:
+    """The number a model's id ends with (``step_00200`` -> 200), or None."""
     import re
 
     found = re.search(r"(\d+)$", model_id(spec))
@@ -361,6 +396,28 @@ def model_ids(specs: tuple[str, ...]) -> list[str]:
 def _noise_floor(config: pytest.Config) -> tuple[str, ...]:
     value = _setting(config, "noise_floor")
     return value if isinstance(value, tuple) else _perturbations(value)
+
+
+def _max_drift(config: pytest.Config) -> float:
+    return check_budget(_setting(config, "max_drift"), "interp_max_drift")
+
+
+def _writer(config: pytest.Config, specs: tuple[str, ...]) -> str | None:
+    """With --snapshot-update in a series, the spec of the model that writes (named by spec
+    or id); a series without one is refused: each test has one snapshot."""
+    named = _setting(config, "snapshot_model") or None
+    if not getattr(config.option, "update_snapshots", False) or len(specs) < 2:
+        return None
+    ids = model_ids(specs)
+    if named is None:
+        raise InterpError(f"--snapshot-update with {len(specs)} models would write each test's "
+                          "one snapshot once per model: name the model that writes with "
+                          f"--interp-snapshot-model (one of {', '.join(ids)})")
+    for spec, short in zip(specs, ids, strict=True):
+        if named in (spec, short):
+            return spec
+    raise InterpError(f"--interp-snapshot-model {named!r} is not a model of this series: use one "
+                      f"of {', '.join(ids)}")
 
 
 def _calibrate(config: pytest.Config) -> bool:
@@ -575,18 +632,29 @@ def _read_marks(item: pytest.Function) -> None:
         ) from None
     item.stash[OVERRIDE_KEY] = override
     expectations = []
-    for kind in KINDS:
-        for mark in item.iter_markers(kind.name):
-            try:
-                expectation = kind.parse(mark.args, dict(mark.kwargs), item.config.rootpath)
-            except InterpError as exc:
-                raise pytest.Collector.CollectError(
-                    f"{item.nodeid}: @pytest.mark.{kind.name}: {exc}"
-                ) from None
-            if isinstance(expectation, DatasetExpectation) and item.config.option.verbose >= 2:
-                expectation = replace(expectation, shown=None)
-            expectations.append((kind, expectation))
+    for mark in _in_source_order(item):
+        if mark.name not in KINDS:
+            continue
+        kind = KINDS[mark.name]
+        try:
+            expectation = kind.parse(mark.args, dict(mark.kwargs), item.config.rootpath)
+        except InterpError as exc:
+            raise pytest.Collector.CollectError(
+                f"{item.nodeid}: @pytest.mark.{kind.name}: {exc}"
+            ) from None
+        if isinstance(expectation, DatasetExpectation) and item.config.option.verbose >= 2:
+            expectation = replace(expectation, shown=None)
+        expectations.append((kind, expectation))
     item.stash[EXPECT_KEY] = tuple(expectations)
+
+
+def _in_source_order(item: pytest.Item) -> list[pytest.Mark]:
+    """The item's marks as a reader sees them: the function's top to bottom (decorators
+    apply bottom-up), then its class's, then its module's."""
+    by_node: dict[int, list[pytest.Mark]] = {}
+    for node, mark in item.iter_markers_with_node():
+        by_node.setdefault(id(node), []).append(mark)
+    return [mark for marks in by_node.values() for mark in reversed(marks)]
 
 
 def _registered_markers(config: pytest.Config) -> set[str]:
@@ -668,21 +736,77 @@ def interp_cache(
 @pytest.fixture
 def interp_snapshot(snapshot: Any, request: pytest.FixtureRequest) -> Any:
     """syrupy's ``snapshot`` storing results as readable text, compared within tolerances
-    (ini ``interp_snapshot_{prob,logit,recovery}_tol``) and diffed in model terms."""
-    from .snapshot import InterpSnapshotExtension, with_tolerance
+    (ini ``interp_snapshot_{prob,logit,recovery}_tol``) and diffed in model terms. A test has
+    one snapshot whichever model of a series runs it; ``interp_snapshot(max_drift=N)`` lets
+    one assertion drift N noise floors and pass, its diff shown."""
+    from .snapshot import InterpSnapshotAssertion, InterpSnapshotExtension, with_tolerance
 
-    config = request.config
+    config, item = request.config, request.node
     interp = config.stash[CONFIG_KEY]
+    spec = _series_spec(item)
+    updating = bool(getattr(config.option, "update_snapshots", False))
+    writes = updating and (spec is None or interp.writer is None or spec == interp.writer)
     extension = with_tolerance(InterpSnapshotExtension, **interp.tolerances)
     extension.details = bool(getattr(config.option, "include_snapshot_details", False))
-    if getattr(config.option, "update_snapshots", False) and interp.noise_floor:
+    extension.max_drift, extension.report_drift = interp.max_drift, interp.drift == "report"
+    extension.updating, extension.series_id = writes, _series_id(item)
+    if writes and interp.noise_floor:
         extension.calibrator = _calibrator(config)
         extension.recalibrate = interp.calibrate
+    if interp.baseline is not None and not writes:
+        extension.baseline = _baseline_reference(item)
     try:
-        extension.dtype = _request_for(request.node).dtype
+        extension.dtype = _request_for(item).dtype
     except InterpError:
         pass  # no model configured: float32 tolerances
-    return snapshot.use_extension(extension)
+    assertion = InterpSnapshotAssertion(
+        session=snapshot.session, extension_class=extension, test_location=snapshot.test_location,
+        update_snapshots=snapshot.update_snapshots,
+        update_new_snapshots_only=snapshot.update_new_snapshots_only)
+    assertion.passive = updating and not writes  # another model of the series writes
+    return assertion
+
+
+SNAPSHOTTED_KEY = pytest.StashKey[list[Any]]()  # results a snapshot compared with the baseline
+
+
+def _baseline_reference(item: pytest.Item) -> Callable[[Any, Any], tuple[str, str] | None]:
+    """For ``--interp-baseline``: a snapshot's result -> the same probe's result on the
+    baseline as stored text (with the stored snapshot's floors, else the baseline's measured
+    ones), and " from baseline SPEC"; None when there is nothing to compare."""
+    from .record import ORIGINS, recording, remember_origin
+    from .snapshot import reference_text
+
+    config = item.config
+    interp = config.stash[CONFIG_KEY]
+
+    def reference(result: Any, floors: Any) -> tuple[str, str] | None:
+        origin = ORIGINS.get(result)
+        own = origin[0].request if origin is not None else None
+        if origin is None or own is None or interp.baseline is None:
+            return None
+        request = replace(own, spec=interp.baseline)
+        if request == own:
+            return None  # against itself: the same results, by construction
+        baseline = config.stash[POOL_KEY].get(request)
+        with recording():  # the baseline's results are not this test's figures
+            old = origin[1](baseline)
+            remember_origin(old, baseline, origin[1])  # the floor re-runs it on variants
+            if floors is None and interp.noise_floor:
+                floors = _calibrator(config).floors(old)
+        item.stash.setdefault(SNAPSHOTTED_KEY, []).append(result)
+        return reference_text(old, request.dtype, floors), f" from baseline {interp.baseline}"
+
+    return reference
+
+
+def _series_id(item: pytest.Item) -> str | None:
+    """The id of this test's model in a series (``step_00200``), if any."""
+    spec = _series_spec(item)
+    if spec is None:
+        return None
+    specs = item.config.stash[CONFIG_KEY].specs
+    return model_ids(specs)[specs.index(spec)]
 
 
 CALIBRATOR_KEY = pytest.StashKey[Any]()  # snapshot.Calibrator, one per session
@@ -738,7 +862,8 @@ VACUOUS = "interp_vacuous"  # the user property carrying a vacuous test's note
 
 def _control(item: pytest.Function,
              expectations: tuple[tuple[ExpectationKind[Any, Any], Expectation[Any]], ...]) -> None:
-    """Check the expectations on the control model; all passing there is VACUOUS."""
+    """Check each expectation on the control model: each that passes there too is VACUOUS
+    (one note naming them, with their labels)."""
     import dataclasses
     import warnings
 
@@ -750,13 +875,16 @@ def _control(item: pytest.Function,
     from .record import recording
 
     with recording():  # the control's results are not this test's figures
-        if any(_check(kind, expectation, control) is not None
-               for kind, expectation in expectations):
-            return
-    names = ", ".join(f"@pytest.mark.{kind.name}" for kind, _ in expectations)
-    note = (f"VACUOUS: {names} also passed on a randomly re-initialised {request.spec} "
-            "(--interp-controls): the test does not depend on what the model learned; "
-            "tighten its bounds")
+        vacuous = [f"@pytest.mark.{kind.name}" + (f"({label})" if (label := e.label()) else "")
+                   for kind, e in expectations if _check(kind, e, control) is None]
+    if not vacuous:
+        return
+    one = len(vacuous) == 1
+    of = "" if len(vacuous) == len(expectations) else f" ({len(vacuous)} of {len(expectations)} " \
+        "markers)"
+    note = (f"VACUOUS: {', '.join(vacuous)} also passed on a randomly re-initialised "
+            f"{request.spec}{of} (--interp-controls): {'it does' if one else 'they do'} not "
+            f"depend on what the model learned; tighten {'its' if one else 'their'} bounds")
     item.user_properties.append((VACUOUS, note))
     warnings.warn(VacuousWarning(note), stacklevel=1)
 
@@ -788,24 +916,30 @@ def _check(kind: ExpectationKind[Any, Any], expectation: Expectation[Any],
         return text
     verdict = "passed" if text is None else \
         "inconclusive" if isinstance(text, Inconclusive) else "failed"
+    label = expectation.label()
+    named = f"{kind.name}({label})" if label else kind.name
     line = expectation.measured(result)
     if line is not None:
-        item.user_properties.append((MEASURED, f"{kind.name}: {line} ({verdict})"))
+        item.user_properties.append((MEASURED, f"{named}: {line} ({verdict})"))
     import json
 
     point = expectation.point(result) or {}
-    item.stash.setdefault(POINTS_KEY, []).append(
-        json.dumps({"kind": kind.name, "verdict": verdict, **point}))
+    points = item.stash.setdefault(POINTS_KEY, [])
+    points.append(json.dumps({"kind": kind.name, "label": label, "index": len(points),
+                              "verdict": verdict, **point}))
     return text
 
 
 def _report_path(config: pytest.Config) -> Path | None:
-    raw = config.getoption("interp_report") or config.getini("interp_report")
+    """The HTML report's path: ``--interp-report`` (relative to the working directory; empty:
+    no report, whatever the ini says), else the ini's (relative to the rootdir), else None."""
+    option = config.getoption("interp_report")
+    raw = config.getini("interp_report") if option is None else option
     if not raw:
         return None
     path = Path(raw)
     return path if path.is_absolute() else (
-        Path.cwd() / path if config.getoption("interp_report") else config.rootpath / path)
+        Path.cwd() / path if option is not None else config.rootpath / path)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -840,9 +974,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 def _against_baseline(item: pytest.Item, recorded: list[Any]) -> str | None:
     """With ``--interp-baseline``: each result the test body computed on its model (a
     marker's result is judged by its bound), compared with the same probe on the baseline
-    as a snapshot written there would be. Records the diffs (and near-ties); returns the
-    failure text, or None."""
-    from .record import ORIGINS, SnapshotDiff, record, recording, remember_origin
+    as a snapshot written there would be (a result a snapshot assertion compared with the
+    baseline is not compared twice). Records the diffs, near-ties and drifts; returns the
+    failure text of those over the drift budget (unless --interp-drift=report), or None."""
+    from .record import ORIGINS, SnapshotChecked, record, recording, remember_origin
     from .snapshot import Tolerances, against_baseline, codec_for
 
     config = item.config
@@ -850,11 +985,11 @@ def _against_baseline(item: pytest.Item, recorded: list[Any]) -> str | None:
     if interp.baseline is None:
         return None
     own = _request_for(item)
-    marked = item.stash.get(MARKED_KEY, [])
+    done = [*item.stash.get(MARKED_KEY, []), *item.stash.get(SNAPSHOTTED_KEY, [])]
     compared = [(result, ORIGINS[result][1]) for result in recorded
                 if result in ORIGINS and codec_for(result) is not None
                 and ORIGINS[result][0].request == own
-                and not any(result is other for other in marked)]
+                and not any(result is other for other in done)]
     if not compared:
         return None
     request = replace(own, spec=interp.baseline)
@@ -866,18 +1001,21 @@ def _against_baseline(item: pytest.Item, recorded: list[Any]) -> str | None:
         return f"pytest-interp: --interp-baseline: {exc}"
     found = []
     details = bool(getattr(config.option, "include_snapshot_details", False))
-    with recording():  # the baseline's results are not this test's figures
-        for result, recipe in compared:
+    for result, recipe in compared:
+        with recording():  # the baseline's results are not this test's figures
             old = recipe(baseline)
             remember_origin(old, baseline, recipe)  # the floor re-runs it on variants
             floors = _calibrator(config).floors(old) if interp.noise_floor else None
-            found.append(against_baseline(
-                result, old, interp.baseline, Tolerances(**interp.tolerances), floors,
-                (request.dtype, own.dtype), details=details))
-    for diff in found:
+        diff = against_baseline(result, old, interp.baseline, Tolerances(**interp.tolerances),
+                                floors, (request.dtype, own.dtype), details=details,
+                                max_drift=interp.max_drift)
         if diff is not None:
             record(diff)
-    texts = ["\n".join(diff.lines) for diff in found if isinstance(diff, SnapshotDiff)]
+        drift = diff.drift if isinstance(diff, SnapshotDiff) else 0.0
+        record(SnapshotChecked(f"{type(result).__name__} from baseline", drift))
+        found.append(diff)
+    texts = ["\n".join(diff.lines) for diff in found if isinstance(diff, SnapshotDiff)
+             and not diff.within and (diff.measurement or interp.drift == "fail")]
     return "\n\n".join(texts) or None
 
 
@@ -920,17 +1058,17 @@ def pytest_runtest_makereport(
         _inconclusive(report, str(call.excinfo.value.msg),
                       item.config.stash[CONFIG_KEY].inconclusive)
         item.user_properties.append(INCONCLUSIVE)  # JUnit XML writes the item's properties
-    spec = _series_spec(item)
-    if spec is not None:  # which model of the series, for the report and the CI summary
-        specs = item.config.stash[CONFIG_KEY].specs
-        report.user_properties.append((SERIES_ID, model_ids(specs)[specs.index(spec)]))
+    series_id = _series_id(item)
+    if series_id is not None:  # which model of the series, for the report and the CI summary
+        report.user_properties.append((SERIES_ID, series_id))
     recorded = item.stash.get(RECORDED_KEY, [])
     if RECORDED_KEY in item.stash:
         del item.stash[RECORDED_KEY]  # results may hold tensors and their model: let them go
+    _drifts(item, report, recorded)
     longrepr: Any = report.longrepr
     if report.failed and hasattr(longrepr, "addsection"):
         for diff in recorded:  # pytest truncates assertion text; these are shown whole
-            if isinstance(diff, SnapshotDiff) and diff.lines \
+            if isinstance(diff, SnapshotDiff) and not diff.within and diff.lines \
                     and "\n".join(diff.lines) not in report.longreprtext:
                 longrepr.addsection(f"interp: {diff.name} changed", "\n".join(diff.lines))
     for diff in recorded:  # the largest changes, for CI summaries (controller side)
@@ -951,6 +1089,41 @@ def pytest_runtest_makereport(
     return report
 
 
+DRIFT = ("interp_verdict", "drift")  # the user property marking a DRIFT report
+DRIFTED, WITHIN = "interp_drift", "interp_within"  # report properties: drift, diffs in budget
+
+
+def _drifts(item: pytest.Item, report: pytest.TestReport, recorded: list[Any]) -> None:
+    """The snapshots' drift: the largest (for the report's grid and trend), the diffs within
+    budget (shown, not failed), and, with --interp-drift=report, a passing test with one
+    over its budget marked DRIFT."""
+    import json
+
+    from .record import SnapshotChecked
+
+    interp = item.config.stash[CONFIG_KEY]
+    checked = [c.drift for c in recorded if isinstance(c, SnapshotChecked)]
+    diffs = [d for d in recorded if isinstance(d, SnapshotDiff)]
+    if not checked:
+        return
+    drift = max(checked)
+    budget = max((d.budget for d in diffs), default=interp.max_drift)
+    report.user_properties.append((DRIFTED, f"{drift:.4g}"))
+    over = [d for d in diffs if not d.within and not d.measurement]
+    verdict = "failed" if report.failed else "drift" if over else "passed"
+    item.stash.setdefault(POINTS_KEY, []).append(json.dumps(
+        {"kind": "snapshot", "label": "", "verdict": verdict, "name": "drift (noise floors)",
+         "value": min(drift, 1e6), "low": None, "high": budget}))
+    report.user_properties += [(WITHIN, f"{item.nodeid}: {d.name}, drift {d.drift:.3g} noise "
+                                        f"floors (budget {d.budget:g})")
+                               for d in diffs if d.within]
+    if report.passed and over and interp.drift == "report":
+        report.user_properties.append(DRIFT)
+        item.user_properties += [DRIFT, (DRIFTED, f"{drift:.4g}")]  # JUnit XML
+        report.sections.append(("interp: drift (reported by --interp-drift=report)",
+                                "\n\n".join("\n".join(d.lines) for d in over)))
+
+
 def _inconclusive(report: pytest.TestReport, message: str, policy: Inconclusives) -> None:
     """Mark an INCONCLUSIVE report and give it the outcome ``--interp-inconclusive`` says."""
     report.user_properties.append(INCONCLUSIVE)
@@ -969,9 +1142,11 @@ def _inconclusive(report: pytest.TestReport, message: str, policy: Inconclusives
 def pytest_report_teststatus(
     report: pytest.TestReport, config: pytest.Config
 ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
-    """INCONCLUSIVE is its own status: word, letter and summary count."""
+    """INCONCLUSIVE and DRIFT are statuses of their own: word, letter and summary count."""
     if report.when == "call" and INCONCLUSIVE in report.user_properties:
         return "inconclusive", "I", ("INCONCLUSIVE", {"yellow": True})
+    if report.when == "call" and DRIFT in report.user_properties:
+        return "drift", "D", ("DRIFT", {"yellow": True})
     return None
 
 
@@ -1006,10 +1181,12 @@ class _NoiseLog:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.within: list[str] = []  # snapshot diffs within their drift budget
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":
             self.lines += [str(v) for k, v in report.user_properties if k == "interp_noise"]
+            self.within += [str(v) for k, v in report.user_properties if k == WITHIN]
 
 
 NOISE_KEY = pytest.StashKey[_NoiseLog]()
@@ -1032,8 +1209,7 @@ class _StepSummary:
             return
         row = self.rows.setdefault(report.nodeid, self.row(report.nodeid))
         if report.failed or report.skipped or report.when == "call":
-            row.outcome = "inconclusive" if INCONCLUSIVE in report.user_properties else \
-                "failed" if report.failed else report.outcome
+            row.outcome = _outcome(report)
         if report.when == "call":
             row.measured += [str(v) for k, v in report.user_properties if k == MEASURED]
             row.changes += [str(v) for k, v in report.user_properties if k == CHANGED]
@@ -1067,21 +1243,32 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not _ACTIVE or (report.when != "call" and not report.failed and not report.skipped):
         return
     entry = _ACTIVE[-1].entries.setdefault(report.nodeid, Entry(report.nodeid))
-    entry.outcome = "inconclusive" if INCONCLUSIVE in report.user_properties else \
-        "failed" if report.failed else report.outcome
+    entry.outcome = _outcome(report)
     entry.duration += report.duration
-    if INCONCLUSIVE in report.user_properties:
+    if entry.outcome in ("inconclusive", "drift"):
         entry.failure += "".join(text for name, text in report.sections
-                                 if name.startswith("interp: inconclusive"))
+                                 if name.startswith(f"interp: {entry.outcome}"))
     elif report.failed or report.skipped:
         entry.failure += report.longreprtext
     entry.figures += [str(v) for k, v in report.user_properties if k == "interp_figures"]
     if report.when == "call":
         import json
 
-        entry.notes += [str(v) for k, v in report.user_properties if k == VACUOUS]
+        entry.notes += [str(v) for k, v in report.user_properties if k in (VACUOUS, WITHIN)]
+        entry.measured += [str(v) for k, v in report.user_properties if k == MEASURED]
         entry.points += [json.loads(str(v)) for k, v in report.user_properties if k == POINT]
         entry.model = next((str(v) for k, v in report.user_properties if k == SERIES_ID), None)
+        drift = next((float(str(v)) for k, v in report.user_properties if k == DRIFTED), None)
+        entry.drift = entry.drift if drift is None else drift
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    """passed, failed, skipped, or our own: inconclusive, drift."""
+    if INCONCLUSIVE in report.user_properties:
+        return "inconclusive"
+    if DRIFT in report.user_properties:
+        return "drift"
+    return "failed" if report.failed else report.outcome
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -1099,7 +1286,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    _summarize_inconclusive(terminalreporter)
+    _summarize_section(terminalreporter, "inconclusive")
+    _summarize_section(terminalreporter, "drift")
     vacuous = [r.nodeid for r in terminalreporter.stats.get("passed", ())
                if getattr(r, "when", None) == "call"
                and any(k == VACUOUS for k, _ in r.user_properties)]
@@ -1119,6 +1307,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             + (":" if details else "; --snapshot-details lists them"))
         for line in noise if details else ():
             terminalreporter.write_line(f"  ~ {line}")
+    within = log.within if log is not None else []
+    if within:
+        terminalreporter.write_line(
+            f"interp: {len(within)} snapshot{'s' if len(within) != 1 else ''} moved beyond "
+            "the noise floor, within the drift budget (passed; the report shows the diffs):")
+        for line in within:
+            terminalreporter.write_line(f"  ~ {line}")
     state = config.stash.get(REPORT_KEY, None)
     if state is not None:
         terminalreporter.write_line(f"interp: report written to {state.path}")
@@ -1133,22 +1328,24 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"layers) via {info.backend}"
             + (", re-initialised control (--interp-controls)" if variant == "reinit" else
                f", {variant} variant for noise floors" if variant else "")
-            + f": {stats.misses} runs computed, {stats.hits} memo hits, "
+            + f": {stats.passes} forward pass{'es' if stats.passes != 1 else ''}, "
+            + f"{stats.reused} result{'s' if stats.reused != 1 else ''} reused, "
             + ("released after its tests" if model.closed
                else f"{model.memo.nbytes / 1024**2:.1f} MiB held")
         )
 
 
 
-def _summarize_inconclusive(terminalreporter: Any) -> None:
-    """An INCONCLUSIVE section, like FAILURES: pytest lists only its own categories."""
-    reports = [r for r in terminalreporter.stats.get("inconclusive", ())
+def _summarize_section(terminalreporter: Any, status: str) -> None:
+    """An INCONCLUSIVE or DRIFT section, like FAILURES: pytest lists only its own
+    categories."""
+    reports = [r for r in terminalreporter.stats.get(status, ())
                if getattr(r, "when", None) == "call"]
     if not reports:
         return
-    terminalreporter.write_sep("=", "INCONCLUSIVE", yellow=True)
+    terminalreporter.write_sep("=", status.upper(), yellow=True)
     for report in reports:
         terminalreporter.write_sep("_", report.head_line or report.nodeid, yellow=True)
         for name, body in report.sections:
-            if name.startswith("interp: inconclusive"):
+            if name.startswith(f"interp: {status}"):
                 terminalreporter.write_line(body)

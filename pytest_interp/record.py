@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .codec import EXACT
+
 # result -> (the model that computed it, its recipe: a function of a model giving the same
 # result); snapshots re-run the recipe on variants of the model to measure noise floors
 ORIGINS: weakref.WeakKeyDictionary[Any, tuple[Any, Callable[[Any], Any]]] = \
@@ -35,13 +37,36 @@ _current: list[Any] | None = None
 
 @dataclass(frozen=True)
 class SnapshotDiff:
-    """A failed snapshot: the stored and the new text, and the changes in model terms."""
+    """A snapshot that moved beyond its noise floor: the stored (or baseline) and the new
+    text, the changes in model terms, and the drift (the largest change, in noise floors)
+    against its budget: within it the test passes and the diff is shown."""
 
     name: str
     old: str
     new: str
     changes: tuple[str, ...]
     lines: tuple[str, ...] = ()  # the failure text as the terminal shows it
+    drift: float = float("inf")
+    budget: float = 1.0
+
+    @property
+    def within(self) -> bool:
+        """Whether the drift is within the budget (the snapshot passes, its diff shown)."""
+        return self.drift <= self.budget
+
+    @property
+    def measurement(self) -> bool:
+        """Whether the measurement itself changed (prompt, tokenizer, rows): never drift."""
+        return self.drift >= EXACT
+
+
+@dataclass(frozen=True)
+class SnapshotChecked:
+    """A snapshot (or baseline) comparison a test made, and its drift in noise floors (0:
+    within the noise floor)."""
+
+    name: str
+    drift: float
 
 
 @dataclass(frozen=True)

@@ -292,6 +292,11 @@ class PatchingResult:
                 f"max |error| {np.abs(errors).max():.2f} recovery")
 
     @property
+    def effect(self) -> float:
+        """clean - corrupted: what recovery divides by (the behaviour the pair shows)."""
+        return float(self.clean_logit_diff - self.corrupted_logit_diff)
+
+    @property
     def recovery(self) -> np.ndarray:
         """(patched - corrupted) / (clean - corrupted): 1 = fully restores clean, 0 = no effect."""
         gap = self.clean_logit_diff - self.corrupted_logit_diff

@@ -18,7 +18,17 @@ DEVICES: tuple[DeviceName, ...] = ("cpu", "cuda", "auto")
 DTYPES: tuple[DtypeName, ...] = ("float32", "bfloat16", "float16")
 Inconclusives = Literal["fail", "pass", "skip"]
 INCONCLUSIVES: tuple[Inconclusives, ...] = ("fail", "pass", "skip")
+Drifts = Literal["fail", "report"]
+DRIFTS: tuple[Drifts, ...] = ("fail", "report")
 DEFAULT_MEMO_BYTES = 2 * 1024**3
+
+
+def check_budget(value: object, name: str = "max_drift") -> float:
+    """A drift budget: a number of noise floors >= 1 (1: nothing beyond the noise floor)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+        raise InterpError(f"{name} is a number of noise floors >= 1 (1 allows nothing beyond "
+                          f"the noise floor), got {value!r}")
+    return float(value)
 # The patchscope identity prompt (Ghandeharioun et al. 2024) and its placeholder token.
 IDENTITY_PROMPT = "cat->cat; 135->135; hello->hello; ?->"
 PLACEHOLDER = "?"

@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any, ClassVar
 
+from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.amber import AmberSnapshotExtension
 
 from .codec import (
@@ -32,8 +33,10 @@ from .codec import (
     measure_floors,
     short_json,
 )
-from .record import ORIGINS, SnapshotDiff, SnapshotNoise, record
+from .errors import InterpError
+from .record import ORIGINS, SnapshotChecked, SnapshotDiff, SnapshotNoise, record
 from .registry import KINDS
+from .settings import check_budget
 
 HEADER = "pytest-interp snapshot v1"
 
@@ -191,14 +194,34 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
 
     calibrator: ClassVar[Calibrator | None] = None  # set when snapshots are (re)written
     recalibrate: ClassVar[bool] = False  # --interp-calibrate: rewrite changed floors too
+    max_drift: ClassVar[float] = 1.0  # the drift budget, in noise floors (1: none beyond noise)
+    report_drift: ClassVar[bool] = False  # --interp-drift=report: over budget is DRIFT, not FAIL
+    updating: ClassVar[bool] = False  # --snapshot-update writes what moved, within budget too
+    series_id: ClassVar[str | None] = None  # the model's id in a series: not in the name
+    baseline: ClassVar[Baseline | None] = None  # --interp-baseline: compare with its result
+
+    @classmethod
+    def get_snapshot_name(cls, *, test_location: Any, index: Any = 0) -> str:
+        """syrupy's name without the series model's id: a test's one snapshot, whichever
+        model of a series runs it (``test_x[step_00200]`` reads ``test_x``)."""
+        from .report.summary import series_key
+
+        return series_key(str(super().get_snapshot_name(test_location=test_location,
+                                                         index=index)), cls.series_id)
 
     def serialize(self, data: Any, **kwargs: Any) -> str:
+        self._reference: tuple[str, str] | None = None
         if codec_for(data) is not None:
             floors = self.calibrator.floors(data) if self.calibrator is not None else None
-            return render(data, self.dtype, floors, provenance_of(data))
+            text = render(data, self.dtype, floors, provenance_of(data))
+            baseline = type(self).baseline  # a function on the class, not a method
+            if baseline is not None and not self.updating:
+                self._reference = baseline(data, _floors_of(self._stored))
+            return text
         return str(super().serialize(data, **kwargs))
 
     _source: tuple[str, str] | None = None  # (file, snapshot name) last read
+    _stored: Any = None  # the stored text last read
 
     def read_snapshot_data_from_location(
         self, snapshot_location: str, snapshot_name: str, session_id: str
@@ -226,6 +249,7 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
             if line is not None:  # named in the file, but syrupy dropped it
                 return _unreadable(f"{self._file()}:{line}: snapshot {snapshot_name} has no "
                                    "closing '# ---' line (is the file truncated?)")
+        self._stored = data
         return data
 
     def read_snapshot_collection(self, snapshot_location: str) -> Any:
@@ -296,20 +320,29 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
         if not (is_ours(serialized_data) and is_ours(snapshot_data)):
             return bool(super().matches(serialized_data=serialized_data,
                                         snapshot_data=snapshot_data))
-        changes = self._changes(serialized_data, snapshot_data)
+        reference = getattr(self, "_reference", None)
+        stored, against = reference if reference is not None else (snapshot_data, "")
+        changes = self._changes(serialized_data, stored)
+        name = self._source[1] if self._source else "snapshot"
         noise = tuple(c.text for c in changes if c.noise)
         if noise:  # not a failure: listed by --snapshot-details and in the report
-            record(SnapshotNoise(self._source[1] if self._source else "snapshot", noise))
-        if any(not c.noise for c in changes):
+            record(SnapshotNoise(name + against, noise))
+        real = [c for c in changes if not c.noise]
+        drift = max((c.floors for c in real), default=0.0)
+        record(SnapshotChecked(name + against, drift))
+        if real:
             # syrupy asks for the diff after the assertion, on the fixture's extension: this
             # one (e.g. with_tolerance's) writes it now, with the tolerances it judged by
-            lines = list(self._diff(serialized_data, snapshot_data, changes))
+            lines = list(self._diff(serialized_data, stored, changes, against, drift))
             _DIFFS[_pair(serialized_data, snapshot_data)] = lines
             meta = parse(serialized_data)[0]
-            record(SnapshotDiff(f"{meta.get('kind')} of {meta.get('model')}", snapshot_data,
-                                serialized_data, tuple(c.text for c in changes if not c.noise),
-                                tuple(lines)))
-            return False
+            diff = SnapshotDiff(f"{meta.get('kind')} of {meta.get('model')}{against}", stored,
+                                serialized_data, tuple(c.text for c in real), tuple(lines),
+                                drift, self.max_drift)
+            record(diff)
+            if self.updating:
+                return False  # --snapshot-update records what moved
+            return diff.within or (self.report_drift and not diff.measurement)
         if self.recalibrate and _has_floors(serialized_data) != _has_floors(snapshot_data):
             return False  # a re-measured floor: --snapshot-update writes it
         return True
@@ -324,30 +357,36 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
             return
         lines = _DIFFS.get(_pair(serialized_data, snapshot_data))
         if lines is None:
-            lines = list(self._diff(serialized_data, snapshot_data,
-                                    self._changes(serialized_data, snapshot_data)))
+            changes = self._changes(serialized_data, snapshot_data)
+            drift = max((c.floors for c in changes if not c.noise), default=0.0)
+            lines = list(self._diff(serialized_data, snapshot_data, changes, "", drift))
         yield from lines
 
-    def _diff(self, serialized_data: str, snapshot_data: str, found: list[Change]
-              ) -> Iterator[str]:
+    def _diff(self, serialized_data: str, snapshot_data: str, found: list[Change],
+              against: str, drift: float) -> Iterator[str]:
         """The failure text: what changed beyond the noise floor, largest first."""
         meta = parse(serialized_data)[0]
         try:
             dtypes = (parse(snapshot_data)[0].get("dtype"), meta.get("dtype"))
         except SnapshotFormatError:
             dtypes = (None, meta.get("dtype"))
-        floored = " and the snapshot's stored floors" if _has_floors(snapshot_data) else ""
+        where = "the baseline's" if against else "the snapshot's"
+        floored = f" and {where} stored floors" if _has_floors(snapshot_data) else ""
         yield from explain(
-            found, f"{meta.get('kind', 'result')} of {meta.get('model', '?')} changed",
+            found, f"{meta.get('kind', 'result')} of {meta.get('model', '?')} changed{against}",
             self._tolerances(*dtypes), dtypes, floored, _environment(snapshot_data, meta),
-            details=self.details, shown=self.shown, accept="--snapshot-update accepts them")
+            details=self.details, shown=self.shown,
+            accept=None if against else "--snapshot-update accepts them",
+            drift=(drift, self.max_drift))
 
 
 def explain(found: list[Change], subject: str, tolerances: Tolerances,
             dtypes: tuple[str | None, str | None], floored: str = "", environment: str = "", *,
-            details: bool = False, shown: int = 10, accept: str | None = None) -> Iterator[str]:
+            details: bool = False, shown: int = 10, accept: str | None = None,
+            drift: tuple[float, float] | None = None) -> Iterator[str]:
     """A failure's text: ``subject`` beyond the noise floor, then the changes largest first
-    (``shown`` of them unless ``details``), then how to accept them."""
+    (``shown`` of them unless ``details``), then how to accept them, then the ``drift`` (in
+    noise floors) against its budget."""
     changes = [c for c in found if not c.noise]
     noise = [c for c in found if c.noise]
     listed = changes if details else changes[:shown]
@@ -369,14 +408,28 @@ def explain(found: list[Change], subject: str, tolerances: Tolerances,
     if noise and details:
         yield f"  near-ties, not counted ({len(noise)}):"
         yield from (f"  ~ {c.text}" for c in noise)
+    if drift is not None and changes:
+        yield drift_line(*drift)
+
+
+def drift_line(drift: float, budget: float) -> str:
+    """How far a result drifted, in noise floors, against its budget."""
+    if drift >= EXACT:
+        return "  (a change of the measurement itself, not drift: no budget covers it)"
+    if drift <= budget:
+        return f"  drift {drift:.3g} noise floors, within the budget of {budget:g}"
+    return (f"  drift {drift:.3g} noise floors, over the budget of {budget:g} (raise it with "
+            "interp_snapshot(max_drift=N) or --interp-max-drift=N)")
 
 
 def against_baseline(result: Any, baseline: Any, spec: str, tolerances: Tolerances,
                      floors: Floors | None, dtypes: tuple[str, str], *, details: bool = False,
-                     shown: int = 10) -> SnapshotDiff | SnapshotNoise | None:
+                     shown: int = 10, max_drift: float = 1.0
+                     ) -> SnapshotDiff | SnapshotNoise | None:
     """``result`` compared with ``baseline`` (the same probe on the ``--interp-baseline``
     model, with its noise ``floors``) as a snapshot written on the baseline would be: a
-    SnapshotDiff of the changes beyond the floor, else the near-ties, else None."""
+    SnapshotDiff of the changes beyond the floor (with their drift against ``max_drift``),
+    else the near-ties, else None."""
     stored = render(baseline, dtypes[0], floors, provenance_of(baseline))
     serialized = render(result, dtypes[1], None, provenance_of(result))
     scale = dtype_scale(*dtypes)
@@ -384,13 +437,29 @@ def against_baseline(result: Any, baseline: Any, spec: str, tolerances: Toleranc
     found = compare(parse(stored), parse(serialized), tol)
     meta = parse(serialized)[0]
     name = f"{meta.get('kind')} of {meta.get('model')} from baseline {spec}"
-    if all(c.noise for c in found):
+    real = [c for c in found if not c.noise]
+    if not real:
         return SnapshotNoise(name, tuple(c.text for c in found)) if found else None
+    drift = max(c.floors for c in real)
     floored = " and the baseline's measured floors" if _has_floors(stored) else ""
     lines = explain(found, f"{meta.get('kind')} of {meta.get('model')} changed from baseline "
-                           f"{spec}", tol, dtypes, floored, details=details, shown=shown)
-    return SnapshotDiff(name, stored, serialized, tuple(c.text for c in found if not c.noise),
-                        tuple(lines))
+                           f"{spec}", tol, dtypes, floored, details=details, shown=shown,
+                    drift=(drift, max_drift))
+    return SnapshotDiff(name, stored, serialized, tuple(c.text for c in real), tuple(lines),
+                        drift, max_drift)
+
+
+def reference_text(baseline: Any, dtype: str, floors: Floors | None) -> str:
+    """The stored form of a baseline's result that a snapshot is compared with, with
+    ``floors`` (a stored snapshot's, where it has as many rows)."""
+    if floors is not None and len(floors[1]) != len(summarize(baseline)[1]):
+        floors = None
+    return render(baseline, dtype, floors, provenance_of(baseline))
+
+
+Baseline = Callable[[Any, "Floors | None"], "tuple[str, str] | None"]
+"""result, the stored snapshot's floors -> (the baseline's result as stored text, " from
+baseline SPEC"), or None when there is nothing to compare (no recipe, the baseline itself)."""
 
 
 _DIFFS: dict[tuple[int, int], list[str]] = {}  # (serialized, stored) hashes -> failure text
@@ -398,6 +467,18 @@ _DIFFS: dict[tuple[int, int], list[str]] = {}  # (serialized, stored) hashes -> 
 
 def _pair(serialized: str, stored: str) -> tuple[int, int]:
     return hash(serialized), hash(stored)
+
+
+def _floors_of(text: object) -> Floors | None:
+    """A stored snapshot's floors as ``render`` takes them (None: none, or unreadable)."""
+    if not is_ours(text):
+        return None
+    try:
+        meta, rows = parse(str(text))
+    except SnapshotFormatError:
+        return None
+    floors = (meta.get("floor") or {}, [row.get("floor") or {} for row in rows])
+    return floors if floors[0] or any(floors[1]) else None
 
 
 def _has_floors(text: str) -> Any:
@@ -411,18 +492,37 @@ def _has_floors(text: str) -> Any:
 
 
 def _environment(stored: str, meta: dict[str, Any]) -> str:
-    """When the weights are the same and numbers moved, what else changed: the environment."""
+    """What changed besides the numbers: the weights (their fingerprints differ), or, when
+    they are the same, the environment."""
     try:
         was = parse(stored)[0].get("provenance") or {}
     except SnapshotFormatError:
         return ""
-    now = meta.get("provenance") or {}
-    if not was.get("weights") or was.get("weights") != now.get("weights"):
+    return weights_note(was, meta.get("provenance") or {})
+
+
+def weights_note(was: dict[str, str], now: dict[str, str]) -> str:
+    """Whether the weights changed, from two provenances (``""``: not known)."""
+    old, new = was.get("weights"), now.get("weights")
+    if not old or not new:
         return ""
+    if old != new:
+        if _partial(old) != _partial(new):
+            return (f"the snapshot's weights fingerprint {old} predates full-content hashes, so "
+                    f"whether the weights changed is not known; --snapshot-update records {new}")
+        return f"the weights changed ({old} -> {new})"
     moved = [f"{k} {was.get(k)} -> {now.get(k)}" for k in sorted(set(was) | set(now))
              if k not in ("weights", "tokenizer") and was.get(k) != now.get(k)]
-    return (f"the weights are unchanged ({was['weights']}): the environment changed "
+    return (f"the weights are unchanged ({old}): the environment changed "
             f"({', '.join(moved) or 'device, threads or kernels'}), not the model")
+
+
+def _partial(fingerprint: str) -> bool:
+    """A file fingerprint of pytest-interp 0.1 before full-content hashes (16 hex digits,
+    from the first and last 4 MiB of the file only)."""
+    import re
+
+    return re.fullmatch(r"[0-9a-f]{16}", fingerprint) is not None
 
 
 # ---------------------------------------------------------------------------
@@ -514,6 +614,38 @@ def _first_line(location: str) -> str:
 
 def _tolerance_text(tol: Tolerances) -> str:
     return ", ".join(f"{f.name} {getattr(tol, f.name):g}" for f in fields(tol))
+
+
+def with_budget(base: type[InterpSnapshotExtension], max_drift: float
+                ) -> type[InterpSnapshotExtension]:
+    """An extension class whose snapshots may drift ``max_drift`` noise floors and pass
+    (with their diff shown)."""
+    return type("InterpSnapshotExtension", (base,), {"max_drift": check_budget(max_drift)})
+
+
+class InterpSnapshotAssertion(SnapshotAssertion):
+    """syrupy's assertion; ``interp_snapshot(max_drift=5) == result`` lets this one snapshot
+    drift 5 noise floors and pass, its diff shown. ``passive``: under --snapshot-update, a
+    model of a series that does not write: it neither reads nor writes (passes)."""
+
+    passive = False
+
+    def _assert(self, data: Any) -> bool:
+        return True if self.passive else bool(super()._assert(data))
+
+    def __call__(self, *, max_drift: float | None = None, **kwargs: Any) -> Any:
+        if max_drift is not None:
+            base = kwargs.get("extension_class") or self.extension_class
+            if not (isinstance(base, type) and issubclass(base, InterpSnapshotExtension)):
+                raise TypeError("max_drift= needs pytest-interp's snapshot extension")
+            try:
+                kwargs["extension_class"] = with_budget(base, max_drift)
+            except InterpError as exc:
+                import pytest
+
+                pytest.fail(f"pytest-interp: interp_snapshot(max_drift={max_drift!r}): {exc}",
+                            pytrace=False)
+        return super().__call__(**kwargs)
 
 
 def with_tolerance(base: type[InterpSnapshotExtension] = InterpSnapshotExtension,

@@ -14,6 +14,7 @@ from .pytester_helpers import ini
 pytest_plugins = ["pytester"]
 
 PROMPT = "The cat sat on the"
+LABEL = "logit_diff(answer=' mat', foil=' rug')"  # each measured value names its marker
 SUITE = f"""
     import pytest
 
@@ -50,12 +51,12 @@ def test_junit_xml_carries_each_measured_value(pytester, load_backend):
     cases = {case.get("name"): [(p.get("name"), p.get("value")) for p in case.iter("property")]
              for case in ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")}
     assert cases["test_passes"] == [
-        ("interp_measured", f"logit_diff: logit diff {value:.4g} (passed)")]
+        ("interp_measured", f"{LABEL}: logit diff {value:.4g} (passed)")]
     assert cases["test_fails"] == [  # the lens marker with top_k reads no single number
-        ("interp_measured", f"logit_diff: logit diff {value:.4g} (failed)")]
+        ("interp_measured", f"{LABEL}: logit diff {value:.4g} (failed)")]
     (name, dataset), = cases["test_dataset"]
     assert name == "interp_measured"
-    assert dataset.startswith("logit_diff: mean logit diff ") and dataset.endswith(
+    assert dataset.startswith(f"{LABEL}: mean logit diff ") and dataset.endswith(
         ", n=2 (passed)") and ", 95% CI [" in dataset
     assert cases["test_plain"] == []
 
@@ -78,12 +79,12 @@ def test_github_step_summary_gets_the_markdown_grid(pytester, load_backend, monk
         "| test | outcome | measured |",
         "|---|---|---|",
     ]
-    assert lines[7] == (f"| `test_m.py::test_fails` | **FAILED** | logit_diff: logit diff "
+    assert lines[7] == (f"| `test_m.py::test_fails` | **FAILED** | {LABEL}: logit diff "
                         f"{value:.4g} (failed) |")
-    assert lines[8].startswith("| `test_m.py::test_dataset` | passed | logit_diff: mean logit "
+    assert lines[8].startswith(f"| `test_m.py::test_dataset` | passed | {LABEL}: mean logit "
                                "diff ")
     assert lines[9:] == [
-        f"| `test_m.py::test_passes` | passed | logit_diff: logit diff {value:.4g} (passed) |",
+        f"| `test_m.py::test_passes` | passed | {LABEL}: logit diff {value:.4g} (passed) |",
         "| `test_m.py::test_plain` | passed |  |",
     ]
 
@@ -96,7 +97,7 @@ def test_step_summary_under_xdist_is_written_once(pytester, monkeypatch):
     pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=3, failed=1)
     text = summary.read_text()
     assert text.count("## pytest-interp: ") == 1
-    assert text.count("| `test_m.py::") == 4 and "logit_diff: logit diff " in text
+    assert text.count("| `test_m.py::") == 4 and f"{LABEL}: logit diff " in text
 
 
 def test_no_summary_without_the_variable_or_when_collecting(pytester, monkeypatch):

@@ -191,8 +191,8 @@ def test_controls_flag_vacuous_tests(pytester, load_backend):
     result.assert_outcomes(passed=2, failed=1, warnings=1)
     result.stdout.fnmatch_lines([
         "*VacuousWarning: VACUOUS: @pytest.mark.logit_diff also passed on a randomly "
-        "re-initialised tiny-random-llama (--interp-controls): the test does not depend on "
-        "what the model learned; tighten its bounds",
+        "re-initialised tiny-random-llama (--interp-controls): it does not depend on what "
+        "the model learned; tighten its bounds",
         "interp: 1 vacuous test (also pass on a re-initialised model):",
         "  VACUOUS test_m.py::test_any_model_passes",
         "interp: tiny-random-llama * re-initialised control (--interp-controls): *",

@@ -102,13 +102,14 @@ def test_metric_marker_snapshot_and_failure_text(pytester):
 
         CLEAN, CORRUPTED = {CLEAN!r}, {CORRUPTED!r}
 
+        # min_effect=0: a random model's clean and corrupted runs barely differ
         @pytest.mark.activation_patching(CLEAN, CORRUPTED, answer=" Mary", metric="kl",
-                                         layer=0, position=-5, min_recovery=0.99)
+                                         layer=0, position=-5, min_recovery=0.99, min_effect=0)
         def test_kl_restored():
             pass
 
         @pytest.mark.activation_patching(CLEAN, CORRUPTED, answer=" Mary", metric="prob",
-                                         layer=0, position=0, min_recovery=0.5)
+                                         layer=0, position=0, min_recovery=0.5, min_effect=0)
         def test_prob_fails():
             pass
 

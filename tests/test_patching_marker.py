@@ -11,7 +11,8 @@ pytest_plugins = ["pytester"]
 PATCHING_USAGE = (
     "@pytest.mark.activation_patching(clean, corrupted, *, answer, foil=None, site='resid_pre', "
     "layer=None, position=None, head=None, min_recovery=None, max_recovery=None, "
-    "peak_layer=None, metric='logit_diff', method='exact', verify_top_k=0" + DATASET_USAGE
+    "peak_layer=None, metric='logit_diff', method='exact', verify_top_k=0, min_effect=None"
+    + DATASET_USAGE
 )
 
 

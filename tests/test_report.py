@@ -79,6 +79,10 @@ def test_report_shows_a_failed_snapshot_side_by_side(pytester, load_raw_hf, tmp_
     assert "<li>L1H2: entropy 2.70 -&gt; 0.00</li>" in page
     assert "<pre class='old'>pytest-interp snapshot v1: attention of tiny-random-llama" in page
     assert "<pre class='new'>pytest-interp snapshot v1: attention of perturbed" in page
+    # the lines that differ, stored (-) then new (+): the header names the other model
+    assert ("<pre class='diff'><span class='del'>- pytest-interp snapshot v1: attention of "
+            "tiny-random-llama") in page
+    assert "<span class='add'>+ pytest-interp snapshot v1: attention of perturbed" in page
 
 
 @pytest.mark.parametrize("args", [("-n", "2")], ids=["xdist"])
@@ -120,7 +124,7 @@ def test_report_of_a_series_has_a_grid_and_trend_charts(pytester):
         "test", "tiny-random-llama", "tiny-random-gpt2", "tiny-random-qwen2"]
     assert "<td>test_m.py::test_self_head</td>" in grid
     assert len(re.findall(r'<a href="#test_m.py::test_self_head\[', grid)) == 3
-    assert "test_m.py::test_self_head: @attention: highest self score" in page
+    assert "test_m.py::test_self_head: @attention(kind=&#39;self&#39;): highest self score" in page
     line = re.search(r'<polyline points="([^"]+)"', page).group(1)
     assert len(line.split()) == 3  # one point per model, in order
     xs = [float(p.split(",")[0]) for p in line.split()]

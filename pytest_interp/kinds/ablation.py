@@ -60,8 +60,11 @@ class AblationExpectation(Expectation[AblationResult]):
     control: int = 0
     percentile: float = 95.0
     seed: int = 0
+    min_effect: float | None = None
 
+    effect_name = "|clean| metric"
     row_fields = ("prompt", "answer", "foil")
+    label_fields = ("ablate", "keep", "method", "metric")
 
     def __post_init__(self) -> None:
         checks.text("prompt", self.prompt)
@@ -115,6 +118,10 @@ class AblationExpectation(Expectation[AblationResult]):
         low, high = self.bounds()
         if low is None and high is None:
             raise InterpError(f"no check given: pass {' and/or '.join(self.bound_fields)}")
+        checks.number("min_effect", self.min_effect)
+        if self.min_effect is not None and self.min_effect < 0:
+            raise InterpError(f"min_effect is the least |clean| metric faithfulness divides by, "
+                              f">= 0, got {self.min_effect!r}")
         checks.required_int("control", self.control, minimum=0)
         checks.required_int("seed", self.seed)
         checks.number("percentile", self.percentile)
@@ -195,7 +202,24 @@ class AblationExpectation(Expectation[AblationResult]):
     def value(self, result: AblationResult) -> float:
         return result.value
 
+    def effect(self, result: AblationResult) -> float | None:
+        """Faithfulness (ablated / clean) divides by the clean metric; a drop by nothing."""
+        return result.clean if self.keep is not None else None
+
+    @property
+    def effect_floor(self) -> float:
+        return metrics.min_effect(self._metric, self.min_effect)
+
+    def effect_text(self, result: AblationResult, effect: float) -> str:
+        return (f"ablation: no effect to keep: the clean {result.measured} on {self.prompt!r} "
+                f"is {effect:+.3f}, below min_effect={self.effect_floor:g}; faithfulness "
+                "(ablated / clean) would divide by it: pick prompts on which the model shows "
+                "the behaviour, or lower min_effect=")
+
     def judge(self, result: AblationResult) -> str | None:
+        none = self.no_effect(result)
+        if none is not None:
+            return none
         low, high = self.bounds()
         value = result.value
         problems = checks.outside(value, low, high, self.bound_fields)

@@ -64,6 +64,7 @@ class AttentionExpectation(Expectation[AttentionResult]):
         return model.attention(self.prompt)
 
     bound_fields = ("min_score", "max_score")
+    label_fields = ("kind", "head")
 
     def value_name(self) -> str | None:
         return f"{self.kind} score" if self.head is not None else None
@@ -149,7 +150,8 @@ class AttentionCodec(SnapshotCodec[AttentionResult]):
                 label = flip and k == flip_on
                 note = f" (label {o['label']} -> {n['label']})" if label else ""
                 changes.append(Change(size + (EXACT if label else 0),
-                                      f"{o['head']}: {k} {fmt(o[k])} -> {fmt(n[k])}{note}"))
+                                      f"{o['head']}: {k} {fmt(o[k])} -> {fmt(n[k])}{note}",
+                                      drift=size))
         return changes
 
 

@@ -54,6 +54,7 @@ class LensExpectation(Expectation[LensResult]):
 
     paths = ("lens",)
     row_fields = ("prompt", "target")
+    label_fields = ("target", "layer", "position", "lens")
     bound_fields = ("min_prob", "")
 
     def __post_init__(self) -> None:

@@ -27,6 +27,7 @@ class LogitDiffExpectation(Expectation[LogitDiffResult]):
     max: float | None = None
 
     row_fields = ("prompt", "answer", "foil")
+    label_fields = ("answer", "foil")
 
     def __post_init__(self) -> None:
         for name in ("prompt", "answer", "foil"):

@@ -38,6 +38,7 @@ class NextTokenExpectation(Expectation[NextTokenResult]):
     min_prob: float | None = None
 
     row_fields = ("prompt", "expect")
+    label_fields = ("expect", "top_k")
     bound_fields = ("min_prob", "")
 
     def __post_init__(self) -> None:

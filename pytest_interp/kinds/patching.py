@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class PatchingExpectation(Expectation[PatchingResult]):
     """Recovery of the clean logit diff when a clean activation is patched into the corrupted
-    run, at layer/position/head (each left out: every one), or where it peaks."""
+    run, at layer/position/head (each left out: every one), or where it peaks. With a clean -
+    corrupted effect below ``min_effect`` (default: the metric's, ``metrics.MIN_EFFECT``)
+    there is nothing to recover: the claim is INCONCLUSIVE."""
 
     clean: str
     corrupted: str
@@ -57,8 +59,11 @@ class PatchingExpectation(Expectation[PatchingResult]):
     metric: Metric = "logit_diff"
     method: str = "exact"
     verify_top_k: int = 0
+    min_effect: float | None = None
 
+    effect_name = "|clean - corrupted| metric"
     row_fields = ("clean", "corrupted", "answer", "foil")
+    label_fields = ("site", "layer", "position", "head", "metric", "method")
     bound_fields = ("min_recovery", "max_recovery")
 
     def __post_init__(self) -> None:
@@ -76,6 +81,10 @@ class PatchingExpectation(Expectation[PatchingResult]):
             checks.integer("position", self.position)
         checks.number("min_recovery", self.min_recovery)
         checks.number("max_recovery", self.max_recovery)
+        checks.number("min_effect", self.min_effect)
+        if self.min_effect is not None and self.min_effect < 0:
+            raise InterpError(f"min_effect is the least |clean - corrupted| to divide by, >= 0, "
+                              f"got {self.min_effect!r}")
         object.__setattr__(self, "peak_layer",
                            checks.int_pair("peak_layer", self.peak_layer, "(low, high)"))
         if self.min_recovery is None and self.max_recovery is None and self.peak_layer is None:
@@ -166,7 +175,24 @@ class PatchingExpectation(Expectation[PatchingResult]):
             parts.append(f"position {given} ({token!r})")
         return ", ".join(parts)
 
+    def effect(self, result: PatchingResult) -> float:
+        return result.effect
+
+    @property
+    def effect_floor(self) -> float:
+        return metrics.min_effect(self.metric, self.min_effect)
+
+    def effect_text(self, result: PatchingResult, effect: float) -> str:
+        return (f"activation_patching: no effect to recover: the clean {result.metric} is "
+                f"{result.clean_logit_diff:+.3f} and the corrupted "
+                f"{result.corrupted_logit_diff:+.3f}, an effect of {effect:+.3f}, below "
+                f"min_effect={self.effect_floor:g}; recovery would divide by it: pick prompts "
+                "on which the model behaves differently, or lower min_effect=")
+
     def judge(self, result: PatchingResult) -> str | None:
+        none = self.no_effect(result)
+        if none is not None:
+            return none
         values, _, _ = result.grid_2d(self.head if self.per_position else None)
         n_layers, n_cols = values.shape
         layers = [result.layer_index(self.layer)] if self.layer is not None else list(

@@ -50,6 +50,7 @@ class PatchscopeExpectation(Expectation[PatchscopeResult]):
     mode: str = "all"
 
     row_fields = ("source", "token", "expect")
+    label_fields = ("token", "layer", "target_layer", "expect")
 
     def __post_init__(self) -> None:
         checks.text("source", self.source)

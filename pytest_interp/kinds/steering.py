@@ -68,6 +68,7 @@ class SteeringExpectation(Expectation[SteeringResult]):
 
     paths = ("vector",)
     row_fields = ("prompt", "target", "foil")
+    label_fields = ("layer", "coef", "target", "site", "metric")
     bound_fields = ("min_delta", "max_delta")
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .summary import series_key
 
-OUTCOMES = ("failed", "inconclusive", "skipped", "passed")  # the summary's order
+OUTCOMES = ("failed", "drift", "inconclusive", "skipped", "passed")  # the summary's order
 
 
 @dataclass
@@ -24,6 +24,8 @@ class Entry:
     notes: list[str] = field(default_factory=list)  # e.g. VACUOUS (--interp-controls)
     points: list[dict[str, Any]] = field(default_factory=list)  # per expectation: kind, value
     model: str | None = None  # the model's id in a series (several --interp-model)
+    drift: float | None = None  # its snapshots' largest drift, in noise floors (None: none)
+    measured: list[str] = field(default_factory=list)  # each marker's label, value, verdict
 
     @property
     def key(self) -> str:
@@ -46,15 +48,20 @@ class Trend:
 
 
 def trends(entries: list[Entry], models: list[str]) -> list[Trend]:
-    """A chart per test and expectation value measured on at least two models."""
-    series: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    """A chart per test and marker (each marker its own line, named by its label), and per
+    test of its snapshots' drift, over the models it was measured on (at least two)."""
+    series: dict[tuple[str, str, int, str], dict[str, dict[str, Any]]] = {}
+    titles: dict[tuple[str, str, int, str], str] = {}
     for entry in entries:
         for point in entry.points:
             if entry.model is not None and point.get("value") is not None:
-                key = (entry.key, point["kind"], point["name"])
+                key = (entry.key, point["kind"], point.get("index", -1), point["name"])
                 series.setdefault(key, {})[entry.model] = point
-    return [_chart(test, f"@{kind}: {name}", models, by_model)
-            for (test, kind, name), by_model in series.items() if len(by_model) > 1]
+                label = f"({point['label']})" if point.get("label") else ""
+                titles[key] = f"snapshot {point['name']}" if point["kind"] == "snapshot" \
+                    else f"@{point['kind']}{label}: {point['name']}"
+    return [_chart(key[0], titles[key], models, by_model)
+            for key, by_model in series.items() if len(by_model) > 1]
 
 
 def _chart(test: str, title: str, models: list[str], by_model: dict[str, dict[str, Any]]
@@ -100,6 +107,8 @@ def write_report(path: Path, entries: list[Entry], header: list[str], wall: floa
     kinds: dict[str, dict[str, int]] = {}
     for entry in entries:
         for point in entry.points:
+            if point["kind"] == "snapshot":
+                continue  # a drift, not a marker's verdict
             row = kinds.setdefault(point["kind"], {})
             row[point["verdict"]] = row.get(point["verdict"], 0) + 1
     rank = {o: i for i, o in enumerate(OUTCOMES)}
@@ -114,6 +123,7 @@ def write_report(path: Path, entries: list[Entry], header: list[str], wall: floa
         header=header, wall=wall, written=time.strftime("%Y-%m-%d %H:%M:%S"),
         entries=entries, counts={k: n for k, n in counts.items() if n},
         summary=sorted(entries, key=lambda e: rank.get(e.outcome, len(OUTCOMES))),
-        kinds=kinds, models=models, grid=grid, trends=trends(entries, models))
+        kinds=kinds, models=models, grid=grid, trends=trends(entries, models),
+        drifts=any(e.drift is not None for e in entries))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ORDER = ("failed", "inconclusive", "passed", "skipped")  # rows sorted by outcome, then id
+ORDER = ("failed", "drift", "inconclusive", "passed", "skipped")  # rows by outcome, then id
 
 
 def series_key(nodeid: str, model: str | None) -> str:
