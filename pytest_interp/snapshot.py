@@ -230,7 +230,7 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
         fails the assertion naming the file and line (not a traceback, not "does not exist")."""
         from syrupy.exceptions import TaintedSnapshotError
 
-        self._source = (snapshot_location, snapshot_name)
+        self._source, self._stored = (snapshot_location, snapshot_name), None
         try:
             data = super().read_snapshot_data_from_location(
                 snapshot_location=snapshot_location, snapshot_name=snapshot_name,
@@ -470,15 +470,15 @@ def _pair(serialized: str, stored: str) -> tuple[int, int]:
 
 
 def _floors_of(text: object) -> Floors | None:
-    """A stored snapshot's floors as ``render`` takes them (None: none, or unreadable)."""
+    """A stored snapshot's floors as ``render`` takes them (empty where it has none: they
+    were measured and none was wider than the tolerances); None: no readable snapshot."""
     if not is_ours(text):
         return None
     try:
         meta, rows = parse(str(text))
     except SnapshotFormatError:
         return None
-    floors = (meta.get("floor") or {}, [row.get("floor") or {} for row in rows])
-    return floors if floors[0] or any(floors[1]) else None
+    return meta.get("floor") or {}, [row.get("floor") or {} for row in rows]
 
 
 def _has_floors(text: str) -> Any:

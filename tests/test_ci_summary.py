@@ -186,3 +186,22 @@ def test_step_summary_of_a_series_has_the_test_x_model_grid(pytester, monkeypatc
         "| `test_m.py::test_self_head` | passed | passed |",
         "| `test_m.py::test_sharp_self_head` | **FAILED** | **FAILED** |",
     ]
+
+
+def test_measured_values_are_labelled_and_in_source_order(pytester):
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=f"""
+        import pytest
+
+        @pytest.mark.logit_diff({PROMPT!r}, answer=" mat", foil=" rug", min=-100)
+        @pytest.mark.attention(kind="self", head=(1, 2), max_score=1)
+        @pytest.mark.logit_diff({PROMPT!r}, answer=" mat", foil=" dog", min=-100)
+        def test_three():
+            pass
+    """)
+    pytester.runpytest("--junitxml=junit.xml").assert_outcomes(passed=1)
+    case = next(ET.parse(pytester.path / "junit.xml").getroot().iter("testcase"))
+    names = [p.get("value").split(":")[0] for p in case.iter("property")]
+    assert names == ["logit_diff(answer=' mat', foil=' rug')",
+                     "attention(kind='self', head=(1, 2))",
+                     "logit_diff(answer=' mat', foil=' dog')"]

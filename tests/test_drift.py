@@ -159,3 +159,18 @@ def test_a_bad_snapshot_budget_fails_the_test_naming_it(pytester):
                                  "number of noise floors >= 1 (1 allows nothing beyond the "
                                  "noise floor), got 0"])
     assert "Traceback" not in result.stdout.str() and "def test_lens" not in result.stdout.str()
+
+
+def test_the_reports_grid_and_trend_show_each_models_drift(pytester, checkpoints):
+    import re
+
+    _suite(pytester, checkpoints)
+    pytester.runpytest(*_series(checkpoints, "base", "copy", "tuned"), "--interp-max-drift=100",
+                       "--interp-report=r.html").assert_outcomes(passed=3)
+    page = (pytester.path / "r.html").read_text()
+    grid = page[page.index('<table class="grid"'):]
+    grid = grid[:grid.index("</table>")]
+    drifts = re.findall(r'<small class="drift">([^<]+)</small>', grid)
+    assert drifts[:2] == ["0", "0"] and float(drifts[2]) > 20  # base, copy, tuned
+    assert f"drift {drifts[2]} noise floors from the snapshot" in grid
+    assert "test_s.py::test_heads: snapshot drift (noise floors)" in page  # the trend's title

@@ -24,11 +24,28 @@ import torch
 from pytest_interp.backends.loading import load_hf, resolve_spec
 
 
+def fine_tune(model, tokenizer, steps):
+    """A short seeded fine-tune (AdamW, lr 1e-5) on a page of Python's own documentation."""
+    from pydoc_data.topics import topics
+
+    ids = tokenizer(topics["assert"], return_tensors="pt").input_ids[:, :128]
+    model.requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.requires_grad_(False)
+
+
 def variant(name):
     loaded = load_hf(resolve_spec("smollm2-135m"))
     model, layers = loaded.model, loaded.model.model.layers
     head_dim = model.config.hidden_size // model.config.num_attention_heads
     g = torch.Generator().manual_seed(1)
+    if name.startswith("fine-tuned "):  # "fine-tuned 10 steps"
+        fine_tune(model, loaded.tokenizer, int(name.split()[1]))
+        return model, loaded.tokenizer
     with torch.no_grad():
         if name == "bfloat16 round trip":
             for p in model.parameters():
