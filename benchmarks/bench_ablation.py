@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from pytest_interp.backends.base import Edit
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.backends.load import load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.probes.ablation import part_means, universe
 from pytest_interp.settings import ModelRequest
 

@@ -17,7 +17,8 @@ import torch
 from bench_patching import CLEAN, CORRUPTED, EARLY_CORRUPTED, LONG_CLEAN
 from scipy.stats import spearmanr
 
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.backends.load import load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.settings import ModelRequest
 
 CASES = (("IOI", CLEAN, CORRUPTED), ("64 tokens, differing from the 2nd token", LONG_CLEAN,

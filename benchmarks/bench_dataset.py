@@ -17,9 +17,11 @@ from collections.abc import Callable
 import torch
 from bench_backend import median_seconds  # the same round-robin timing
 
+from pytest_interp import dataset
+from pytest_interp.backends.load import load_backend
 from pytest_interp.backends.loading import load_hf, resolve_spec
 from pytest_interp.datasets import ioi
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.settings import ModelRequest
 
 
@@ -48,7 +50,7 @@ def main() -> None:
     def fresh(kind: str, **kwargs: object) -> Callable[[], object]:
         def run() -> object:
             model.forget()
-            return model.dataset(kind, source, **kwargs)
+            return dataset(model, kind, source, **kwargs)
         return run
 
     def naive() -> object:
@@ -58,7 +60,7 @@ def main() -> None:
     fns: dict[str, Callable[[], object]] = {
         "reference: one padded HF forward": reference,
         "logit_diff dataset": fresh("logit_diff", min=0),
-        "next_token dataset": lambda: model.forget() or model.dataset(
+        "next_token dataset": lambda: model.forget() or dataset(model,
             "next_token", [(r["clean"], r["answer"]) for r in rows], min_prob=1e-6),
         "activation_patching dataset (one cell)": fresh(
             "activation_patching", layer=15, position="S2", min_recovery=0),
@@ -71,7 +73,7 @@ def main() -> None:
     for name, seconds in times.items():
         print(f"  {name:<42} {seconds:7.3f} s  {seconds / base:5.2f}x")
     for name, m in backends.items():  # per-prompt values agree across backends
-        values = m.dataset("logit_diff", source, min=0).values
+        values = dataset(m, "logit_diff", source, min=0).values
         print(f"  {name:<16} mean logit diff {sum(values) / len(values):.5f}")
 
 

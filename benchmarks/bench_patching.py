@@ -23,7 +23,8 @@ from unittest import mock
 import numpy as np
 import torch
 
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.backends.load import load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.probes import patching
 from pytest_interp.settings import ModelRequest
 
@@ -99,8 +100,9 @@ def case(title: str, models: dict[str, InterpModel], clean: str, corrupted: str,
     for name, model in models.items():
         def ours_fn(model: InterpModel = model) -> np.ndarray:
             model.memo.clear()  # time the clean/corrupted runs too
-            return patching.activation_patching(model, clean, corrupted, answer=" Mary",
-                                                foil=" John", layers=layers).patched[layers]
+            spec = patching.Patching(clean, corrupted, answer=" Mary", foil=" John",
+                                     layers=tuple(layers))
+            return patching.activation_patching(model, spec).patched[layers]
 
         ours, t_ours = timed(ours_fn)
         with whole_prompt():

@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pytest_interp.backends.load import load_backend
 from pytest_interp.backends.loading import load_hf, resolve_spec
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.settings import IDENTITY_PROMPT, ModelRequest
 from tests.hf_reference import hf_patchscope
 

@@ -1,8 +1,12 @@
 """pytest-interp: regression tests of what language models do inside.
 
-What a conftest or package needs to add its own expectation kinds (see the README's
-"Your own expectation kinds"): ``Expectation``, ``ExpectationKind``, ``SnapshotCodec``,
-``Change`` and ``InterpError``; and ``load_hf``, the transformers model behind a model spec.
+The public API: ``dataset`` (a marker's check over a dataset, from a test body),
+``load_hf`` (the transformers model behind a model spec, to fine-tune), ``InterpError`` (the
+one-line error everything raises), and the base classes for a kind of your own
+(``Expectation``, ``ExpectationKind``, ``SnapshotCodec``, ``Change``, ``Tolerances``; the
+whole kind-writing API is ``pytest_interp.extend``). The fixtures and markers come with the
+pytest plugin (``pytest_interp.plugin``); the probes' arguments are their spec dataclasses
+(``pytest_interp.probes.*``). Other modules are internal.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from .codec import Change, SnapshotCodec, Tolerances
+from .dataset_expectation import dataset
 from .errors import InterpError
 from .expectation import Expectation, ExpectationKind
 
 __all__ = ["Change", "Expectation", "ExpectationKind", "InterpError", "SnapshotCodec",
-           "Tolerances", "load_hf"]
+           "Tolerances", "dataset", "load_hf"]
 
 
 def load_hf(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:
@@ -24,7 +29,7 @@ def load_hf(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tuple[
     but with gradients on, to fine-tune (call ``model.train()``). A fresh copy each call."""
     from . import checks
     from .backends.loading import load_hf as load
-    from .backends.loading import resolve_spec
+    from .backends.specs import resolve_spec
     from .settings import DTYPES
 
     checks.choice("dtype", dtype, DTYPES)

@@ -1,4 +1,5 @@
-"""Bisect a checkpoint series: the first model on which the selected tests fail (or pass).
+"""top layer: bisect a checkpoint series: the first model on which the selected tests fail (or
+pass).
 
     python -m pytest_interp bisect --models ckpt/step_* -- example_suites/induction_checkpoints
 
@@ -96,15 +97,11 @@ def bisect(specs: Sequence[str], find: Outcome, session: Callable[[str], Probe],
     return specs[high], probes
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``bisect --models M... [--find fail|pass] -- PYTEST ARGS``; exit 0 when found."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    pytest_args = args[args.index("--") + 1:] if "--" in args else []
-    ours = args[:args.index("--")] if "--" in args else args
-    parser = argparse.ArgumentParser(
-        prog="python -m pytest_interp bisect",
-        description="Find the first model of an ordered series on which the selected tests "
-                    "fail (or pass); pytest arguments follow --.")
+HELP = "find the first model of an ordered series on which the selected tests fail (or pass)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``bisect``'s options (pytest's follow ``--``)."""
     parser.add_argument("--models", nargs="+", required=True, metavar="SPEC",
                         help="models in the order given (a glob's matches sort by trailing "
                              "number)")
@@ -113,7 +110,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", metavar="PATH", default="",
                         help="write each session's HTML report there (the last one stays); "
                              "default none, whatever the suite's ini says")
-    options = parser.parse_args(ours)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pytest_interp bisect ARGS`` (the old spelling)."""
+    from .cli import main as cli
+
+    return cli(["bisect", *(sys.argv[1:] if argv is None else argv)])
+
+
+def run(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``bisect --models M... [--find fail|pass] -- PYTEST ARGS``; exit 0 when found."""
+    pytest_args = options.pytest_args
     try:
         specs = ordered(options.models)
     except InterpError as exc:

@@ -1,4 +1,5 @@
-"""Argument checks, one per concern, each raising one InterpError line (no torch, no numpy).
+"""base layer: argument checks, one per concern, each raising one InterpError line (no torch, no
+numpy).
 
 Expectations call these from ``__post_init__`` (at collection, so they need no model); results,
 probes and adapters call ``index`` for every layer, head and position range.
@@ -6,13 +7,16 @@ probes and adapters call ``index`` for every layer, head and position range.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from collections.abc import Collection
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import InterpError, SiteError
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 def is_int(value: object) -> bool:
@@ -158,3 +162,16 @@ def token_spec(name: str, value: object) -> None:
     raise InterpError(
         f"{name} must be a token string, an int position or (token string, k), got {value!r}"
     )
+
+
+def build(spec: type[S], what: str, arguments: dict[str, Any]) -> S:
+    """``spec(**arguments)`` for a probe's spec dataclass, or one InterpError naming an
+    unknown argument (with the closest one) and the arguments ``what`` takes."""
+    names = [f.name for f in dataclasses.fields(spec)]  # type: ignore[arg-type]
+    for key in arguments:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InterpError(f"{what} got an unknown argument {key!r}{hint}; it takes "
+                              f"{', '.join(names)}")
+    return spec(**arguments)

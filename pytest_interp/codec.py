@@ -1,4 +1,4 @@
-"""Snapshot codecs: how one kind of result is stored, checked and compared (no torch).
+"""expect layer: snapshot codecs: how one kind of result is stored, checked and compared (no torch).
 
 A stored result is a metadata object and one object per row (a layer, a head, a layer pair,
 a coefficient). A kind's codec says what goes in them (``summarize``), what a readable file
@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Generic, TypeVar
+
+from .checks import is_int as is_int  # the one integer check, for schemas
 
 R = TypeVar("R")
 Check = Callable[[object], bool]
@@ -129,10 +131,6 @@ def schema(**checks: Check) -> Schema:
 
 def is_str(x: object) -> bool:
     return isinstance(x, str)
-
-
-def is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def is_number(x: object) -> bool:

@@ -1,4 +1,4 @@
-"""Any expectation kind over a prompt dataset: per-prompt values, a statistic with its
+"""expect layer: any expectation kind over a prompt dataset: per-prompt values, a statistic with its
 interval, and a three-valued verdict.
 
 A marker given ``prompts=`` becomes a ``DatasetExpectation``: the marker's other arguments
@@ -14,6 +14,7 @@ can), and the verdict is PASS, FAIL or INCONCLUSIVE (see ``pytest_interp.stats``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import zlib
 from collections.abc import Collection
@@ -24,16 +25,13 @@ from typing import TYPE_CHECKING, Any
 from . import checks
 from .datasets import GENERATORS, Row, load, role_position
 from .errors import InterpError
-from .expectation import Expectation, Inconclusive, Marker
+from .expectation import DATASET_ARGS, Expectation, ExpectationKind, Inconclusive, Marker
 from .record import recording
+from .registry import KINDS
 from .stats import INTERVALS, STATS, Estimate, Verdict, estimate, verdict
 
 if TYPE_CHECKING:
     from .model import InterpModel
-
-DATASET_ARGS = {"prompts": None, "stat": "mean", "confidence": 0.95, "min_fraction": None,
-                "interval": "percentile"}
-"""The arguments every marker takes for a dataset, with their defaults."""
 
 SHOWN = 10  # per-prompt rows a failure lists (all of them with -vv)
 
@@ -328,8 +326,6 @@ and the capitals generator write ``target``; ``next_token`` takes ``expect``).""
 def _renamed(name: str, keys: list[str]) -> str | None:
     """The key of ``keys`` that a row probably meant as ``name``: a synonym, else a close
     spelling."""
-    import difflib
-
     synonyms = next((group for group in SYNONYMS if name in group), frozenset())
     found = [key for key in keys if key in synonyms]
     found = found or difflib.get_close_matches(name, keys, n=1, cutoff=0.75)
@@ -356,3 +352,26 @@ def _one_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+
+
+def parse_marker(kind: ExpectationKind[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 root: Path) -> Expectation[Any]:
+    """The expectation a kind's marker declares (static checks, files rooted at ``root``):
+    the kind's own, or with ``prompts=`` a DatasetExpectation over its rows."""
+    if "prompts" in kwargs:
+        return DatasetExpectation.parse(kind.marker, args, dict(kwargs), root)
+    return kind.parse(args, kwargs, root)
+
+
+def dataset(model: InterpModel, kind: str, prompts: object, /, *args: Any,
+            root: str | Path = ".", **kwargs: Any) -> DatasetResult:
+    """``@pytest.mark.<kind>(*args, prompts=prompts, **kwargs)`` checked on ``model`` as the
+    marker would be: the per-prompt results and values, the ``estimate`` with its interval
+    and the ``verdict``. Files are taken from ``root``."""
+    if kind not in KINDS:
+        raise InterpError(f"no expectation kind {kind!r}: use one of "
+                          f"{', '.join(KINDS.names())}")
+    expectation = DatasetExpectation.parse(KINDS[kind].marker, args,
+                                           {**kwargs, "prompts": prompts}, Path(root))
+    result: DatasetResult = KINDS[kind].check(model, expectation)[0]
+    return result

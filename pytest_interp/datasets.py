@@ -1,4 +1,5 @@
-"""Prompt datasets: rows of marker arguments, from a list, a JSONL/CSV file or a generator.
+"""results layer: prompt datasets: rows of marker arguments, from a list, a JSONL/CSV file or a
+generator.
 
 A row is a dict of the marker's argument names (``prompt``, ``clean``/``corrupted``,
 ``answer``/``foil``, ``target``...). Keys a marker does not take are kept as labels; a row

@@ -1,4 +1,4 @@
-"""One error type for everything a user can get wrong (the einops way)."""
+"""base layer: one error type for everything a user can get wrong (the einops way)."""
 
 from __future__ import annotations
 

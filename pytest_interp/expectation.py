@@ -1,4 +1,5 @@
-"""Expectation kinds: one object per kind of claim, holding everything pytest-interp needs.
+"""expectation layer: expectation kinds: one object per kind of claim, holding everything
+pytest-interp needs.
 
 A kind is its marker (the expectation dataclass's own signature is the marker's signature, as
 pytest binds ``Skip(*mark.args, **mark.kwargs)``), the probe it runs (``Expectation.run``),
@@ -12,6 +13,7 @@ checks what needs the model (tokens, layer ranges, lengths) when the test runs.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 from collections.abc import Callable, Collection, Sequence
@@ -20,10 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from .errors import InterpError
+from .record import record
 
 if TYPE_CHECKING:
     from .codec import SnapshotCodec
     from .model import InterpModel
+
+DATASET_ARGS = {"prompts": None, "stat": "mean", "confidence": 0.95, "min_fraction": None,
+                "interval": "percentile"}
+"""The arguments every marker takes for a dataset, with their defaults."""
 
 R = TypeVar("R")
 E = TypeVar("E", bound="Expectation[Any]")
@@ -59,8 +66,6 @@ class Expectation(Generic[R]):
     def label(self, skip: Collection[str] = ()) -> str:
         """``layer=20, position=' to'``: the ``label_fields`` not at their defaults (less
         ``skip``), so the markers of one test can be told apart."""
-        import dataclasses
-
         defaults = {f.name: f.default for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         parts = []
         for name in self.label_fields:
@@ -186,8 +191,6 @@ class Marker:
                 params.append("*")
             params.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
         if self.dataset:
-            from .dataset_expectation import DATASET_ARGS
-
             params += [f"{k}={v!r}" for k, v in DATASET_ARGS.items()]
         return f"{self.name}({', '.join(params)})"
 
@@ -213,8 +216,6 @@ class Marker:
         """Every keyword is a parameter, or one line naming the closest one and the usage."""
         known = self.parameters
         if self.dataset:
-            from .dataset_expectation import DATASET_ARGS
-
             known = (*known, *DATASET_ARGS)
         for key in kwargs:
             if key not in known:
@@ -225,9 +226,6 @@ class Marker:
     def build(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The target built from the marker's arguments (its own checks run)."""
         return self.target(**self.bind(args, kwargs))
-
-
-Figure = Callable[[Any], str]
 
 
 @dataclass(frozen=True)
@@ -257,8 +255,6 @@ class ExpectationKind(Generic[E, R]):
                 and hasattr(self.expectation, "__dataclass_fields__")):
             raise InterpError(f"expectation kind {self.name!r}: expectation must be a dataclass "
                               "subclassing pytest_interp.Expectation")
-        from .dataset_expectation import DATASET_ARGS
-
         clash = sorted(set(self.marker.parameters) & set(DATASET_ARGS))
         if clash:
             raise InterpError(f"expectation kind {self.name!r}: fields {', '.join(clash)} are "
@@ -270,20 +266,14 @@ class ExpectationKind(Generic[E, R]):
 
     def parse(self, args: tuple[Any, ...], kwargs: dict[str, Any],
               root: Path) -> Expectation[Any]:
-        """The expectation a marker declares, its files rooted at ``root`` (static checks);
-        with ``prompts=``, the same over a dataset."""
-        if "prompts" in kwargs:
-            from .dataset_expectation import DatasetExpectation
-
-            return DatasetExpectation.parse(self.marker, args, dict(kwargs), root)
+        """The expectation a marker declares for one prompt, its files rooted at ``root``
+        (static checks). ``dataset_expectation.parse_marker`` also takes ``prompts=``."""
         self.marker.check_keywords(kwargs)
         expectation: E = self.marker.build(args, kwargs)
         return expectation.with_root(root)
 
     def check(self, model: InterpModel, expectation: Expectation[Any]) -> tuple[Any, str | None]:
         """Validate against the model, run the probe, judge: (result, failure text or None)."""
-        from .record import record
-
         expectation.validate(model)
         result = record(expectation.run(model))
         return result, expectation.judge(result)

@@ -1,4 +1,5 @@
-"""Static checks of files that markers name (no torch): they exist and have the right form."""
+"""base layer: static checks of files that markers name (no torch): they exist and have the right
+form."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def check_lens_folder(path: str | Path) -> Path:
     if not (folder / LENS_CONFIG_FILE).is_file() or not (folder / LENS_PARAMS_FILE).is_file():
         raise InterpError(
             f"tuned lens {str(path)!r} needs {LENS_CONFIG_FILE} and {LENS_PARAMS_FILE} in one "
-            "folder: train one with `python -m pytest_interp.lens train --model SPEC --text "
+            "folder: train one with `pytest-interp lens train --model SPEC --text "
             "FILE --out DIR`"
         )
     return folder

@@ -1,4 +1,4 @@
-"""Hooks pytest-interp offers to conftest files and plugins."""
+"""top layer: hooks pytest-interp offers to conftest files and plugins."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Command line for tuned lenses: ``python -m pytest_interp.lens train ...``.
+"""top layer: the ``lens`` command: ``pytest-interp lens train ...`` (also ``python -m
+pytest_interp.lens train ...``).
 
 Trains a tuned lens for a checkpoint offline and saves it in tuned-lens's layout, so a
 ``lens=DIR`` marker or ``interp_model.tuned_lens(prompt, lens=DIR)`` can use it. Resumable:
@@ -26,10 +27,12 @@ def _layers(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pytest_interp.lens",
-                                     description="Tuned lenses for pytest-interp.")
-    sub = parser.add_subparsers(dest="command", required=True)
+HELP = "train a tuned lens for a checkpoint (offline), in tuned-lens's layout"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``lens``'s subcommand ``train`` and its options."""
+    sub = parser.add_subparsers(dest="lens_command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="train a tuned lens on a text file (offline)")
     train.add_argument("--model", required=True, help="model spec (alias, HF dir or .gguf)")
     train.add_argument("--text", required=True, type=Path,
@@ -47,12 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-resume", action="store_true",
                        help="start over even if DIR/checkpoint.pt exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from .model import InterpModel, load_backend
+    """``python -m pytest_interp.lens train ARGS`` (the old spelling)."""
+    from .cli import main as cli
+
+    return cli(["lens", *(sys.argv[1:] if argv is None else argv)])
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Train the lens; 0 when written, 2 on bad input, 130 when interrupted (resumable)."""
+    from .backends.load import load_backend
+    from .model import InterpModel
     from .probes.lens import TrainConfig, train_tuned_lens
     from .settings import ModelRequest
 

@@ -1,4 +1,5 @@
-"""Lenses: how a block's residual stream is read out as next-token logits (tuned-lens's model).
+"""results layer: lenses: how a block's residual stream is read out as next-token logits
+(tuned-lens's model).
 
 A lens maps block ``layer``'s output (its resid_post) to a vector that the model's own final
 norm and unembedding decode. ``LogitLens`` passes it through (nostalgebraist 2020);
@@ -124,7 +125,7 @@ class TunedLens:
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
             raise InterpError(
                 f"tuned lens {str(path)!r} is unreadable ({type(exc).__name__}: {exc}): "
-                "re-save it with tuned-lens or `python -m pytest_interp.lens train`"
+                "re-save it with tuned-lens or `pytest-interp lens train`"
             ) from None
         if weight.shape != (n, d, d) or bias.shape != (n, d):
             raise InterpError(
@@ -152,7 +153,7 @@ class TunedLens:
             raise InterpError(
                 f"tuned lens {self.path!r} was trained for a model with {n} layers and d_model "
                 f"{d}, but {info.name} has {info.n_layers} and {info.d_model}: train one for it "
-                f"with `python -m pytest_interp.lens train --model {info.name} --text FILE "
+                f"with `pytest-interp lens train --model {info.name} --text FILE "
                 "--out DIR`"
             )
 

@@ -1,4 +1,4 @@
-"""Metrics over a run's last-position logits: what patching measures and recovers.
+"""results layer: metrics over a run's last-position logits: what patching measures and recovers.
 
 A metric maps last-position logits ``[rows, vocab]`` to one number per row ``[rows]``. By
 name (``METRICS``), built for an answer (and foil) token:
@@ -22,7 +22,7 @@ from .errors import InterpError
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from .results import Vocab
+    from .vocab import Vocab
 
 METRICS = ("logit_diff", "logprob", "prob", "rank", "kl")
 

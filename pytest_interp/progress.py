@@ -1,4 +1,5 @@
-"""Progress bars for long sweeps, on the real terminal (pytest captures the test's own output).
+"""base layer: progress bars for long sweeps, on the real terminal (pytest captures the test's own
+output).
 
 Shown only when stderr is a terminal and the sweep has more than one step; never in CI logs.
 """

@@ -1,4 +1,4 @@
-"""Results produced while a test runs, for the HTML report (no torch)."""
+"""results layer: results produced while a test runs, for the HTML report (no torch)."""
 
 from __future__ import annotations
 

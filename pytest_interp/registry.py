@@ -1,4 +1,5 @@
-"""The one table of expectation kinds: the built-in ones, and any a conftest or package adds.
+"""kinds layer: the one table of expectation kinds: the built-in ones, and any a conftest or package
+adds.
 
 The plugin registers markers from it, reads markers through it, and snapshots and the report
 find a result's codec and figure in it. Third-party kinds come in through the

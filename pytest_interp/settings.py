@@ -1,4 +1,4 @@
-"""Session settings read from options/ini, free of torch so the plugin stays cheap."""
+"""base layer: session settings read from options/ini, free of torch so the plugin stays cheap."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Sites: places in a model, named in model terms (no torch; hook names live in the adapters).
+"""base layer: sites: places in a model, named in model terms (no torch; hook names live in the
+adapters).
 
 Shapes (B = batch rows, P = positions, D = d_model, H = heads):
 

@@ -1,4 +1,5 @@
-"""Statistics over a dataset's per-prompt values: an estimate, its interval, a verdict.
+"""results layer: statistics over a dataset's per-prompt values: an estimate, its interval, a
+verdict.
 
 ``stat="mean"`` and ``"median"`` get a seeded bootstrap confidence interval (scipy's
 ``stats.bootstrap``: ``"percentile"``, or ``"bca"``, bias-corrected and accelerated);

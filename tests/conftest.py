@@ -21,7 +21,7 @@ BACKENDS = ("transformer_lens", "nnsight")
 @pytest.fixture(scope="session")
 def load_backend():
     """``load_backend(spec, backend)``: a cached Backend (each with its own HF instance)."""
-    from pytest_interp.model import load_backend as load
+    from pytest_interp.backends.load import load_backend as load
     from pytest_interp.settings import ModelRequest
 
     cache = {}

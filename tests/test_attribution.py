@@ -13,11 +13,20 @@ from pytest_interp.backends.architectures import family_of
 from pytest_interp.backends.base import Edit, Site
 from pytest_interp.errors import InterpError
 from pytest_interp.model import InterpModel
-from pytest_interp.probes.attribution import attribution_patching
-from pytest_interp.probes.patching import activation_patching
+from pytest_interp.probes import attribution, patching
 from pytest_interp.sites import PATCH_SITES
 
 from .conftest import BACKENDS, TINY_SPECS
+
+
+def attribution_patching(model, clean, corrupted, **options):
+    """The estimate's probe on its spec (read here as a call with arguments)."""
+    return attribution.attribution_patching(model, patching.Patching(clean, corrupted, **options))
+
+
+def activation_patching(model, clean, corrupted, **options):
+    """The exact sweep's probe on its spec."""
+    return patching.activation_patching(model, patching.Patching(clean, corrupted, **options))
 
 CLEAN, CORRUPTED = "The cat sat on the mat and then", "The dog sat on the mat and then"
 ANSWER, FOIL = " the", " a"

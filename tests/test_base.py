@@ -7,7 +7,8 @@ import torch
 
 from pytest_interp.backends.base import Edit, ModelInfo, Run, Site, Tokens, apply_edits
 from pytest_interp.errors import InterpError, SiteError
-from pytest_interp.model import ActivationCache, InterpModel, RunMemo
+from pytest_interp.memo import ActivationCache, RunMemo
+from pytest_interp.model import InterpModel
 from pytest_interp.settings import ModelRequest, parse_bool, parse_bytes
 
 INFO = ModelInfo("m", "r", "LlamaForCausalLM", 4, 2, 8, 10, 16, "float32", "cpu", "x")

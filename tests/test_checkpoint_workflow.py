@@ -220,7 +220,7 @@ def test_a_snapshot_diff_wraps_and_lists_the_lines_that_differ():
             f"&quot;}}</span><span class='add'>+ {{&quot;a&quot;: 2, &quot;long&quot;: "
             f"&quot;{'x' * 300}&quot;}}</span></pre>") in html
     assert "header" not in html.split("<pre class='diff'>")[1].split("</pre>")[0]
-    template = Path(init.__file__).parent / "report" / "templates" / "report.html.j2"
+    template = Path(init.__file__).parents[1] / "report" / "templates" / "report.html.j2"
     assert "pre.old,pre.new,pre.diff{white-space:pre-wrap;overflow-wrap:anywhere}" in \
         template.read_text()
 

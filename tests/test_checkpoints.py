@@ -72,7 +72,9 @@ def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
     # The report: the trend of the highest induction score across steps crosses the bound
     # where the marker starts passing; the grid shows the same outcomes.
     page = report.read_text()
-    trend = re.findall(r"<title>(step_\d+): ([-\d.e]+) \((passed|failed)\)</title>", page)
+    chart = next(f for f in page.split('<figure class="trend">')
+                 if f.startswith("<figcaption>test_induction.py::test_an_induction_head_exists"))
+    trend = re.findall(r"<title>(step_\d+): ([-\d.e]+) \((passed|failed)\)</title>", chart)
     assert [step for step, _, _ in trend] == STEPS
     scores = {step: float(value) for step, value, _ in trend}
     assert all((scores[s] >= 0.5) == (s >= formed) for s in STEPS), scores

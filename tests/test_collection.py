@@ -29,13 +29,13 @@ CALLS = []
 
 
 def pytest_configure(config):
-    from pytest_interp import model
+    from pytest_interp import pool
     from pytest_interp.backends import loading
 
     load = loading.load_hf
     loading.load_hf = lambda *a, **k: CALLS.append("load_hf") or load(*a, **k)
-    pool_get = model.ModelPool.get
-    model.ModelPool.get = lambda self, r: CALLS.append("pool") or pool_get(self, r)
+    pool_get = pool.ModelPool.get
+    pool.ModelPool.get = lambda self, r: CALLS.append("pool") or pool_get(self, r)
 
 
 def pytest_unconfigure(config):

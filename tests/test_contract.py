@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pytest_interp.backends.base import COMPONENTS, Edit, Site, all_sites
+from pytest_interp.backends.generate import greedy_generate
 from pytest_interp.errors import SiteError
 
 from .conftest import SPECS, TINY_SPECS
@@ -126,7 +127,7 @@ def test_generation_agrees_between_backends_and_with_hf(spec, load_backend, load
     ref = raw.model.generate(tokens.tensor(), max_new_tokens=5, do_sample=False,
                              pad_token_id=raw.tokenizer.eos_token_id)
     for backend in ("transformer_lens", "nnsight"):
-        out = load_backend(spec, backend).generate(tokens, max_new_tokens=5)
+        out = greedy_generate(load_backend(spec, backend), tokens, max_new_tokens=5)
         assert list(out.ids[0]) == ref[0].tolist(), backend
 
 
@@ -160,7 +161,7 @@ def test_cached_generation_with_edits_equals_full_forward_steps(spec, backend, l
                       positions=(-3,), rows=(row,)) for row in (1, 2)]
     steer = Edit(Site(layer, "resid_pre"), torch.randn(d, generator=g), mode="add", rows=(2,))
     for edits in ([], row_edits, [*row_edits, steer]):
-        out = model.generate(tokens, max_new_tokens=6, edits=edits)
+        out = greedy_generate(model, tokens, max_new_tokens=6, edits=edits)
         fixed = [e if e.positions is None else
                  Edit(e.site, e.value, positions=(tokens.length - 3,), rows=e.rows)
                  for e in edits]  # absolute, so the slow way's growing length keeps them

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from pytest_interp import dataset
 from pytest_interp.model import InterpModel
 
 from .pytester_helpers import DATASET_USAGE, assert_collection_error, assert_fails_when_run, ini
@@ -80,7 +81,7 @@ def test_collect_only_reads_datasets_without_a_model(pytester):
 def llama_mean(load_backend):
     """The mean logit diff of tiny-random-llama over ioi:16, and its interval."""
     model = InterpModel(load_backend("tiny-random-llama"))
-    return model.dataset("logit_diff", "ioi:16", min=-1e9).estimate
+    return dataset(model, "logit_diff", "ioi:16", min=-1e9).estimate
 
 
 def _three(pytester, est, extra=""):

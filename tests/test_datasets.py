@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from pytest_interp import dataset
 from pytest_interp.datasets import capitals, ioi, load, role_position
 from pytest_interp.errors import InterpError
 from pytest_interp.model import InterpModel
@@ -161,7 +162,7 @@ ROWS = ioi(12, seed=5)
 
 
 def test_logit_diff_rows_equal_single_runs(tiny):
-    result = tiny.dataset("logit_diff", ROWS, min=-1e9)
+    result = dataset(tiny, "logit_diff", ROWS, min=-1e9)
     singles = [tiny.logit_diff(r["prompt"], r["answer"], r["foil"]) for r in ROWS]
     np.testing.assert_allclose(result.values, singles, atol=1e-4)
     assert result.verdict is Verdict.PASS and result.estimate.n == 12
@@ -174,7 +175,7 @@ def test_logit_diff_rows_equal_single_runs(tiny):
 ])
 def test_patching_cells_equal_the_restricted_sweep(tiny, site, where):
     # min_effect=0: a random model shows no effect to recover; this checks the numbers only
-    result = tiny.dataset("activation_patching", ROWS, site=site, **where,
+    result = dataset(tiny, "activation_patching", ROWS, site=site, **where,
                            min_recovery=-1e9, min_effect=0)
     for row, data, value in zip(result.results, ROWS, result.values, strict=True):
         pos = where.get("position")
@@ -199,10 +200,10 @@ def test_next_token_perplexity_and_generation_rows_equal_single_runs(tiny):
     import torch
 
     prompts = [r["prompt"] for r in capitals(9)] + ["A", "The cat sat on the mat"]
-    nxt = tiny.dataset("next_token", [(p, " the") for p in prompts], top_k=1,
+    nxt = dataset(tiny, "next_token", [(p, " the") for p in prompts], top_k=1,
                         stat="fraction", min_fraction=0)
-    ppl = tiny.dataset("perplexity", prompts[:-2] + prompts[-1:], max=1e9)
-    gen = tiny.dataset("generation", prompts, not_contains="\x00", max_new_tokens=3,
+    ppl = dataset(tiny, "perplexity", prompts[:-2] + prompts[-1:], max=1e9)
+    gen = dataset(tiny, "generation", prompts, not_contains="\x00", max_new_tokens=3,
                         stat="fraction", min_fraction=0)
     for p, n, g in zip(prompts, nxt.results, gen.results, strict=True):
         probs = torch.softmax(tiny.run(p).logits[0, -1].float(), -1)
@@ -222,7 +223,7 @@ def test_probes_refuse_a_list_in_one_line(tiny):
         tiny.logit_diff(["a", "b"], " x", " y")  # type: ignore[arg-type]
     assert str(info.value) == (
         "logit_diff takes one prompt string, got a list of 2: for a dataset use "
-        "@pytest.mark.logit_diff(prompts=...) or interp_model.dataset('logit_diff', "
+        "@pytest.mark.logit_diff(prompts=...) or pytest_interp.dataset(model, 'logit_diff', "
         "prompts, ...)")
     for call in (lambda: tiny.lens(["a"]), lambda: tiny.generation(("a",)),
                  lambda: tiny.activation_patching("a", ["b"], answer=" x", foil=" y"),
@@ -236,24 +237,24 @@ def test_every_kind_takes_a_dataset(tiny):
     """Kinds with a per-prompt number give mean/median; every kind gives a fraction, each
     row judged by the kind's own single-prompt check."""
     prompts = [r["prompt"] for r in capitals(4)]
-    lens = tiny.dataset("lens", [(p, " the") for p in prompts], layer=-1, min_prob=1e-9)
+    lens = dataset(tiny, "lens", [(p, " the") for p in prompts], layer=-1, min_prob=1e-9)
     for p, value in zip(prompts, lens.values, strict=True):
         assert value == pytest.approx(tiny.logit_lens(p).prob(" the", layer=-1), abs=1e-6)
-    heads = tiny.dataset("attention", prompts, kind="previous_token", head=(1, 0),
+    heads = dataset(tiny, "attention", prompts, kind="previous_token", head=(1, 0),
                          max_score=1.0)
     for p, value in zip(prompts, heads.values, strict=True):
         assert value == pytest.approx(tiny.attention(p).score("previous_token", 1, 0))
-    steer = tiny.dataset("steering", prompts, layer=1, coef=2.0, target=" the",
+    steer = dataset(tiny, "steering", prompts, layer=1, coef=2.0, target=" the",
                          positive="I love this", negative="I hate this", min_delta=-1e9)
     vector = tiny.steering_vector("I love this", "I hate this", layer=1)
     for p, value in zip(prompts, steer.values, strict=True):
         single = tiny.steer(p, vector, layer=1, coef=2.0, target=" the")
         assert value == pytest.approx(float(single.delta[0]), abs=1e-5)
-    scope = tiny.dataset("patchscope", [(p, -1, "zzz") for p in prompts], layer=0,
+    scope = dataset(tiny, "patchscope", [(p, -1, "zzz") for p in prompts], layer=0,
                          stat="fraction", min_fraction=0.0)
     assert scope.values == (0.0,) * 4 and scope.verdict is Verdict.PASS
     with pytest.raises(InterpError, match=r"^stat='mean' needs a per-prompt number"):
-        tiny.dataset("patchscope", [(p, -1, "zzz") for p in prompts], layer=0)
+        dataset(tiny, "patchscope", [(p, -1, "zzz") for p in prompts], layer=0)
 
 
 def test_steering_controls_must_be_beaten(tiny):

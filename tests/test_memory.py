@@ -7,7 +7,8 @@ import sys
 
 SCRIPT = """
 import resource
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.backends.load import load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.settings import ModelRequest
 
 budget = 64 * 1024**2

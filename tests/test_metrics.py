@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_interp import metrics
+from pytest_interp import dataset, metrics
 from pytest_interp.errors import InterpError
 from pytest_interp.model import InterpModel
 
@@ -75,7 +75,7 @@ def test_a_callable_metric_is_batched_and_equals_the_named_one(tiny):
 
 
 def test_metric_over_a_dataset_equals_single_runs(tiny):
-    result = tiny.dataset("activation_patching", "ioi:6", layer=1, position="S2",
+    result = dataset(tiny, "activation_patching", "ioi:6", layer=1, position="S2",
                           metric="logprob", min_recovery=-1e9)
     for row, res in zip(result.rows, result.results, strict=True):
         single = tiny.activation_patching(row["clean"], row["corrupted"], answer=row["answer"],

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pytest_interp.backends.load import load_backend as build
 from pytest_interp.errors import ModelSpecError
 from pytest_interp.model import InterpModel
-from pytest_interp.model import load_backend as build
 from pytest_interp.settings import ModelRequest
 
 from .pytester_helpers import ini

@@ -11,7 +11,7 @@ from pytest_interp.errors import InterpError
 from pytest_interp.kinds.logit_diff import LogitDiffExpectation
 from pytest_interp.kinds.patching import PatchingExpectation
 from pytest_interp.model import InterpModel
-from pytest_interp.probes.patching import paired_tokens
+from pytest_interp.probes.batching import paired_tokens
 from pytest_interp.results import PatchingResult
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
@@ -211,12 +211,12 @@ def test_suffix_only_sweeps_equal_whole_prompt_sweeps(load_backend, monkeypatch,
     clean, corrupted = "The cat sat on the mat and then", "The dog sat on the mat and then"
     cases = [("resid_pre", True), ("attn_out", True), ("mlp_out", True), ("resid_post", True),
              ("head_out", True), ("head_out", False)]
-    suffix = [patching.activation_patching(model, clean, corrupted, answer=" the", foil=" a",
-                                           site=site, per_position=pp) for site, pp in cases]
+    specs = [patching.Patching(clean, corrupted, answer=" the", foil=" a", site=site,
+                               per_position=pp) for site, pp in cases]
+    suffix = [patching.activation_patching(model, spec) for spec in specs]
     monkeypatch.setattr(patching, "_passes", _whole_prompt_passes)
-    for (site, pp), ours in zip(cases, suffix, strict=True):
-        whole = patching.activation_patching(model, clean, corrupted, answer=" the", foil=" a",
-                                             site=site, per_position=pp)
+    for (site, pp), spec, ours in zip(cases, specs, suffix, strict=True):
+        whole = patching.activation_patching(model, spec)
         assert np.array_equal(np.isnan(ours.patched), np.isnan(whole.patched))
         assert np.nanmax(np.abs(ours.patched - whole.patched)) <= 1e-4, (site, pp)
 

@@ -246,11 +246,16 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
 
 
 def test_obvs_style_contexts_equal_the_facade(tiny):
-    from pytest_interp.probes.patchscope import SourceContext, TargetContext, patchscope
+    from pytest_interp.probes.patchscope import (
+        Patchscope,
+        SourceContext,
+        TargetContext,
+        patchscope,
+    )
 
     source = SourceContext(SOURCE, " CEO", layer=1)
     target = TargetContext(position=-1, layer=0, max_new_tokens=4)
-    via_contexts = patchscope(tiny, source, target=target)
+    via_contexts = patchscope(tiny, Patchscope.of(source, target))
     via_facade = tiny.patchscope(SOURCE, " CEO", layer=1, target_layer=0, target_token=-1,
                                  max_new_tokens=4)
     assert via_contexts.pairs == via_facade.pairs == ((1, 0),)

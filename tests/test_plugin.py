@@ -263,7 +263,7 @@ def test_unrelated_pytest_run_does_not_load_torch(pytester):
         def test_no_torch():
             assert "torch" not in sys.modules
             assert "pytest_interp.plugin" in sys.modules
-            # loading forces Hugging Face offline: never for a project that does not use us
+            # nothing that loads models (transformers' side) for a project that does not use us
             assert "pytest_interp.backends.loading" not in sys.modules
     """)
     result = pytester.runpytest_subprocess()

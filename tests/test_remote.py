@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import pytest_interp.backends.nnsight as nnsight_backend
+from pytest_interp.backends.load import load_backend
 from pytest_interp.backends.loading import load_hf, resolve_spec
 from pytest_interp.errors import ModelSpecError
-from pytest_interp.model import InterpModel, load_backend
+from pytest_interp.model import InterpModel
 from pytest_interp.settings import ModelRequest
 
 from . import fake_ndif as fake_ndif_module

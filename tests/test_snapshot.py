@@ -129,7 +129,8 @@ def test_snapshot_flow_on_tiny_llama(pytester, load_raw_hf, tmp_path):
     start = next(i for i, line in enumerate(lines) if "attention of perturbed changed" in line)
     assert lines[start].endswith("changed beyond the noise floor (tolerances prob 0.02, logit "
                                  "0.1, recovery 0.05), 4 changes, largest first:")
-    assert lines[start + 1].strip().startswith("E           (the weights changed (sha256:")
+    assert lines[start + 1].strip().startswith(
+        "E           (the weights changed (tiny-random-llama-seed0-v1 -> sha256:")
     assert lines[start + 2].strip() == "E           L1H2: entropy 2.70 -> 0.00"
     assert all("L1H2" in line for line in lines[start + 2:start + 6])  # the head, first
     assert stored.read_bytes() == first  # a failure never rewrites the file

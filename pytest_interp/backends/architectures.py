@@ -1,4 +1,5 @@
-"""The model families pytest-interp supports: the one table of what differs between them.
+"""backends layer: the model families pytest-interp supports: the one table of what differs between
+them.
 
 Each family names its Hugging Face architecture classes, the GGUF ``general.architecture``
 values transformers reads as it, where its blocks keep their parts (for the nnsight adapter

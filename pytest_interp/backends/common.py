@@ -1,4 +1,5 @@
-"""What both adapters share: tokenization policy, ModelInfo, and grouping of reads/edits."""
+"""backends layer: what both adapters share: tokenization policy, ModelInfo, and grouping of
+reads/edits."""
 
 from __future__ import annotations
 

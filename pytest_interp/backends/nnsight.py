@@ -1,7 +1,10 @@
-"""Adapter over nnsight 0.8 ``TransformersModel``: the only place HF module paths live."""
+"""backends layer: adapter over nnsight 0.8 ``TransformersModel``: the only place HF module paths
+live."""
 
 from __future__ import annotations
 
+import importlib
+import os
 import warnings
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -22,7 +25,6 @@ from .base import (
     check_edits,
     check_past,
     check_sites,
-    greedy_generate,
     start_edits,
 )
 from .common import BlockHooks, HFTokens, check_context, model_info, plan_blocks, softcap
@@ -42,8 +44,6 @@ def remote_backend(lm: Any) -> Any:
     """The nnsight Backend remote traces run through: nnsight's own NDIF client (None, i.e.
     ``trace(remote=True)``), or one made by the ``module:callable`` factory named in
     $PYTEST_INTERP_NDIF_BACKEND (a fake server in tests, a private deployment)."""
-    import importlib
-    import os
 
     factory = os.environ.get(BACKEND_ENV)
     if not factory:
@@ -199,11 +199,6 @@ class NNsightBackend(HFTokens):
         with self._trace(one, logits_to_keep=1):
             logits = self.lm.lm_head(norm(hidden)).save()
         return softcap(logits, self.info)
-
-    def generate(
-        self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
-    ) -> Tokens:
-        return greedy_generate(self, tokens, max_new_tokens=max_new_tokens, edits=edits)
 
 
 def _canonical_hub_id(name: str) -> None:

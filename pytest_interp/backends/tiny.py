@@ -1,4 +1,4 @@
-"""Configs of the seeded tiny random models, one per family (``tiny-random-<key>``).
+"""backends layer: configs of the seeded tiny random models, one per family (``tiny-random-<key>``).
 
 3 layers, d_model 64, 4 heads (2 key/value heads where the family has grouped queries),
 SmolLM2's tokenizer. Gemma's get a sliding window of 4 tokens and soft-capped logits, so the

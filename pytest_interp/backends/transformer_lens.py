@@ -1,4 +1,5 @@
-"""Adapter over TransformerLens 4.x ``TransformerBridge``: the only place TL hook names live."""
+"""backends layer: adapter over TransformerLens 4.x ``TransformerBridge``: the only place TL hook
+names live."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from .base import (
     check_edits,
     check_past,
     check_sites,
-    greedy_generate,
     start_edits,
 )
 from .common import HFTokens, check_context, model_info, plan_blocks, softcap
@@ -102,11 +102,6 @@ class TransformerLensBackend(HFTokens):
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding (+ soft-capping) of residual vectors [..., D] -> [..., V]."""
         return softcap(self.bridge.unembed(self.bridge.ln_final(hidden)), self.info)
-
-    def generate(
-        self, tokens: Tokens, *, max_new_tokens: int, edits: Sequence[Edit] = ()
-    ) -> Tokens:
-        return greedy_generate(self, tokens, max_new_tokens=max_new_tokens, edits=edits)
 
 
 def _boot(loaded: LoadedHF) -> Any:

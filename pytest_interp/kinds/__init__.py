@@ -1,1 +1,2 @@
-"""The built-in expectation kinds, one module each (registered in ``pytest_interp.registry``)."""
+"""kinds layer: the built-in expectation kinds, one module each (registered in
+``pytest_interp.registry``)."""

@@ -1,10 +1,11 @@
-"""``@pytest.mark.ablation``: parts of the model are necessary, or sufficient, and more so
-than random parts like them."""
+"""kinds layer: ``@pytest.mark.ablation``: parts of the model are necessary, or sufficient, and more
+so than random parts like them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ class AblationExpectation(Expectation[AblationResult]):
     keep: tuple[Any, ...] | None = None
     method: str = "mean"
     corrupted: str | None = None
-    reference: str | tuple[str, ...] | None = None
+    reference: str | tuple[str, ...] | None = None  # a generator's name reads as its prompts
     positions: tuple[int | str, ...] | None = None
     metric: Metric | None = None
     min_drop: float | None = None
@@ -156,7 +157,7 @@ class AblationExpectation(Expectation[AblationResult]):
         for part in self.parts:
             resolve(part, model.info)
         if self.corrupted is not None and self.method == "resample":
-            from ..probes.patching import paired_tokens
+            from ..probes.batching import paired_tokens
 
             paired_tokens(model, self.prompt, self.corrupted)
 
@@ -167,6 +168,8 @@ class AblationExpectation(Expectation[AblationResult]):
     def run_many(cls, model: InterpModel,
                  expectations: Sequence[AblationExpectation]) -> list[AblationResult]:
         """Rows sharing the marker's arguments run as one batch (a dataset's rows do)."""
+        from ..probes.ablation import Ablation
+
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, e in enumerate(expectations):
             groups.setdefault(e._shared_key(), []).append(i)
@@ -174,11 +177,12 @@ class AblationExpectation(Expectation[AblationResult]):
         for indices in groups.values():
             rows = [expectations[i] for i in indices]
             first = rows[0]
-            results = model.ablation_rows(
-                [e._case() for e in rows], first.parts, keep=first.keep is not None,
+            results = model.ablation_rows(Ablation(
+                tuple(e._case() for e in rows), first.parts, keep=first.keep is not None,
                 method=first.method,  # type: ignore[arg-type]
-                metric=first._metric, reference=first.reference, control=first.control,
-                seed=first.seed)
+                metric=first._metric, reference=_reference(first.reference)
+                if first.reference is not None else None, control=first.control,
+                seed=first.seed))
             for i, result in zip(indices, results, strict=True):
                 out[i] = result
         return [r for r in out if r is not None]
@@ -284,7 +288,6 @@ def _reference(value: object) -> tuple[str, ...]:
         if value.partition(":")[0] not in GENERATORS:
             raise InterpError(f"reference must be a list of prompts or a generator like "
                               f"'ioi:64' ({', '.join(GENERATORS)}), got {value!r}")
-        from pathlib import Path
 
         rows = load(value, Path("."), ("prompt",))
         return tuple(str(r.get("prompt", r.get("clean", ""))) for r in rows)

@@ -1,4 +1,4 @@
-"""``@pytest.mark.attention``: what a head (or some head) does."""
+"""kinds layer: ``@pytest.mark.attention``: what a head (or some head) does."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``@pytest.mark.generation``: what the model writes, greedily (the GPT-2 tutorial's check)."""
+"""kinds layer: ``@pytest.mark.generation``: what the model writes, greedily (the GPT-2 tutorial's
+check)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``@pytest.mark.lens``: where a target token shows up in the residual stream."""
+"""kinds layer: ``@pytest.mark.lens``: where a target token shows up in the residual stream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``@pytest.mark.logit_diff``: the model's own answer-vs-foil preference."""
+"""kinds layer: ``@pytest.mark.logit_diff``: the model's own answer-vs-foil preference."""
 
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ class LogitDiffExpectation(Expectation[LogitDiffResult]):
         model.vocab.id(self.foil)
 
     def run(self, model: InterpModel) -> LogitDiffResult:
-        from ..probes.patching import logit_diff
+        from ..probes.logit_diff import logit_diff
 
         return logit_diff(model, self.prompt, self.answer, self.foil)
 
     @classmethod
     def run_many(cls, model: InterpModel,
                  expectations: Sequence[LogitDiffExpectation]) -> list[LogitDiffResult]:
-        from ..probes.patching import logit_diffs
+        from ..probes.logit_diff import logit_diffs
 
         return logit_diffs(model, [(e.prompt, e.answer, e.foil) for e in expectations])
 

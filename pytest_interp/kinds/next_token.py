@@ -1,4 +1,5 @@
-"""``@pytest.mark.next_token``: the model's next token (the GPT-2 tutorial's first check)."""
+"""kinds layer: ``@pytest.mark.next_token``: the model's next token (the GPT-2 tutorial's first
+check)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class NextTokenExpectation(Expectation[NextTokenResult]):
                  expectations: Sequence[NextTokenExpectation]) -> list[NextTokenResult]:
         import torch
 
-        from ..probes.patching import last_logits
+        from ..probes.batching import last_logits
 
         out = []
         logits = last_logits(model, [e.prompt for e in expectations])

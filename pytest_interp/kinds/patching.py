@@ -30,7 +30,7 @@ from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
 from ..metrics import Metric
 from ..report.draw import diverging, esc, heatmap_svg
-from ..results import PatchingResult
+from ..results import PatchingResult, token_position
 from ..sites import PATCH_SITES
 
 if TYPE_CHECKING:
@@ -107,8 +107,7 @@ class PatchingExpectation(Expectation[PatchingResult]):
         return self.site != "head_out" or self.position is not None
 
     def validate(self, model: InterpModel) -> None:
-        from ..probes.patching import paired_tokens
-        from ..results import token_position
+        from ..probes.batching import paired_tokens
 
         clean, _ = paired_tokens(model, self.clean, self.corrupted)
         model.vocab.id(self.answer)
@@ -126,11 +125,9 @@ class PatchingExpectation(Expectation[PatchingResult]):
 
     def run(self, model: InterpModel) -> PatchingResult:
         return model.activation_patching(
-            self.clean, self.corrupted, answer=self.answer, foil=self.foil,
-            site=self.site,  # type: ignore[arg-type]
-            per_position=self.per_position, metric=self.metric,
-            method=self.method, verify_top_k=self.verify_top_k,  # type: ignore[arg-type]
-        )
+            self.clean, self.corrupted, answer=self.answer, foil=self.foil, site=self.site,
+            per_position=self.per_position, metric=self.metric, method=self.method,
+            verify_top_k=self.verify_top_k)
 
     @property
     def one_cell(self) -> bool:

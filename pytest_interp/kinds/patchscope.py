@@ -1,4 +1,5 @@
-"""``@pytest.mark.patchscope``: what a hidden state says when decoded by a target prompt."""
+"""kinds layer: ``@pytest.mark.patchscope``: what a hidden state says when decoded by a target
+prompt."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from ..codec import (
 from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
 from ..report.draw import esc
-from ..results import PatchscopeResult, TokenSpec
+from ..results import PatchscopeResult, TokenSpec, find_token
 from ..settings import IDENTITY_PROMPT, PLACEHOLDER
 
 if TYPE_CHECKING:
@@ -79,7 +80,6 @@ class PatchscopeExpectation(Expectation[PatchscopeResult]):
 
     def validate(self, model: InterpModel) -> None:
         from ..probes.patchscope import layer_pairs
-        from ..results import find_token
 
         layer_pairs(model, self.layer, self.target_layer)
         find_token(model.tokens(self.source).strs[0], self.token, self.source, "source")

@@ -1,4 +1,5 @@
-"""``@pytest.mark.perplexity``: how well the model predicts a text (the GPT-2 tutorial's loss)."""
+"""kinds layer: ``@pytest.mark.perplexity``: how well the model predicts a text (the GPT-2
+tutorial's loss)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class PerplexityExpectation(Expectation[PerplexityResult]):
         import torch
 
         from ..backends.base import Tokens
-        from ..probes.patching import by_length
+        from ..probes.batching import by_length
 
         tokens = [model.tokens(e.text) for e in expectations]
         losses: list[tuple[float, ...]] = [()] * len(tokens)

@@ -1,7 +1,8 @@
-"""``@pytest.mark.steering``: how much a steering vector moves the output."""
+"""kinds layer: ``@pytest.mark.steering``: how much a steering vector moves the output."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -146,19 +147,18 @@ class SteeringExpectation(Expectation[SteeringResult]):
         vector = self.steering_vector(model)
         result = model.steer(
             self.prompt, vector, layer=self.layer, coef=self.coefs,
-            site=self.site, positions=self.positions,  # type: ignore[arg-type]
+            site=self.site, positions=self.positions,
             target=self.target, foil=self.foil, metric=self.metric,
             max_new_tokens=self.max_new_tokens if self.generation_contains else 0,
         )
         if not self.control:
             return result
-        import dataclasses
 
         from ..probes.steering import random_like
 
         controls = tuple(float(model.steer(
             self.prompt, random_like(vector, seed), layer=self.layer, coef=self.coefs,
-            site=self.site, positions=self.positions,  # type: ignore[arg-type]
+            site=self.site, positions=self.positions,
             target=self.target, foil=self.foil, metric=self.metric).delta[0])
             for seed in range(self.control))
         return dataclasses.replace(result, controls=controls)

@@ -1,4 +1,5 @@
-"""Ablation: a metric with parts of the model knocked out, batched one row per ablated set.
+"""probes layer: ablation: a metric with parts of the model knocked out, batched one row per ablated
+set.
 
 A part (``pytest_interp.sites.Part``: a head, an attention layer, an MLP) is ablated by
 replacing what it writes into the residual stream (head_out, attn_out or mlp_out) with zero,
@@ -24,8 +25,8 @@ from ..backends.base import Edit, ModelInfo, Start, Tokens
 from ..errors import InterpError
 from ..metrics import Metric
 from ..results import AblationResult, token_position
-from ..sites import PART_KINDS, Part, Site
-from .patching import by_length, paired_tokens
+from ..sites import PART_KINDS, Part, Site, parse_part
+from .batching import by_length, paired_tokens
 from .runner import Runner
 
 Method = Literal["zero", "mean", "resample"]
@@ -205,15 +206,75 @@ def _edits(chunk: Sequence[tuple[int, int]], sets: Sequence[Collection[Part]],
     return edits
 
 
-def ablation(
-    model: Runner, cases: Sequence[Case], parts: Collection[Part], *, keep: bool = False,
-    method: Method = "mean", metric: Metric = "logit_diff",
-    reference: Sequence[str] | None = None, control: int = 0, seed: int = 0,
-) -> list[AblationResult]:
-    """Per case, the metric with ``parts`` ablated (``keep``: every other part of their kinds
-    ablated instead), and with each of ``control`` seeded random sets of as many parts of
-    each kind in their place; all rows batched. ``reference``: the prompts mean ablation
-    averages over (None: the cases' prompts)."""
+@dataclass(frozen=True)
+class Ablation:
+    """What an ablation is asked (the probe's one argument and its memo key): per case, the
+    metric with ``parts`` ablated (``keep``: every other part of their kinds ablated
+    instead), and with each of ``control`` seeded random sets of as many parts of each kind
+    in their place. ``reference``: the prompts mean ablation averages over (None: the cases'
+    prompts)."""
+
+    cases: tuple[Case, ...]
+    parts: tuple[Part, ...]
+    keep: bool = False
+    method: Method = "mean"
+    metric: Metric = "logit_diff"
+    reference: tuple[str, ...] | None = None
+    control: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cases", tuple(self.cases))
+        object.__setattr__(self, "parts", tuple(self.parts))
+        if self.reference is not None:
+            object.__setattr__(self, "reference", tuple(self.reference))
+
+
+@dataclass(frozen=True)
+class Ablate:
+    """What ``interp_model.ablate`` is asked on one prompt: the parts in ``ablate`` ablated,
+    or every part of their kinds but those in ``keep`` (heads ``"L9H6"`` or (9, 6),
+    attention layers ``"L9.attn"``, MLPs ``"L9.mlp"``); the metric at the last position
+    (logit diff with a foil, else log P(answer)); ``positions`` restricts the ablation;
+    ``method``: ``"zero"``, ``"mean"`` (over ``reference`` prompts, default this prompt, every
+    position) or ``"resample"`` (the value on ``corrupted``); ``control=N`` seeded random
+    sets of as many parts of each kind."""
+
+    prompt: str
+    answer: str
+    foil: str | None = None
+    ablate: tuple[object, ...] | None = None
+    keep: tuple[object, ...] | None = None
+    method: Method = "mean"
+    corrupted: str | None = None
+    reference: tuple[str, ...] | None = None
+    positions: tuple[int | str, ...] | None = None
+    metric: Metric | None = None
+    control: int = 0
+    seed: int = 0
+
+    def spec(self) -> Ablation:
+        """The probe's spec (parts parsed, the metric's default chosen, checked)."""
+        if (self.ablate is None) == (self.keep is None):
+            raise InterpError("pass ablate=[parts] (they are necessary) or keep=[parts] (they "
+                              "are sufficient), one of them")
+        given = self.ablate if self.ablate is not None else self.keep
+        parts = tuple(parse_part(p) for p in given or ())
+        metric = self.metric if self.metric is not None else \
+            ("logit_diff" if self.foil else "logprob")
+        metrics.check(metric, self.foil)
+        case = Case(self.prompt, self.answer, self.foil, self.corrupted,
+                    None if self.positions is None else tuple(self.positions))
+        return Ablation((case,), parts, keep=self.keep is not None, method=self.method,
+                        metric=metric, reference=self.reference, control=self.control,
+                        seed=self.seed)
+
+
+def ablation(model: Runner, spec: Ablation) -> list[AblationResult]:
+    """The results ``spec`` asks for, one per case, all rows batched."""
+    cases, parts, keep, method, metric, reference, control, seed = (
+        spec.cases, spec.parts, spec.keep, spec.method, spec.metric, spec.reference,
+        spec.control, spec.seed)
     info = model.info
     if not parts:
         raise InterpError("name at least one part to ablate, e.g. 'L9H6', 'L9.attn', 'L9.mlp'")
@@ -269,11 +330,37 @@ class AblationSweep:
         return out
 
 
-def ablation_sweep(
-    model: Runner, case: Case, kind: str = "head", *, method: Method = "mean",
-    metric: Metric = "logit_diff", reference: Sequence[str] | None = None,
-) -> AblationSweep:
-    """Ablate each part of ``kind`` (head, attn, mlp) in turn: one batched row per part."""
+@dataclass(frozen=True)
+class Sweep:
+    """What an ablation sweep is asked: each part of ``kind`` (head, attn, mlp) ablated in
+    turn on one prompt, one batched row per part; the other fields as in ``Ablate``."""
+
+    prompt: str
+    answer: str
+    foil: str | None = None
+    kind: str = "head"
+    method: Method = "mean"
+    corrupted: str | None = None
+    reference: tuple[str, ...] | None = None
+    positions: tuple[int | str, ...] | None = None
+    metric: Metric | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("reference", "positions"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.metric is None:
+            object.__setattr__(self, "metric", "logit_diff" if self.foil else "logprob")
+
+    @property
+    def case(self) -> Case:
+        return Case(self.prompt, self.answer, self.foil, self.corrupted, self.positions)
+
+
+def ablation_sweep(model: Runner, spec: Sweep) -> AblationSweep:
+    """Ablate each part of ``spec.kind`` in turn: one batched row per part."""
+    case, kind, method, reference = spec.case, spec.kind, spec.method, spec.reference
+    metric: Metric = spec.metric or "logit_diff"
     info = model.info
     if kind not in PART_KINDS:
         raise InterpError(f"kind must be one of {', '.join(PART_KINDS)}, got {kind!r}")

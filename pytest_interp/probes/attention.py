@@ -1,4 +1,4 @@
-"""Attention-head summaries, written once against the Runner interface.
+"""probes layer: attention-head summaries, written once against the Runner interface.
 
 Per head, from its softmaxed pattern on a prompt (query positions >= 1, since position 0 can
 only attend to itself): mean entropy (nats), mass on the first token, previous-token score

@@ -1,4 +1,5 @@
-"""Attribution patching (AtP; Nanda 2023, Kramár et al. 2024): activation patching to first order.
+"""probes layer: attribution patching (AtP; Nanda 2023, Kramár et al. 2024): activation patching to
+first order.
 
 Patching the clean activation a_clean into the corrupted run changes the metric by about
 ``(a_clean - a_corrupted) . d metric / d a``, the gradient taken on the corrupted run. One
@@ -11,7 +12,6 @@ taken with ``torch.autograd.grad``, so the model's parameters collect no ``.grad
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,26 +19,26 @@ import torch
 from .. import metrics
 from ..backends.base import Edit
 from ..errors import InterpError
-from ..metrics import Metric
 from ..results import PatchingResult, token_position
-from ..sites import PATCH_SITES, Component, Site, all_sites
-from .patching import activation_patching, paired_tokens
+from ..sites import PATCH_SITES, Site, all_sites
+from .batching import paired_tokens
+from .patching import Patching, activation_patching
 from .runner import Runner
 
 
-def attribution_patching(
-    model: Runner, clean: str, corrupted: str, *, answer: str | None, foil: str | None,
-    site: Component = "resid_pre", per_position: bool = True,
-    layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
-    metric: Metric = "logit_diff",
-) -> PatchingResult:
-    """``activation_patching``'s grid, estimated to first order from one backward pass.
+def attribution_patching(model: Runner, spec: Patching) -> PatchingResult:
+    """``activation_patching``'s grid for ``spec``, estimated to first order from one backward
+    pass.
 
     Each cell is ``corrupted + sum((clean_act - corrupted_act) * d metric / d act)`` over
     d_model, the gradient taken on the corrupted run; head_out with ``per_position=False``
-    sums a head's cells over positions. Arguments, checks and layout are
-    ``activation_patching``'s; ``metric`` must be differentiable (not ``"rank"``).
+    sums a head's cells over positions. Checks and layout are ``activation_patching``'s;
+    ``metric`` must be differentiable (not ``"rank"``).
     """
+    clean, corrupted, answer, foil, site = spec.clean, spec.corrupted, spec.answer, spec.foil, \
+        spec.site
+    per_position, layers, positions, metric = spec.per_position, spec.layers, spec.positions, \
+        spec.metric
     if site not in PATCH_SITES:
         raise InterpError(f"site {site!r} cannot be patched: use one of {', '.join(PATCH_SITES)}")
     info = model.info
@@ -89,17 +89,20 @@ def attribution_patching(
     )
 
 
-def verify_top_k(model: Runner, estimate: PatchingResult, k: int, *,
-                 metric: Metric = "logit_diff") -> PatchingResult:
-    """``estimate`` with its ``k`` largest cells (by |estimated effect|) patched exactly,
-    in one batched exact sweep over those cells (``PatchingResult.exact``)."""
+def verify_top_k(model: Runner, estimate: PatchingResult, spec: Patching) -> PatchingResult:
+    """``estimate`` with its ``spec.verify_top_k`` largest cells (by |estimated effect|)
+    patched exactly, in one batched exact sweep over those cells (``PatchingResult.exact``)."""
     flat = estimate.patched.reshape(estimate.n_layers, -1)
     effect = np.abs(flat - estimate.corrupted_logit_diff)
     order = np.argsort(np.where(np.isnan(effect), -np.inf, effect), axis=None)[::-1]
-    n = min(k, int(np.count_nonzero(~np.isnan(effect))))
-    cells = {(int(i) // flat.shape[1], int(i) % flat.shape[1]) for i in order[:n]}
-    exact = activation_patching(
-        model, estimate.clean, estimate.corrupted, answer=estimate.answer, foil=estimate.foil,
-        site=estimate.site, per_position=estimate.per_position, metric=metric,  # type: ignore[arg-type]
-        cells=cells)
+    n = min(spec.verify_top_k, int(np.count_nonzero(~np.isnan(effect))))
+    cells = frozenset((int(i) // flat.shape[1], int(i) % flat.shape[1]) for i in order[:n])
+    exact = activation_patching(model, dataclasses.replace(
+        spec, layers=None, positions=None, method="exact", verify_top_k=0, cells=cells))
     return dataclasses.replace(estimate, exact=exact.patched)
+
+
+def estimated(model: Runner, spec: Patching) -> PatchingResult:
+    """The attribution estimate ``spec`` asks for, with its top cells verified if asked."""
+    result = attribution_patching(model, spec)
+    return verify_top_k(model, result, spec) if spec.verify_top_k else result

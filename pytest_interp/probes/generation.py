@@ -1,4 +1,4 @@
-"""Greedy generation with its margins, written once against the Runner interface.
+"""probes layer: greedy generation with its margins, written once against the Runner interface.
 
 A greedy step's margin is the top-1 minus the top-2 logit when the token was chosen: how
 near a tie it was. Snapshots compare greedy texts exactly except where they part at a step
@@ -50,7 +50,7 @@ def generation(model: Runner, prompt: str, *, max_new_tokens: int = 20) -> Gener
 def generations(model: Runner, prompts: Sequence[str], *, max_new_tokens: int = 20,
                 batch_size: int = 32) -> list[GenerationResult]:
     """``generation`` of many prompts: one batched greedy decode per token length."""
-    from .patching import by_length
+    from .batching import by_length
 
     tokens = [model.tokens(p) for p in prompts]
     out: list[GenerationResult | None] = [None] * len(prompts)

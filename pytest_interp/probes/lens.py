@@ -1,4 +1,4 @@
-"""Lens readouts and tuned-lens training, written once against the Runner interface.
+"""probes layer: lens readouts and tuned-lens training, written once against the Runner interface.
 
 Block ``l``'s resid_post is decoded through the lens (``pytest_interp.lenses``: the logit lens
 passes it through, a tuned lens applies its affine translator ``h + A h + b``), the final norm

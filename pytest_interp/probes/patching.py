@@ -1,4 +1,4 @@
-"""Activation patching and logit differences, written once against the Runner interface.
+"""probes layer: activation patching, written once against the Runner interface.
 
 A patch runs the corrupted prompt with one clean activation written in. Sweeps are batched:
 all patches at layer L are rows of one forward pass that starts at block L from the corrupted
@@ -15,8 +15,9 @@ corrupted runs are memoised by the model.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,93 +27,57 @@ from ..backends.base import Edit, Start, Tokens
 from ..errors import InterpError
 from ..metrics import Metric
 from ..progress import progress
-from ..results import LogitDiffResult, PatchingResult, token_position
+from ..results import PatchingResult, token_position
 from ..sites import PATCH_SITES, Component, Site, all_sites
+from .batching import by_length, paired_tokens
 from .runner import Runner
 
 
-def logit_diff(model: Runner, prompt: str, answer: str, foil: str) -> LogitDiffResult:
-    """logit(answer) - logit(foil) at the last position of ``prompt``, with the top-5 there."""
-    tokens = model.tokens(prompt)
-    if tokens.batch != 1:
-        raise InterpError("logit_diff reads one prompt at a time; call it once per prompt")
-    return _logit_diff(model, prompt, answer, foil, model.run(tokens).logits[0, -1].float())
+@dataclass(frozen=True)
+class Patching:
+    """What an activation-patching sweep is asked: the probe's one argument and its memo key.
 
+    Patch each clean activation of ``site`` into the corrupted run: every (layer, position),
+    or for head_out every (layer, head, position) (``per_position=False``: (layer, head), the
+    head patched at every position at once). ``layers`` / ``positions`` (ints, negative from
+    the end, or token strings of the clean prompt) restrict the sweep; so does ``cells``,
+    (layer, column) pairs of the grid with its columns flattened (head * positions + position
+    for head_out by position). Cells left out are NaN. ``metric`` (see
+    ``pytest_interp.metrics``) is read at the last position. ``method="attribution"``
+    estimates the grid to first order from one backward pass; ``verify_top_k=K`` then
+    patches its K largest cells exactly."""
 
-def _logit_diff(model: Runner, prompt: str, answer: str, foil: str,
-                logits: torch.Tensor) -> LogitDiffResult:
-    a, f = model.vocab.id(answer), model.vocab.id(foil)
-    top = torch.softmax(logits, -1).topk(5)
-    return LogitDiffResult(
-        model=model.info.name, prompt=prompt, answer=answer, foil=foil,
-        value=float(logits[a] - logits[f]),
-        top=tuple((model.vocab.decode_one(int(i)), float(p))
-                  for p, i in zip(top.values, top.indices, strict=True)),
-    )
+    clean: str
+    corrupted: str
+    answer: str | None = None
+    foil: str | None = None
+    site: Component = "resid_pre"
+    per_position: bool = True
+    layers: tuple[int, ...] | None = None
+    positions: tuple[int | str, ...] | None = None
+    metric: Metric = "logit_diff"
+    method: Literal["exact", "attribution"] = "exact"
+    verify_top_k: int = 0
+    cells: frozenset[tuple[int, int]] | None = None
+    batch_size: int = 64
 
-
-@torch.inference_mode()
-def last_logits(model: Runner, prompts: Sequence[str], batch_size: int = 64) -> list[torch.Tensor]:
-    """Each prompt's last-position logits [V]: one unpadded forward per token length."""
-    tokens = [model.tokens(prompt) for prompt in prompts]
-    last: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
-    for group in by_length(tokens):
-        for lo in range(0, len(group), batch_size):
-            chunk = group[lo:lo + batch_size]
-            run = model.forward(Tokens.stack([tokens[i] for i in chunk]), logits_to_keep=1)
-            for i, logits in zip(chunk, run.logits[:, -1].float(), strict=True):
-                last[i] = logits
-    return last
-
-
-def logit_diffs(model: Runner, rows: Sequence[tuple[str, str, str]]) -> list[LogitDiffResult]:
-    """``logit_diff`` of many (prompt, answer, foil) rows, batched (see ``last_logits``)."""
-    logits = last_logits(model, [prompt for prompt, _, _ in rows])
-    return [_logit_diff(model, prompt, answer, foil, row)
-            for (prompt, answer, foil), row in zip(rows, logits, strict=True)]
-
-
-def by_length(tokens: Sequence[Tokens]) -> list[list[int]]:
-    """Indices of ``tokens`` grouped by token length (each group is one unpadded batch)."""
-    groups: dict[int, list[int]] = {}
-    for i, t in enumerate(tokens):
-        groups.setdefault(t.length, []).append(i)
-    return list(groups.values())
-
-
-def paired_tokens(model: Runner, clean: str, corrupted: str) -> tuple[Tokens, Tokens]:
-    """Tokenize a clean/corrupted pair, which must have the same number of tokens."""
-    a, b = model.tokens(clean), model.tokens(corrupted)
-    if a.length != b.length:
-        width = max(a.length, b.length)
-        rows = [f"  {i:>3}  {_cell(a.strs[0], i):<16} {_cell(b.strs[0], i)}" for i in range(width)]
-        raise InterpError(
-            f"clean and corrupted prompts must tokenize to the same length, got {a.length} and "
-            f"{b.length}: reword one so positions line up\n  pos  {'clean':<16} corrupted\n"
-            + "\n".join(rows)
-        )
-    return a, b
-
-
-def _cell(tokens: tuple[str, ...], i: int) -> str:
-    return repr(tokens[i]) if i < len(tokens) else "-"
+    def __post_init__(self) -> None:
+        for name in ("layers", "positions"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        if self.cells is not None:
+            object.__setattr__(self, "cells", frozenset(self.cells))
+        object.__setattr__(self, "per_position", self.per_position or self.site != "head_out")
 
 
 @torch.inference_mode()
-def activation_patching(
-    model: Runner, clean: str, corrupted: str, *, answer: str | None, foil: str | None,
-    site: Component = "resid_pre", per_position: bool = True,
-    layers: Sequence[int] | None = None, positions: Sequence[int | str] | None = None,
-    batch_size: int = 64, metric: Metric = "logit_diff",
-    cells: Collection[tuple[int, int]] | None = None,
-) -> PatchingResult:
-    """Patch every (layer, position), or (layer, head[, position]) for head_out; batched.
-
-    ``layers`` / ``positions`` (ints, negative from the end, or token strings of the clean
-    prompt) restrict the sweep; so does ``cells``, (layer, column) pairs of the grid with its
-    columns flattened (head * positions + position for head_out by position). Cells left out
-    are NaN. ``metric`` (see ``pytest_interp.metrics``) is read at the last position.
-    """
+def activation_patching(model: Runner, spec: Patching) -> PatchingResult:
+    """The exact sweep ``spec`` asks for, batched (see the module docstring)."""
+    clean, corrupted, answer, foil, site = spec.clean, spec.corrupted, spec.answer, spec.foil, \
+        spec.site
+    per_position, layers, positions, metric, cells = spec.per_position, spec.layers, \
+        spec.positions, spec.metric, spec.cells
     if site not in PATCH_SITES:
         raise InterpError(f"site {site!r} cannot be patched: use one of {', '.join(PATCH_SITES)}")
     info = model.info
@@ -159,7 +124,7 @@ def activation_patching(
             begin = pos if pos is not None else _first_difference(value, corrupted_act[index])
             todo.append(_Patch(layer, col, begin, pos, head, value))
     prefixes = _Prefixes(model, corrupted_tokens)
-    passes = _passes(todo, n_layers, n_pos, batch_size)
+    passes = _passes(todo, n_layers, n_pos, spec.batch_size)
     for start, begin, chunk in progress(passes, total=len(passes), desc=f"{site} patching"):
         edits = [Edit(Site(p.layer, site), p.value if p.pos is not None else p.value[begin:],
                       positions=None if p.pos is None else (p.pos - begin,), head=p.head,

@@ -1,4 +1,4 @@
-"""Patchscopes (Ghandeharioun et al. 2024), written once against the Runner interface.
+"""probes layer: patchscopes (Ghandeharioun et al. 2024), written once against the Runner interface.
 
 The source prompt's hidden state at (source layer, position) -- block ``layer``'s output,
 resid_post, as obvs reads ``layers[layer].output`` -- is optionally mapped, written over the
@@ -130,29 +130,52 @@ def _first_token(model: Runner, expected: str | int | None) -> int | None:
     return ids[0]
 
 
-@torch.inference_mode()
-def patchscope(
-    model: Runner, source: SourceContext | str, token: TokenSpec | None = None, *,
-    layers: int | Iterable[int] | None = None, target: TargetContext | str = IDENTITY_PROMPT,
-    target_layers: int | Iterable[int] | None = None, mode: Literal["pairs", "grid"] = "pairs",
-    target_token: TokenSpec = PLACEHOLDER, mapping: Mapping = None, max_new_tokens: int = 5,
-    expected: str | int | None = None, batch_size: int = 256,
-) -> PatchscopeResult:
-    """Read, map, patch and decode for every (source layer, target layer) pair, batched.
-
+@dataclass(frozen=True)
+class Patchscope:
+    """What a patchscope is asked (the probe's one argument; its memo key when ``mapping``
+    is None): the hidden state of ``token`` after each source layer in ``source``, patched
+    over the target's ``target_token`` after each target layer and decoded greedily.
+    ``mode="pairs"`` zips ``layers`` with ``target_layers`` (obvs ``over_pairs``; None = the
+    same layers), ``mode="grid"`` takes every combination (obvs ``over``); ``layers`` None =
+    all. ``mapping``: a callable [D] -> [D] or a [D, D] matrix M applied as ``M @ h``.
     ``expected``: a token (or a text, for its first token) whose probability at the first
-    generated position is kept per pair.
-    """
-    if isinstance(source, SourceContext):
-        token, layers = source.position, source.layer if layers is None else layers
-        source = source.prompt
-    if isinstance(target, TargetContext):
-        target_token, mapping, max_new_tokens = target.position, target.mapping, \
-            target.max_new_tokens
-        target_layers = target.layer if target_layers is None else target_layers
-        target = target.prompt
-    if token is None:
-        raise InterpError("a patchscope needs the source token: pass token=STRING or a position")
+    generated position is kept per pair."""
+
+    source: str
+    token: TokenSpec
+    layers: int | tuple[int, ...] | None = None
+    target: str = IDENTITY_PROMPT
+    target_layers: int | tuple[int, ...] | None = None
+    mode: Literal["pairs", "grid"] = "pairs"
+    target_token: TokenSpec = PLACEHOLDER
+    mapping: Mapping = None
+    max_new_tokens: int = 5
+    expected: str | int | None = None
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "target_layers"):
+            value = getattr(self, name)
+            if isinstance(value, Iterable) and not isinstance(value, str | int):
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.token, list):
+            object.__setattr__(self, "token", tuple(self.token))
+
+    @classmethod
+    def of(cls, source: SourceContext, target: TargetContext) -> Patchscope:
+        """obvs's contexts as a spec."""
+        return cls(source.prompt, source.position, layers=source.layer, target=target.prompt,
+                   target_layers=target.layer, target_token=target.position,
+                   mapping=target.mapping, max_new_tokens=target.max_new_tokens)
+
+
+@torch.inference_mode()
+def patchscope(model: Runner, spec: Patchscope) -> PatchscopeResult:
+    """Read, map, patch and decode for every (source layer, target layer) pair, batched."""
+    source, token, layers, target, target_layers, mode = (
+        spec.source, spec.token, spec.layers, spec.target, spec.target_layers, spec.mode)
+    target_token, mapping, max_new_tokens, expected, batch_size = (
+        spec.target_token, spec.mapping, spec.max_new_tokens, spec.expected, spec.batch_size)
     pairs = layer_pairs(model, layers, target_layers, mode)
     src_tokens, tgt_tokens = model.tokens(source), model.tokens(target)
     for tokens in (src_tokens, tgt_tokens):

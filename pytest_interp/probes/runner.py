@@ -1,4 +1,5 @@
-"""The narrow interface probes use: what they may ask of a loaded model, and nothing more.
+"""probes layer: the narrow interface probes use: what they may ask of a loaded model, and nothing
+more.
 
 ``InterpModel`` implements it; probes never import ``pytest_interp.model``. Runs through
 ``run`` are memoised (the same forward pass is never done twice); ``forward`` is for rows
@@ -14,8 +15,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from ..backends.base import Edit, ModelInfo, Run, Start, Tokens
-    from ..results import Vocab
     from ..sites import Site
+    from ..vocab import Vocab
 
 
 class Runner(Protocol):

@@ -1,4 +1,4 @@
-"""Steering vectors and their effect, written once against the Runner interface.
+"""probes layer: steering vectors and their effect, written once against the Runner interface.
 
 A vector comes from one contrastive prompt pair (ActAdd: the difference of activations at a
 site and position), from the mean difference over many pairs (CAA), or from a file. It is
@@ -8,7 +8,9 @@ forward pass (and one batched generation); coefficient 0 is the unsteered run it
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -144,17 +146,67 @@ def _sampler(seed: int, temperature: float) -> Callable[[Tensor], Tensor]:
     return choose
 
 
+@dataclass(frozen=True, eq=False)
+class Vector:
+    """A steering vector as a spec holds it: the tensor, equal and hashed by its bytes."""
+
+    tensor: Tensor
+    digest: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        data = self.tensor.detach().float().cpu().numpy().tobytes()
+        object.__setattr__(self, "digest", hashlib.sha1(data).hexdigest())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vector) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+
+@dataclass(frozen=True)
+class Steering:
+    """What steering is asked (the probe's one argument and its memo key): add ``coef *
+    vector`` at (layer, site) on ``positions`` ("all" includes generated tokens; "last", or
+    int N for prompt positions N..) for each coefficient, batched; measure ``metric`` of
+    ``target`` (None: logit(target) - logit(foil), or log P(target) without a foil; ``"kl"``
+    is from the unsteered run), the KL, the top tokens, and ``max_new_tokens`` of steered
+    generation (greedy, or seeded sampling). ``normalize`` scales the vector to unit norm."""
+
+    prompt: str
+    vector: Vector
+    layer: int
+    coef: float | tuple[float, ...] = 1.0
+    site: Component = "resid_pre"
+    positions: Positions = "all"
+    normalize: bool = False
+    target: str | None = None
+    foil: str | None = None
+    max_new_tokens: int = 0
+    sample: bool = False
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 5
+    metric: Metric | None = None
+
+    def __post_init__(self) -> None:
+        coef = self.coef
+        object.__setattr__(self, "coef", (coef,) if isinstance(coef, int | float) else
+                           tuple(coef))
+
+    @property
+    def coefs(self) -> tuple[float, ...]:
+        return self.coef  # type: ignore[return-value]
+
+
 @torch.inference_mode()
-def steer(
-    model: Runner, prompt: str, vector: Tensor, *, layer: int, coefs: Sequence[float],
-    site: Component = "resid_pre", positions: Positions = "all", normalize: bool = False,
-    target: str | None = None, foil: str | None = None, max_new_tokens: int = 0,
-    sample: bool = False, seed: int = 0, temperature: float = 1.0, top_k: int = 5,
-    metric: Metric | None = None,
-) -> SteeringResult:
-    """Add ``coef * vector`` at (layer, site) for every coefficient, batched, and measure
-    ``metric`` of ``target`` (None: logit diff with a foil, else log P; ``"kl"`` is from the
-    unsteered run)."""
+def steer(model: Runner, spec: Steering) -> SteeringResult:
+    """What ``spec`` asks for, every coefficient a row of one batched forward pass."""
+    prompt, vector, layer, coefs, site, positions = (
+        spec.prompt, spec.vector.tensor, spec.layer, spec.coefs, spec.site, spec.positions)
+    normalize, target, foil, max_new_tokens, sample, seed, temperature, top_k, metric = (
+        spec.normalize, spec.target, spec.foil, spec.max_new_tokens, spec.sample, spec.seed,
+        spec.temperature, spec.top_k, spec.metric)
     _check_site(site)
     where = Site(model.info.check_layer(layer), site)
     vector = torch.as_tensor(vector).detach().float()

@@ -1,4 +1,4 @@
-"""Drawing helpers for report figures: SVG heatmaps and strips (Jinja2 macros in
+"""expect layer: drawing helpers for report figures: SVG heatmaps and strips (Jinja2 macros in
 templates/figures.j2) and inline PNGs (Pillow); no network."""
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Figures for the HTML report: each kind's own figure (from the registry), and snapshot diffs."""
+"""expect layer: figures for the HTML report: each kind's own figure (from the registry), and
+snapshot diffs."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from ..dataset_expectation import DatasetResult
@@ -24,8 +26,6 @@ def snapshot_figure(diff: SnapshotDiff) -> str:
 def line_diff(old: str, new: str) -> str:
     """The lines of ``old`` replaced or removed (``- ``) and of ``new`` in their place
     (``+ ``), each change after the other, as HTML."""
-    import difflib
-
     a, b = old.splitlines(), new.splitlines()
     out = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():

@@ -1,6 +1,6 @@
-"""The self-contained HTML report (a Jinja2 template): a summary with links, failed first, an
-outcome filter, and with several models a test x model grid and trend charts; then one section
-per test with its status, failure text and figures."""
+"""expect layer: the self-contained HTML report (a Jinja2 template): a summary with links, failed
+first, an outcome filter, and with several models a test x model grid and trend charts; then one
+section per test with its status, failure text and figures."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The Markdown summary for CI pages (GitHub's ``GITHUB_STEP_SUMMARY``): outcome counts, one
-row per test (failed first) with what its expectations measured, and the largest snapshot
-changes."""
+"""expect layer: the Markdown summary for CI pages (GitHub's ``GITHUB_STEP_SUMMARY``): outcome
+counts, one row per test (failed first) with what its expectations measured, and the largest
+snapshot changes."""
 
 from __future__ import annotations
 

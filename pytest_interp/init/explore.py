@@ -1,34 +1,23 @@
-"""Write a regression suite for a model: ``python -m pytest_interp init``.
-
-    python -m pytest_interp init --model smollm2-135m --out tests/interp
-
-Explores the model (facts it recalls and where they emerge in the logit lens, IOI and the
-layers patching moves the answer through, induction and previous-token heads, a steering
-direction), writes a readable pytest suite whose bounds come from what it measured, writes
-its snapshots with calibrated noise floors, and runs the suite once to show it passes.
-
-Bounds keep a documented safety margin (``MARGINS``) beyond the measured 95% interval's far
-end, so the suite passes on the model it was made from and on benign variants (a re-save,
-bfloat16 rounding) and fails on real damage; every generated test says what was measured.
-"""
+"""top layer: what ``init`` measures on a model: facts it recalls (and where they emerge in the
+logit lens), IOI and the layers patching moves the answer through, induction and previous-token
+heads, a steering direction; each part within a time budget."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import InterpError
+from ..dataset_expectation import dataset
+from ..datasets import capitals, ioi
+from ..errors import InterpError
+from .bounds import fraction_bound, lower_bound, upper_bound
 
 T = TypeVar("T")
 
@@ -37,9 +26,6 @@ PARTS = ("facts", "ioi", "heads", "steering")
 #: How far a bound sits beyond the measured interval's far end: a share of the measured value,
 #: at least an absolute step in the value's unit; fractions sit a fixed step below the Wilson
 #: interval's low end. Bounds are rounded outwards (to 2 decimals, logits to 1).
-MARGINS = {"relative": 0.25, "logit": 0.5, "unit": 0.1, "fraction": 0.1}
-
-#: Review openings for the steering direction; the contrast pair and the target/foil tokens.
 REVIEWS = ("I think this movie is", "The food at this restaurant was",
            "My opinion of the new phone is that it is", "Honestly, the concert last night was",
            "The hotel room we stayed in was", "Reading this book was",
@@ -48,30 +34,6 @@ CONTRAST = {"positive": "I love this", "negative": "I hate this", "target": " gr
             "foil": " terrible"}
 SWEEP_PROMPTS = 16  # IOI prompts the layer sweep averages over
 MIN_FACTS = 8  # fewer recalled facts than this: no facts test (an interval would say little)
-
-
-def lower_bound(low: float, value: float, unit: str) -> float:
-    """A ``min=`` bound: ``low`` less the margin, rounded down."""
-    step = MARGINS["logit"] if unit == "logit" else MARGINS["unit"]
-    bound = low - max(MARGINS["relative"] * abs(value), step)
-    return _round(bound, unit, math.floor)
-
-
-def upper_bound(high: float, value: float, unit: str) -> float:
-    """A ``max=`` bound: ``high`` plus the margin, rounded up."""
-    step = MARGINS["logit"] if unit == "logit" else MARGINS["unit"]
-    bound = high + max(MARGINS["relative"] * abs(value), step)
-    return _round(bound, unit, math.ceil)
-
-
-def fraction_bound(low: float) -> float:
-    """A ``min_fraction=`` bound: the Wilson interval's low end less the margin."""
-    return max(0.0, _round(low - MARGINS["fraction"], "unit", math.floor))
-
-
-def _round(value: float, unit: str, how: Callable[[float], int]) -> float:
-    scale = 10 if unit == "logit" else 100
-    return how(round(value * scale, 6)) / scale
 
 
 @dataclass
@@ -126,12 +88,12 @@ def explore_facts(model: Any, rows: Sequence[dict[str, Any]], source: str,
     emerges = sorted(r["emerges_at"] for r in recalled)
     by = emerges[(len(emerges) - 1) // 2]  # half emerge by this layer (the lower median)
     found.files["facts.jsonl"] = "".join(json.dumps(r) + "\n" for r in recalled)
-    next_token = model.dataset("next_token", recalled, stat="fraction", min_fraction=0)
-    prob = model.dataset("next_token", recalled, min_prob=1e-9)  # read the mean
+    next_token = dataset(model, "next_token", recalled, stat="fraction", min_fraction=0)
+    prob = dataset(model, "next_token", recalled, min_prob=1e-9)  # read the mean
     emergence = None
     if by < model.info.n_layers - 1:  # at the last layer it would restate the recall
-        emergence = _fraction(model.dataset("lens", recalled, emerges_by=by, top_k=5,
-                                            stat="fraction", min_fraction=0))
+        emergence = _fraction(dataset(model, "lens", recalled, emerges_by=by, top_k=5,
+                                      stat="fraction", min_fraction=0))
         if emergence["min"] <= 0:  # a bound of 0 would claim nothing
             emergence = None
     found.parts["facts"] = {
@@ -146,10 +108,8 @@ def explore_ioi(model: Any, n: int, found: Findings, budget: Budget) -> None:
     where patching the clean residual stream into the corrupted run restores the answer:
     every layer at END and S2 swept on up to ``SWEEP_PROMPTS`` prompts (one batched grid
     each), the chosen cells then measured over all ``n``."""
-    from .datasets import ioi
-
     source = f"ioi:{n}"
-    diff = model.dataset("logit_diff", source, min=0)
+    diff = dataset(model, "logit_diff", source, min=0)
     if diff.estimate.low <= 0:
         found.left_out["ioi"] = f"does not do IOI: logit diff over {source} is {diff.estimate}"
         return
@@ -175,8 +135,8 @@ def explore_ioi(model: Any, n: int, found: Findings, budget: Budget) -> None:
     cells = {"late": ("END", late), "mid": ("S2", mid), "early": ("END", early)}
     measured = {}
     for name, (position, layer) in cells.items():
-        measured[name] = {"layer": layer, **_interval(model.dataset(
-            "activation_patching", source, layer=layer, position=position,
+        measured[name] = {"layer": layer, **_interval(dataset(
+            model, "activation_patching", source, layer=layer, position=position,
             min_recovery=-10).estimate, "unit")}
     first = ioi(1)[0]
     found.parts["ioi"] = {
@@ -213,14 +173,15 @@ def explore_steering(model: Any, found: Findings, budget: Budget) -> None:
     """The layer where adding the love - hate direction (coef 2) most raises
     logit(' great') - logit(' terrible') over the review openings, and its effect there."""
     reviews = list(REVIEWS)
-    common = dict(positive=CONTRAST["positive"], negative=CONTRAST["negative"], positions=1,
-                  target=CONTRAST["target"], foil=CONTRAST["foil"])
+    common: dict[str, Any] = dict(positive=CONTRAST["positive"],
+                                  negative=CONTRAST["negative"], positions=1,
+                                  target=CONTRAST["target"], foil=CONTRAST["foil"])
     tried: dict[int, Any] = {}
 
     def effect(layer: int) -> Any:
         if layer not in tried:
-            tried[layer] = model.dataset("steering", reviews, layer=layer, coef=2, min_delta=0,
-                                         **common).estimate
+            tried[layer] = dataset(model, "steering", reviews, layer=layer, coef=2,
+                                   min_delta=0, **common).estimate
         return tried[layer]
 
     # Every other layer, then the best one's neighbours: the effect varies slowly with depth.
@@ -239,10 +200,10 @@ def explore_steering(model: Any, found: Findings, budget: Budget) -> None:
                                      "' great' over ' terrible' with an interval above 0"
         return
     layer, up = best
-    down = model.dataset("steering", reviews, layer=layer, coef=-2, max_delta=0,
-                         **common).estimate
-    control = model.dataset("steering", reviews, layer=layer, coef=2, min_delta=0, control=8,
-                            stat="fraction", min_fraction=0, **common)
+    down = dataset(model, "steering", reviews, layer=layer, coef=-2, max_delta=0,
+                   **common).estimate
+    control = dataset(model, "steering", reviews, layer=layer, coef=2, min_delta=0, control=8,
+                      stat="fraction", min_fraction=0, **common)
     found.files["reviews.txt"] = "".join(r + "\n" for r in reviews)
     found.parts["steering"] = {
         "layer": layer, "up": _interval(up, "logit"), "down": _interval(down, "logit"),
@@ -287,8 +248,6 @@ def user_facts(path: Path) -> list[dict[str, Any]]:
 def explore(model: Any, spec: str, parts: Iterable[str], *, ioi_n: int = 64,
             facts: Sequence[dict[str, Any]] = (), budget: Budget | None = None) -> Findings:
     """Run the chosen parts on ``model`` (an InterpModel) within the budget."""
-    from .datasets import capitals
-
     budget = budget or Budget(None)
     found = Findings(spec, model.info.name, model.info.n_layers)
     for part in parts:
@@ -321,133 +280,3 @@ def duration(elapsed: float) -> str:
 def say(text: str) -> None:
     """One line of progress on stderr."""
     print(f"init: {text}", file=sys.stderr, flush=True)
-
-
-def render(found: Findings) -> dict[str, str]:
-    """The suite's files: name -> text."""
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
-    env = Environment(loader=PackageLoader("pytest_interp", "templates"),
-                      undefined=StrictUndefined, keep_trailing_newline=True,
-                      trim_blocks=True, lstrip_blocks=True)
-    env.filters["f2"] = lambda x: f"{x:.2f}"
-    env.filters["py"] = _literal
-    values = {"spec": found.spec, "name": found.model_name, "parts": found.parts,
-              "left_out": found.left_out, "n_layers": found.n_layers, "margins": MARGINS,
-              "h_doc": _heads_doc(found.parts.get("heads", {})), "fact": _snapshot_fact(found)}
-    files = dict(found.files)
-    files["pytest.ini"] = env.get_template("init/pytest.ini.j2").render(values)
-    files["test_interp.py"] = env.get_template("init/test_interp.py.j2").render(values)
-    files["test_snapshots.py"] = env.get_template("init/test_snapshots.py.j2").render(values)
-    return files
-
-
-def _literal(value: object) -> str:
-    """A Python literal for ``value``; strings in double quotes, as ruff formats them."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return repr(value)
-
-
-def _snapshot_fact(found: Findings) -> str:
-    """The prompt whose lens and greedy answer are snapshotted: the first recalled fact."""
-    from .datasets import capitals
-
-    if "facts" in found.parts:
-        return str(found.parts["facts"]["first"]["prompt"])
-    return str(capitals(1)[0]["prompt"])
-
-
-def _heads_doc(picked: dict[str, list[dict[str, Any]]]) -> str:
-    """The heads test's docstring: "Induction heads: L18H6, L17H4. Previous-token ..."."""
-    said = [f"{kind.replace('_', '-').capitalize()} heads: "
-            + ", ".join(f"L{x['layer']}H{x['head']}" for x in heads) + "."
-            for kind, heads in picked.items() if heads]
-    return textwrap.fill(" ".join(said), 88, subsequent_indent="    ")
-
-
-def pytest_session(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``pytest`` on the written suite, in a new process, from its folder."""
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-                          cwd=out, capture_output=True, text=True, check=False)
-
-
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytest_interp init",
-        description="Explore a model and write a regression suite for it, with snapshots.")
-    parser.add_argument("--model", required=True,
-                        help="the model spec, as --interp-model takes it")
-    parser.add_argument("--out", required=True, type=Path, help="the folder to write")
-    parser.add_argument("--parts", default=",".join(PARTS),
-                        help=f"comma-separated, of {', '.join(PARTS)} (default: all)")
-    parser.add_argument("--facts", type=Path, default=None,
-                        help="a .jsonl of {prompt, target} facts, tried with the capitals")
-    parser.add_argument("--ioi-prompts", type=int, default=64, help="IOI dataset size")
-    parser.add_argument("--budget-seconds", type=float, default=None,
-                        help="stop exploring after this many seconds (parts not started are "
-                             "left out, a sweep stops where it is)")
-    parser.add_argument("--backend", default="transformer_lens",
-                        choices=("transformer_lens", "nnsight"))
-    parser.add_argument("--no-snapshots", action="store_true",
-                        help="write no snapshot test (and no noise floors)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="do not run the written suite at the end")
-    parser.add_argument("--force", action="store_true", help="write into a non-empty folder")
-    args = parser.parse_args(argv)
-
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown or not parts:
-        parser.error(f"--parts takes some of {', '.join(PARTS)}, got {args.parts!r}")
-    out: Path = args.out.resolve()
-    if out.exists() and any(out.iterdir()) and not args.force:
-        parser.error(f"{args.out} is not empty: choose another --out or pass --force")
-    try:
-        facts = user_facts(args.facts) if args.facts else []
-        from .model import InterpModel, load_backend
-        from .settings import ModelRequest
-
-        start = time.monotonic()
-        request = ModelRequest(args.model, backend=args.backend)
-        say(f"loading {args.model} ...")
-        model = InterpModel(load_backend(request), request=request)
-        found = explore(model, args.model, parts, ioi_n=args.ioi_prompts, facts=facts,
-                        budget=Budget(args.budget_seconds, start))
-    except InterpError as exc:
-        print(f"init: {exc}", file=sys.stderr)
-        return 2
-    if args.no_snapshots:
-        found.left_out["snapshots"] = "--no-snapshots"
-    for part, why in found.left_out.items():
-        say(f"left out {part}: {why}")
-    files = render(found)
-    if args.no_snapshots:
-        del files["test_snapshots.py"]
-        if not found.parts:
-            say(f"found nothing to claim on {args.model} (every part was left out) and "
-                "--no-snapshots: no suite written; drop --no-snapshots to snapshot it")
-            return 1
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (out / name).write_text(text)
-    say(f"wrote {', '.join(sorted(files))} to {args.out} "
-        f"({duration(time.monotonic() - start)})")
-    if not args.no_snapshots:
-        say("writing snapshots with calibrated noise floors ...")
-        done = pytest_session(out, "test_snapshots.py", "--snapshot-update", "-q")
-        if done.returncode != 0:
-            print(done.stdout[-3000:], file=sys.stderr)
-            say("writing the snapshots failed (above)")
-            return 1
-    if not args.no_verify:
-        say("running the suite on the model it was made from ...")
-        done = pytest_session(out, "-q")
-        last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        if done.returncode != 0:
-            print(done.stdout[-5000:], file=sys.stderr)
-            say(f"the written suite does not pass on {args.model}: {last}")
-            return 1
-        say(f"the suite passes on {args.model}: {last.strip('= ')}")
-    say(f"done in {duration(time.monotonic() - start)}; run it with: python -m pytest {args.out}")
-    return 0

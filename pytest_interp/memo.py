@@ -1,0 +1,141 @@
+"""model layer: what a model remembers: its memoised runs (an LRU bounded by bytes), the counts of
+work done and reused, and a read-only view of one run's activations."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .settings import DEFAULT_MEMO_BYTES
+from .sites import Site
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .backends.base import Backend, ModelInfo, Run, Tokens
+    from .sites import Site
+
+
+@dataclass
+class MemoStats:
+    """A model's work: its run memo's ``hits``, ``misses`` and ``evictions``; the forward
+    ``passes`` computed (memoised or not, each generation step one); the probe ``results``
+    served again by ``InterpModel.remember``."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    passes: int = 0
+    results: int = 0
+
+    @property
+    def reused(self) -> int:
+        """Runs and probe results taken from the memo instead of computed again."""
+        return self.hits + self.results
+
+
+@dataclass
+class RunMemo:
+    """LRU memo of runs keyed by (token ids, edits), bounded by the bytes it holds."""
+
+    max_bytes: int = DEFAULT_MEMO_BYTES
+    stats: MemoStats = field(default_factory=MemoStats)
+    _runs: OrderedDict[tuple[Any, ...], Run] = field(default_factory=OrderedDict)
+    _bytes: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, key: tuple[Any, ...], read: Collection[Site]) -> Run | None:
+        run = self._runs.get(key)
+        if run is None or not all(site in run.acts for site in read):
+            return None
+        self._runs.move_to_end(key)
+        self.stats.hits += 1
+        return run
+
+    def sites(self, key: tuple[Any, ...]) -> set[Site]:
+        run = self._runs.get(key)
+        return set(run.acts) if run is not None else set()
+
+    def put(self, key: tuple[Any, ...], run: Run) -> None:
+        self.stats.misses += 1
+        if key in self._runs:
+            self._bytes -= self._runs.pop(key).nbytes()
+        size = run.nbytes()
+        if size > self.max_bytes:
+            return  # larger than the whole budget: returned to the caller, never kept
+        self._runs[key] = run
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._runs.popitem(last=False)
+            self._bytes -= old.nbytes()
+            self.stats.evictions += 1
+
+    def clear(self) -> None:
+        self._runs.clear()
+        self._bytes = 0
+
+
+class ActivationCache(Mapping["Site", "Tensor"]):
+    """Read-only view of one memoised run: ``cache["resid_pre", 3]`` or ``cache[Site(3, ...)]``.
+
+    Tensors keep the batch dimension (TransformerLens's convention) and are copies, so
+    changing one never changes the memo.
+    """
+
+    def __init__(self, run: Run, info: ModelInfo) -> None:
+        self._run = run
+        self._info = info
+
+    def _site(self, key: object) -> Site:
+        if isinstance(key, Site):
+            return key
+        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str):
+            return Site(self._info.check_layer(key[1]), key[0])  # type: ignore[arg-type]
+        raise KeyError(f"use cache[component, layer] or cache[Site(layer, component)], not {key!r}")
+
+    def __getitem__(self, key: object) -> Tensor:
+        site = self._site(key)
+        if site not in self._run.acts:
+            raise KeyError(f"{site} was not recorded for this prompt")
+        return self._run.acts[site].clone()
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(sorted(self._run.acts))
+
+    def __len__(self) -> int:
+        return len(self._run.acts)
+
+    @property
+    def logits(self) -> Tensor:
+        """[1, P, V]"""
+        return self._run.logits.clone()
+
+    @property
+    def tokens(self) -> Tokens:
+        return self._run.tokens
+
+    @property
+    def str_tokens(self) -> tuple[str, ...]:
+        return self._run.tokens.strs[0]
+
+
+class Counted:
+    """A backend whose forward passes (``run`` calls) count in ``stats.passes``."""
+
+    def __init__(self, backend: Backend, stats: MemoStats) -> None:
+        self._backend, self._stats = backend, stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def run(self, *args: Any, **kwargs: Any) -> Run:
+        self._stats.passes += 1
+        return self._backend.run(*args, **kwargs)

@@ -1,0 +1,47 @@
+"""plugin layer: what a test's call report carries from the process that ran it (an xdist worker, or
+this one) to the report, summaries and terminal: one typed record, one encoder, one decoder. It
+travels as the report's ``interp`` attribute (pytest serialises a report's extra attributes for
+xdist); JUnit XML's properties stay in ``user_properties``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pytest
+
+ATTRIBUTE = "interp"
+
+
+@dataclass
+class TestRecord:
+    """One test's interp facts, as its call report carries them."""
+
+    __test__ = False  # not a test class
+
+    model: str | None = None  # its model's id in a series
+    verdict: str | None = None  # our own outcome: "inconclusive" or "drift"
+    measured: list[str] = field(default_factory=list)  # each marker: label, value, verdict
+    points: list[dict[str, Any]] = field(default_factory=list)  # the trend charts' values
+    figures: str = ""  # the report's HTML figures
+    changes: list[str] = field(default_factory=list)  # a failed snapshot's largest changes
+    noise: list[str] = field(default_factory=list)  # near-ties its snapshots called noise
+    within: list[str] = field(default_factory=list)  # snapshot diffs within their budget
+    vacuous: list[str] = field(default_factory=list)  # --interp-controls notes
+    drift: float | None = None  # its snapshots' largest drift, in noise floors
+
+
+def encode(report: pytest.TestReport, record: TestRecord) -> None:
+    """Attach ``record`` to ``report`` (plain JSON types, so it survives xdist)."""
+    setattr(report, ATTRIBUTE, asdict(record))
+
+
+def decode(report: pytest.TestReport | pytest.CollectReport) -> TestRecord:
+    """The record a report carries (an empty one if none)."""
+    data = getattr(report, ATTRIBUTE, None)
+    return TestRecord(**data) if isinstance(data, dict) else TestRecord()
+
+
+def outcome(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """passed, failed, skipped, or our own: inconclusive, drift."""
+    return decode(report).verdict or ("failed" if report.failed else report.outcome)
