@@ -150,9 +150,11 @@ def test_next_token_is_paris():
 
 
 @pytest.mark.perplexity(prompts="texts.txt", stat="median", max=100)
-@pytest.mark.perplexity(prompts="texts_reversed.txt", stat="median", min=1000)
+@pytest.mark.perplexity(prompts="texts_reversed.txt", stat="median", min=1000, max=30000)
 def test_perplexity_tells_text_from_word_salad():
-    """Plain sentences are predictable; the same words in reverse order are not."""
+    """Plain sentences are predictable; the same words in reverse order are not, though a
+    model that learned the words still beats chance on them (SmolLM2: median 4,756, 95% CI
+    [2,027, 16,799]; a re-initialised one: 53,366, near the 49,152-token vocabulary)."""
 
 
 @pytest.mark.generation(FACT, contains="Paris", max_new_tokens=4)
