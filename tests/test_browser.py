@@ -1,9 +1,14 @@
-"""The HTML report in a real browser: headless Debian Chromium driven by Selenium."""
+"""The HTML report and the documentation site in a real browser: headless Debian Chromium
+driven by Selenium."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,5 +123,45 @@ def test_report_renders_in_chromium(pytester, load_raw_hf, tmp_path):
         driver.execute_script("arguments[0].scrollIntoView()", failed)
         shot = tmp_path / "report.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
+
+
+def test_docs_site_builds_offline_and_renders_in_chromium(tmp_path):
+    """`mkdocs build --strict` of docs/ (no network: no web fonts, a local search index), then
+    a kind's page in Chromium: its title, the navigation's sections, a rendered code block."""
+    _need_browser()
+    if importlib.util.find_spec("mkdocs") is None:
+        message = "needs mkdocs-material and mkdocstrings: run bash .ci/setup"
+        if os.environ.get("PYTEST_INTERP_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium.webdriver.common.by import By
+
+    root = Path(__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+                            str(root / "mkdocs.yml"), "--site-dir", str(site)],
+                           capture_output=True, text=True, cwd=root, timeout=300)
+    assert build.returncode == 0, build.stderr[-4000:]
+    page = site / "kinds" / "lens" / "index.html"
+    html = page.read_text(encoding="utf-8")
+    assert "fonts.googleapis.com" not in html and "fonts.gstatic.com" not in html
+    assert (site / "search" / "search_index.json").stat().st_size > 10_000
+
+    driver = _chromium()
+    try:
+        driver.get(page.as_uri())
+        assert driver.title.startswith("Lens") and driver.title.endswith("pytest-interp")
+        nav = driver.find_element(By.CSS_SELECTOR, "nav.md-nav--primary")
+        sections = nav.get_attribute("textContent")
+        for section in ("Getting started", "Concepts", "Kinds", "Models", "CI", "CLI",
+                        "Writing your own kind", "Benchmarks", "Reference"):
+            assert section in sections, section
+        code = driver.find_element(By.CSS_SELECTOR, "article .highlight pre code")
+        assert code.is_displayed() and "@pytest.mark.lens(" in code.text
+        assert code.find_elements(By.CSS_SELECTOR, "span")  # highlighted: tokens in spans
+        assert driver.execute_script(  # the theme's stylesheet applied: a sticky header
+            "return getComputedStyle(document.querySelector('.md-header')).position") == "sticky"
     finally:
         driver.quit()
