@@ -19,7 +19,7 @@ from pytest_interp.record import SnapshotDiff
 from pytest_interp.report.figures import snapshot_figure
 
 from .pytester_helpers import ini
-from .test_readme import readme_files
+from .test_docs import doc_files
 
 pytest_plugins = ["pytester"]
 
@@ -85,6 +85,7 @@ def _bisect(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_bisect_sessions_write_no_report_unless_asked(pytester):
     ini(pytester, report="suite-report.html")
     pytester.makepyfile(test_m=BISECT_SUITE)
@@ -265,5 +266,5 @@ def test_importing_pytest_interp_loads_no_torch():
 
 
 def test_the_readme_fine_tuning_example_runs(pytester):
-    pytester.makepyfile(test_load_hf_example=readme_files()["test_load_hf_example.py"])
+    pytester.makepyfile(test_load_hf_example=doc_files()["test_load_hf_example.py"])
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

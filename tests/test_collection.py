@@ -12,7 +12,7 @@ from pytest_interp.errors import InterpError
 from pytest_interp.registry import KINDS, KindRegistry
 
 from .pytester_helpers import ini
-from .test_readme import readme_files
+from .test_docs import doc_files
 
 pytest_plugins = ["pytester"]
 
@@ -44,6 +44,7 @@ def pytest_unconfigure(config):
 """
 
 
+@pytest.mark.slow
 def test_collect_only_loads_no_model_and_writes_no_report(pytester):
     for name in ("test_smollm2.py", "test_snapshots.py", "pytest.ini", "reviews.jsonl",
                  "texts.txt", "texts_reversed.txt"):
@@ -120,7 +121,7 @@ def test_registry_refuses_clashes():
 
 def test_a_conftest_kind_works_like_ours_and_leaves_with_its_session(pytester):
     """The README's `norm` kind, on the tiny model: marker, failure text, snapshot, --markers."""
-    files = readme_files()
+    files = doc_files()
     pytester.makeconftest(files["conftest.py"])
     ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""

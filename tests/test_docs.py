@@ -61,8 +61,6 @@ def doc_files() -> dict[str, str]:
     return files
 
 
-readme_files = doc_files  # the name tests/test_readme.py gave it, which other tests import
-
 
 def test_docs_have_the_examples_they_promise():
     files = doc_files()
