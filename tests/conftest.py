@@ -13,6 +13,15 @@ from pytest_interp.backends.loading import cache_dir
 # cache so the GGUF file is de-quantized once, not once per inner session.
 os.environ["PYTEST_INTERP_CACHE_DIR"] = str(cache_dir())
 
+# The test command runs on every core (pyproject's addopts: -n auto). Each worker then uses
+# one torch thread, and so do the pytest and init subprocesses it starts (they inherit the
+# variable): processes that each use every core slow each other down many times over.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 TINY_SPECS = tuple(f"tiny-random-{family.key}" for family in FAMILIES)  # every family we claim
 SPECS = (*TINY_SPECS, "smollm2-135m")
 BACKENDS = ("transformer_lens", "nnsight")
@@ -81,8 +90,38 @@ def _preloaded_libraries(load_backend):
     import syrupy  # noqa: F401
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _not_an_xdist_worker_inside():
+    """The sessions a test starts (pytester, subprocesses) are not this worker: syrupy and the
+    plugin read PYTEST_XDIST_WORKER from the environment, so it is hidden from them (for the
+    whole session: module fixtures start sessions too)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
+                     "PYTEST_XDIST_TESTRUNUID"):
+            patch.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _preload_before_pytester(request):
     """Every test that runs pytest in-process gets the libraries preloaded first."""
     if "pytester" in request.fixturenames:
         request.getfixturevalue("_preloaded_libraries")
+
+
+# The longest files (measured: minutes each on one core) start first; pyproject's addopts give
+# each file to one xdist worker (--dist loadfile), so a module fixture is made once.
+FIRST = ("test_init.py", "test_example_suite.py", "test_docs.py", "test_gemma3.py",
+         "test_checkpoints.py", "test_ablation_smollm2.py", "test_snapshot.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first, then slow tests before the others, so that under xdist the
+    long ones start early and the short ones fill the gaps at the end (a stable sort: each
+    file keeps its order)."""
+    def key(item: pytest.Item) -> tuple[int, bool]:
+        name = item.path.name
+        return (FIRST.index(name) if name in FIRST else len(FIRST),
+                item.get_closest_marker("slow") is None)
+
+    items.sort(key=key)

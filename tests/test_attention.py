@@ -99,6 +99,7 @@ def test_scores_match_the_patterns_by_hand(load_backend):
     assert model.attention().score("induction", layer, 0) == pytest.approx(induction, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_smollm2_heads(smollm2, smollm2_nnsight):
     ours = smollm2.attention()
     assert ours.label(18, 6) == "induction" and ours.score("induction", 18, 6) > 0.7
@@ -110,6 +111,7 @@ def test_smollm2_heads(smollm2, smollm2_nnsight):
     assert ours.labels == other.labels
 
 
+@pytest.mark.slow
 def test_attention_markers(pytester):
     ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""

@@ -164,6 +164,7 @@ def test_other_metrics_equal_plain_autograd_on_raw_hf(load_backend, load_raw_hf,
 
 
 @pytest.mark.parametrize("spec", TINY_SPECS)
+@pytest.mark.slow
 def test_backends_agree(load_backend, spec):
     tl, nn = (InterpModel(load_backend(spec, backend)) for backend in BACKENDS)
     for site, per_position in CASES:

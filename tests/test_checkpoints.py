@@ -47,6 +47,7 @@ def _outcomes(result, test: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
     report = suite.path / "report.html"
     result = suite.runpytest(f"--interp-model={series}/step_*",
@@ -119,6 +120,7 @@ def _bisect(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_bisect_finds_where_the_head_formed_and_the_first_change(suite, series):
     everything = suite.runpytest(f"--interp-model={series}/step_*", "-v",
                                  f"--interp-baseline={series / 'step_00000'}")
@@ -149,6 +151,7 @@ def test_bisect_finds_where_the_head_formed_and_the_first_change(suite, series):
     assert len(first.stdout.splitlines()) - 2 <= budget
 
 
+@pytest.mark.slow
 def test_bisect_says_when_the_last_model_does_not_fail(suite, series):
     done = _bisect(suite.path, "--models", str(series / "step_00000"), str(series / "step_00050"),
                    "--", "-k", "attention_summary")

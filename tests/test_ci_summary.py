@@ -89,6 +89,7 @@ def test_github_step_summary_gets_the_markdown_grid(pytester, load_backend, monk
     ]
 
 
+@pytest.mark.slow
 def test_step_summary_under_xdist_is_written_once(pytester, monkeypatch):
     summary = pytester.path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

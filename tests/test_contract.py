@@ -67,6 +67,7 @@ def test_adapters_agree_with_raw_hf_on_every_site(spec, edited, load_backend, lo
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("component", [c for c in COMPONENTS if c != "attn_pattern"])
 @pytest.mark.parametrize("mode", ["replace", "add"])
+@pytest.mark.slow
 def test_adapters_agree_under_every_edit(spec, component, mode, load_backend):
     tl, nn = load_backend(spec, "transformer_lens"), load_backend(spec, "nnsight")
     tokens = tl.tokenize(PROMPT).repeat(2)
@@ -150,6 +151,7 @@ def _full_forward_generate(model, tokens, steps, edits):
 
 @pytest.mark.parametrize("spec", TINY_SPECS)
 @pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+@pytest.mark.slow
 def test_cached_generation_with_edits_equals_full_forward_steps(spec, backend, load_backend):
     """The KV-cached, prefix-sharing generate is the full forward pass at every step."""
     model = load_backend(spec, backend)

@@ -173,6 +173,7 @@ def test_logit_diff_rows_equal_single_runs(tiny):
     ("attn_out", {"layer": 1, "position": "S2"}), ("mlp_out", {"layer": 0, "position": -1}),
     ("head_out", {"layer": 1, "head": 2}), ("head_out", {"layer": 2, "head": 0, "position": "S2"}),
 ])
+@pytest.mark.slow
 def test_patching_cells_equal_the_restricted_sweep(tiny, site, where):
     # min_effect=0: a random model shows no effect to recover; this checks the numbers only
     result = dataset(tiny, "activation_patching", ROWS, site=site, **where,

@@ -30,6 +30,7 @@ def bf16(load_backend):
 
 
 @pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+@pytest.mark.slow
 def test_smollm2_in_bfloat16_still_knows_paris_and_does_ioi(bf16, smollm2, backend):
     model = bf16[backend]
     assert model.info.dtype == "bfloat16"

@@ -49,6 +49,7 @@ def _series(checkpoints: dict[str, Path], *names: str) -> list[str]:
     return [f"--interp-model={checkpoints[name]}" for name in names]
 
 
+@pytest.mark.slow
 def test_every_model_of_a_series_is_compared_with_the_one_snapshot(pytester, checkpoints):
     _suite(pytester, checkpoints)
     result = pytester.runpytest(*_series(checkpoints, "base", "copy", "tuned"), "-v")
@@ -61,6 +62,7 @@ def test_every_model_of_a_series_is_compared_with_the_one_snapshot(pytester, che
     assert "unused" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_snapshot_update_in_a_series_asks_which_model_writes(pytester, checkpoints):
     written = _suite(pytester, checkpoints)
     series = _series(checkpoints, "tuned", "base")
@@ -112,6 +114,7 @@ def test_drift_within_a_snapshots_budget_passes_with_its_diff_shown(pytester, ch
         "1e+06)"])
 
 
+@pytest.mark.slow
 def test_the_session_budget_and_the_drift_outcome(pytester, checkpoints):
     _suite(pytester, checkpoints)
     series = _series(checkpoints, "base", "tuned")

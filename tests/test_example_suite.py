@@ -45,6 +45,7 @@ def serial_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str]
     return _outcomes(junit), report, done.stdout
 
 
+@pytest.mark.slow
 def test_smollm2_example_suite_is_green_and_writes_the_report(serial_run):
     outcomes, report, stdout = serial_run
     assert " passed in " in stdout and "failed" not in stdout.splitlines()[-1]
@@ -62,6 +63,7 @@ def _snapshots(path: Path) -> dict[str, str]:
     return {s.name: s.data for s in AmberDataSerializer.read_file(str(path))}
 
 
+@pytest.mark.slow
 def test_two_workers_match_serial_and_recreate_equal_snapshots(serial_run, tmp_path):
     """`-n 2` from scratch: same pass/fail set as serial; the snapshots it creates compare
     equal, under the snapshot rules, to the committed (serially created) ones. Not byte for

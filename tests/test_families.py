@@ -48,6 +48,7 @@ def _probes(model: InterpModel) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("spec", TINY_SPECS)
+@pytest.mark.slow
 def test_every_probe_runs_on_every_family_with_the_same_numbers(spec, load_backend):
     tl = InterpModel(load_backend(spec, "transformer_lens"))
     nn = InterpModel(load_backend(spec, "nnsight"))

@@ -64,6 +64,7 @@ def test_a_file_is_hashed_whole_and_once(tmp_path, monkeypatch):
     assert len(reads) == 1
 
 
+@pytest.mark.slow
 def test_gguf_files_differing_in_the_middle_get_their_own_conversion(tmp_path, monkeypatch):
     from gguf import GGUFReader
 

@@ -72,6 +72,7 @@ def _model_line(result) -> list[str]:
     return line[line.index("MODEL "):].split()[1:]
 
 
+@pytest.mark.slow
 def test_a_revision_loads_its_own_snapshot_offline(pytester, offline):
     pytester.makepyfile(test_probe=PROBE)
     step = pytester.runpytest_subprocess("-s", "--interp-model=org/tiny@step1000")
@@ -108,6 +109,7 @@ def test_an_unsupported_hub_architecture_fails_before_any_weights(pytester, offl
                                  "LlamaForCausalLM, GPT2LMHeadModel, MistralForCausalLM, *"])
 
 
+@pytest.mark.slow
 def test_no_session_sets_hf_hub_offline(pytester, monkeypatch):
     """Neither a session without models nor one that loads a model switches HF offline."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -137,6 +137,7 @@ def test_ranks_equal_transformer_lens_logit_lens(smollm2):
     assert ours == tl_ranks
 
 
+@pytest.mark.slow
 def test_lens_is_identical_between_backends(smollm2, smollm2_nnsight):
     prompt = "When Mary and John went to the store, John gave a drink to"
     a = smollm2.logit_lens(prompt, positions=None)
@@ -193,6 +194,7 @@ def test_tuned_lens_errors(tmp_path, smollm2):
     )
 
 
+@pytest.mark.slow
 def test_trained_tuned_lens_beats_the_logit_lens_at_middle_layers(smollm2, tmp_path):
     texts = [p for p in CORPUS.read_text().split("\n\n") if p.strip()]
     layers = (10, 20)  # blocks; their outputs are read by translators 11 and 21
@@ -213,6 +215,7 @@ def test_trained_tuned_lens_beats_the_logit_lens_at_middle_layers(smollm2, tmp_p
     assert np.allclose(reloaded.logits, smollm2.tuned_lens(FACT, lens=lens).logits, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_trains_resumably_and_writes_the_tuned_lens_layout(tmp_path):
     out = tmp_path / "lens"
     command = [sys.executable, "-m", "pytest_interp.lens", "train", "--model",

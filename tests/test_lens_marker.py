@@ -14,6 +14,7 @@ LENS_USAGE = ("@pytest.mark.lens(prompt, target, *, layer=None, position=-1, top
               "min_prob=None, emerges_by=None, lens='logit'" + DATASET_USAGE)
 
 
+@pytest.mark.slow
 def test_markers_alone_are_a_complete_test_on_smollm2(pytester):
     ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""

@@ -167,6 +167,7 @@ def test_smollm2_is_located_without_importing_it():
 
 
 @pytest.mark.parametrize("alias", loading.TINY_ALIASES)
+@pytest.mark.slow
 def test_tiny_models_are_identical_on_every_load(alias):
     a, b = load_hf(resolve_spec(alias)).model, load_hf(resolve_spec(alias)).model
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
@@ -192,6 +193,7 @@ def test_gguf_path_spec_uses_the_conversion_cache():
     assert loaded.revision == resolve_spec("smollm2-135m").fingerprint()
 
 
+@pytest.mark.slow
 def test_corrupt_gguf_fails_with_one_line(tmp_path):
     import gguf
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import resource
 from pytest_interp.backends.load import load_backend
@@ -24,6 +26,7 @@ print(rss() - base, budget, model_bytes, model.memo.stats.evictions, len(model.m
 """
 
 
+@pytest.mark.slow
 def test_peak_rss_stays_within_budget_plus_model_size():
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                           timeout=600)

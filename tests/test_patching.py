@@ -110,6 +110,7 @@ def test_ioi_logit_diffs_on_smollm2(smollm2):
     assert clean > 3 and corrupted < -3
 
 
+@pytest.mark.slow
 def test_resid_pre_sweep_equals_transformer_lens(smollm2):
     """Our batched sweep vs TL's get_act_patch_resid_pre, cell by cell (1e-4).
 
@@ -140,6 +141,7 @@ def test_resid_pre_sweep_equals_transformer_lens(smollm2):
     assert 24 <= int(ours.recovery[:, -1].argmax()) <= 29  # and moves to the end late
 
 
+@pytest.mark.slow
 def test_sweeps_are_identical_between_backends(smollm2, smollm2_nnsight):
     for site in ("resid_pre", "attn_out", "mlp_out"):
         a = smollm2.activation_patching(CLEAN, CORRUPTED, answer=" Mary", foil=" John", site=site)

@@ -16,6 +16,7 @@ PATCHING_USAGE = (
 )
 
 
+@pytest.mark.slow
 def test_ioi_markers_on_smollm2(pytester):
     ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""

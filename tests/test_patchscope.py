@@ -214,6 +214,7 @@ def test_smollm2_decodes_ceo_at_early_layers(smollm2):
     assert result.expected == "CE"
 
 
+@pytest.mark.slow
 def test_smollm2_every_layer_equals_raw_hf_hooks(smollm2, smollm2_nnsight, load_raw_hf):
     raw = load_raw_hf("smollm2-135m")
     pairs = [(layer, layer) for layer in range(30)] + [(3, 0), (0, 12), (20, 5)]

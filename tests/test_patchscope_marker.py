@@ -15,6 +15,7 @@ PATCHSCOPE_USAGE = (
 )
 
 
+@pytest.mark.slow
 def test_patchscope_markers_on_smollm2(pytester):
     ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""

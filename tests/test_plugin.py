@@ -270,6 +270,7 @@ def test_unrelated_pytest_run_does_not_load_torch(pytester):
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.slow
 def test_one_model_per_xdist_worker(pytester):
     ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m="""
@@ -295,6 +296,7 @@ def test_one_model_per_xdist_worker(pytester):
     result.assert_outcomes(passed=6)
 
 
+@pytest.mark.slow
 def test_timeout_stops_a_runaway_test(pytester):
     ini(pytester, model="tiny-random-llama", timeout="0.5")
     pytester.makepyfile(test_m="""
@@ -328,6 +330,7 @@ def test_bad_thread_count_is_a_usage_error(pytester):
                                  "count: pass a whole number >= 1, or auto"])
 
 
+@pytest.mark.slow
 def test_xdist_workers_split_the_cores_between_them(pytester, monkeypatch):
     """Two workers with torch's default threads each would oversubscribe the cores (the
     example suite took 262 s instead of 47 s on 2 cores)."""
@@ -347,6 +350,7 @@ def test_xdist_workers_split_the_cores_between_them(pytester, monkeypatch):
     pytester.runpytest_subprocess("--interp-threads=1").assert_outcomes(passed=1)
 
 
+@pytest.mark.slow
 def test_each_test_draws_the_same_numbers_in_any_order_or_worker(pytester):
     """Seeds come from the base seed and the node id, not from what ran before."""
     pytester.makepyfile(test_draws="""

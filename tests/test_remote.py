@@ -71,6 +71,7 @@ PROBES = {
 
 
 @pytest.mark.parametrize("probe", PROBES)
+@pytest.mark.slow
 def test_every_probe_runs_remotely_and_equals_the_local_run(remote_and_local, fake_ndif, probe):
     remote, local = remote_and_local
     assert {p.device.type for p in remote.backend._hf.parameters()} == {"meta"}
@@ -123,6 +124,7 @@ def test_remote_needs_the_nnsight_backend(pytester):
                                  "through nnsight: add --interp-backend nnsight"])
 
 
+@pytest.mark.slow
 def test_marker_suite_runs_against_the_fake_remote(pytester, monkeypatch, tiny_dir):
     """The whole plugin path: options, session-start checks, markers and fixtures, with the
     fake server put in place by a conftest."""

@@ -86,6 +86,7 @@ def test_report_shows_a_failed_snapshot_side_by_side(pytester, load_raw_hf, tmp_
 
 
 @pytest.mark.parametrize("args", [("-n", "2")], ids=["xdist"])
+@pytest.mark.slow
 def test_report_under_xdist(pytester, args):
     ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE.split("def test_snapshot")[0])

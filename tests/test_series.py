@@ -99,6 +99,7 @@ def test_each_model_loads_once_and_is_released_after_its_tests(pytester, monkeyp
     ])
 
 
+@pytest.mark.slow
 def test_xdist_workers_load_each_model_at_most_once(pytester, monkeypatch):
     monkeypatch.setenv("LOADS", str(pytester.path))
     pytester.makeconftest(LOG_LOADS)
@@ -199,6 +200,7 @@ def test_baseline_names_what_changed_in_model_terms(pytester, copies):
     assert failure.count("L1H2: entropy 2.70 -> 0.00") == 1
 
 
+@pytest.mark.slow
 def test_baseline_gives_the_snapshot_diff(pytester, copies):
     """The baseline's changes are the ones a snapshot written on the baseline gives."""
     ini(pytester, model="tiny-random-llama")

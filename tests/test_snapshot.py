@@ -111,6 +111,7 @@ def _perturbed_copy(load_raw_hf, path, layer: int, head: int) -> None:
     raw.tokenizer.save_pretrained(path)
 
 
+@pytest.mark.slow
 def test_snapshot_flow_on_tiny_llama(pytester, load_raw_hf, tmp_path):
     ini(pytester, model="tiny-random-llama")
     pytester.makepyfile(test_m=SUITE)
@@ -165,6 +166,7 @@ def test_corrupt_snapshot_is_named(pytester):
                           "truncated?)"),
     ("emptied", 1, "does not start with '# serializer version: 1' (found '')"),
 ])
+@pytest.mark.slow
 def test_damaged_snapshot_file_names_file_and_line_and_is_kept(pytester, damage, line, problem):
     """A file syrupy cannot read fails the test with the place and the fix; nothing is
     rewritten until --snapshot-update re-creates it."""
@@ -196,6 +198,7 @@ def test_damaged_snapshot_file_names_file_and_line_and_is_kept(pytester, damage,
         assert (pytester.path / "test_m.interp.unreadable").read_bytes() == damaged
 
 
+@pytest.mark.slow
 def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
     ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
@@ -225,6 +228,7 @@ def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
     assert '"text": "CEO;\\n\\n' in first.decode()
 
 
+@pytest.mark.slow
 def test_snapshots_under_xdist_are_neither_lost_nor_duplicated(pytester):
     ini(pytester, model="tiny-random-llama")
     tests = "\n".join(f"""

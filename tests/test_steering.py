@@ -215,6 +215,7 @@ def test_steer_errors(tiny):
 # SmolLM2: a real effect, backends and raw HF agree
 
 
+@pytest.mark.slow
 def test_smollm2_sentiment_vector_moves_the_review(smollm2, smollm2_nnsight, load_raw_hf):
     results = []
     for model in (smollm2, smollm2_nnsight):

@@ -17,6 +17,7 @@ STEERING_USAGE = (
 )
 
 
+@pytest.mark.slow
 def test_steering_markers_on_smollm2(pytester):
     ini(pytester, model="smollm2-135m")
     pytester.makepyfile(test_m="""
