@@ -145,18 +145,20 @@ class InterpModel:
 
     def run(
         self, prompts: str | Sequence[str] | Tokens, *, read: Collection[Site] = (),
-        edits: Sequence[Edit] = (),
+        edits: Sequence[Edit] = (), logits_to_keep: int = 0,
     ) -> Run:
-        """One batched forward pass, memoised per (tokens, edits); never repeated."""
+        """One batched forward pass, memoised per (tokens, edits, logits_to_keep: the last N
+        positions' logits, 0 all); never repeated."""
         from .backends.base import edits_key
 
         tokens = self.tokens(prompts)
-        key = (tokens.ids, edits_key(edits))
+        key = (tokens.ids, edits_key(edits)) + ((logits_to_keep,) if logits_to_keep else ())
         read = set(read)
         hit = self.memo.get(key, read)
         if hit is not None:
             return hit
-        run = self.backend.run(tokens, read=read | self.memo.sites(key), edits=edits)
+        run = self.backend.run(tokens, read=read | self.memo.sites(key), edits=edits,
+                               logits_to_keep=logits_to_keep)
         self.memo.stats.passes += 1
         self.memo.put(key, run)
         return run

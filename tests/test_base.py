@@ -131,9 +131,9 @@ class CountingBackend:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def run(self, tokens, *, read=(), edits=()):
+    def run(self, tokens, *, read=(), edits=(), **options):
         self.calls += 1
-        return self.inner.run(tokens, read=read, edits=edits)
+        return self.inner.run(tokens, read=read, edits=edits, **options)
 
 
 def test_facade_memoises_runs_and_widens_reads(load_backend):

@@ -41,12 +41,12 @@ def test_a_gemma_gguf_path_works_too():
 
 @pytest.mark.slow
 def test_init_on_gemma3_writes_a_suite_that_passes_on_it(tmp_path):
-    # Two parts on 16 IOI prompts keep this to CI's budget; the full run's numbers are in
+    # Two parts on 8 IOI prompts keep this to CI's budget; the full run's numbers are in
     # docs/init.md.
     out = tmp_path / "interp"
     done = subprocess.run([sys.executable, "-m", "pytest_interp", "init", "--model",
                            "gemma3-270m", "--out", str(out), "--parts", "ioi,heads",
-                           "--ioi-prompts", "16", "--no-snapshots"],
+                           "--ioi-prompts", "8", "--no-snapshots"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-6000:]
     assert "init: the suite passes on gemma3-270m: 2 passed" in done.stderr

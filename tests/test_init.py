@@ -166,14 +166,14 @@ def test_init_on_a_model_that_does_little_leaves_parts_out_and_says_why(tmp_path
 
 @pytest.fixture(scope="module")
 def smollm2_suite(tmp_path_factory) -> tuple[Path, str]:
-    """The suite ``init`` writes for SmolLM2, and what it printed: on 16 IOI prompts (64 by
-    default: the suite's five runs in the series test cost a quarter), and without init's own
+    """The suite ``init`` writes for SmolLM2, and what it printed: on 8 IOI prompts (64 by
+    default: the suite's five runs in the series test cost an eighth), and without init's own
     run of the suite (--no-verify): the series test runs it on SmolLM2's weights (a float32
     re-save), and init's run is tested on tiny-random-llama and Gemma-3."""
     out = tmp_path_factory.mktemp("init") / "interp"
     done = subprocess.run([sys.executable, "-m", "pytest_interp", "init", "--model",
                            "smollm2-135m", "--out", str(out), "--no-verify",
-                           "--ioi-prompts", "16"],
+                           "--ioi-prompts", "8"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-6000:]
     return out, done.stderr

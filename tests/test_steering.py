@@ -181,6 +181,51 @@ def test_batched_sweep_equals_one_run_per_coef(tiny, positions):
     assert abs(result.delta[1]) > 1e-3
 
 
+def test_steer_many_equals_one_steer_per_spec(tiny):
+    """Specs of several prompts, lengths, layers, sites and coefficient sets, a prompt given
+    twice and one that generates: batched (a chunk of at most 5 rows, so groups split), each
+    result equals ``steer`` alone within 1e-5."""
+    from pytest_interp.probes.steering import Steering, Vector, random_like, steer, steer_many
+
+    v = tiny.steering_vector(POSITIVE, NEGATIVE, layer=1)
+    prompts = [PROMPT, "The food here is", "Honestly, I found the ending of this film", PROMPT]
+    specs = [Steering(p, Vector(vec), layer=layer, coef=coef, site=site, positions=pos,
+                      target=" great", foil=foil)
+             for p in prompts
+             for vec, layer, coef, site, pos, foil in (
+                 (v, 1, (2.0,), "resid_pre", "all", " bad"),
+                 (random_like(v, 3), 0, (0.0, -1.5, 4.0), "resid_post", "last", None),
+                 (v, 1, (1.0, 1.0), "resid_pre", 1, " bad"))]
+    specs.append(Steering(PROMPT, Vector(v), layer=1, coef=(0.0, 8.0), target=" great",
+                          max_new_tokens=3))
+    assert len({len(tiny.tokens(p).ids[0]) for p in prompts}) == 3
+    before = tiny.memo.stats.passes
+    steer_many(tiny, specs[:-1])
+    assert tiny.memo.stats.passes - before == 3  # one forward pass per token length
+    batched = steer_many(tiny, specs, max_rows=5)
+    for spec, got in zip(specs, batched, strict=True):
+        alone = steer(tiny, spec)
+        assert got.coefs == alone.coefs and got.prompt == spec.prompt
+        np.testing.assert_allclose(got.values, alone.values, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got.kl, alone.kl, rtol=0, atol=1e-5)
+        assert [t for t, _ in got.steered_top[-1]] == [t for t, _ in alone.steered_top[-1]]
+        assert got.texts == alone.texts
+
+
+def test_dataset_controls_equal_one_marker_per_row(tiny):
+    """A steering dataset's rows and their random-vector controls, run batched, give the
+    deltas and controls each row gives as a marker of its own."""
+    rows = [SteeringExpectation(p, layer=1, coef=2, target=" great", foil=" bad",
+                                positive=POSITIVE, negative=NEGATIVE, min_delta=0, control=4)
+            for p in (PROMPT, "The food here is", "This book is")]
+    batched = SteeringExpectation.run_many(tiny, rows)
+    for row, got in zip(rows, batched, strict=True):
+        alone = row.run(tiny)
+        assert len(got.controls) == 4
+        np.testing.assert_allclose(got.controls, alone.controls, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got.delta, alone.delta, rtol=0, atol=1e-5)
+
+
 def test_generation_greedy_sampled_and_logprob_metric(tiny):
     v = tiny.steering_vector(POSITIVE, NEGATIVE, layer=1)
     greedy = tiny.steer(PROMPT, v, layer=1, coef=[0, 20], target=" great", max_new_tokens=6)

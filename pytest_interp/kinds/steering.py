@@ -38,9 +38,12 @@ from ..results import SteeringResult
 from ..sites import STEER_SITES
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from torch import Tensor
 
     from ..model import InterpModel
+    from ..probes.steering import Steering
 
 
 @dataclass(frozen=True)
@@ -153,15 +156,45 @@ class SteeringExpectation(Expectation[SteeringResult]):
         )
         if not self.control:
             return result
+        from ..probes.steering import steer_many
 
+        controls = steer_many(model, self._controls(vector))
+        return dataclasses.replace(result, controls=tuple(float(c.delta[0]) for c in controls))
+
+    def _spec(self, vector: Tensor, *, generate: bool = True) -> Steering:
+        from ..probes.steering import Steering, Vector
+
+        return Steering(self.prompt, Vector(vector), layer=self.layer, coef=self.coefs,
+                        site=self.site, positions=self.positions,  # type: ignore[arg-type]
+                        target=self.target, foil=self.foil, metric=self.metric,
+                        max_new_tokens=self.max_new_tokens
+                        if generate and self.generation_contains else 0)
+
+    def _controls(self, vector: Tensor) -> list[Steering]:
+        """The ``control`` random vectors of ``vector``'s norm, as steering specs."""
         from ..probes.steering import random_like
 
-        controls = tuple(float(model.steer(
-            self.prompt, random_like(vector, seed), layer=self.layer, coef=self.coefs,
-            site=self.site, positions=self.positions,
-            target=self.target, foil=self.foil, metric=self.metric).delta[0])
-            for seed in range(self.control))
-        return dataclasses.replace(result, controls=controls)
+        return [self._spec(random_like(vector, seed), generate=False)
+                for seed in range(self.control)]
+
+    @classmethod
+    def run_many(cls, model: InterpModel,
+                 expectations: Sequence[SteeringExpectation]) -> list[SteeringResult]:
+        """Every row's steering and its controls in shared forward passes (``steer_many``:
+        rows of one token length batched), rather than one pass per row and control."""
+        from ..probes.steering import steer_many
+
+        specs: list[Steering] = []
+        spans: list[tuple[int, int]] = []
+        for e in expectations:
+            vector = e.steering_vector(model)
+            first = len(specs)
+            specs += [e._spec(vector), *e._controls(vector)]
+            spans.append((first, len(specs)))
+        done = steer_many(model, specs)
+        return [dataclasses.replace(done[lo], controls=tuple(float(c.delta[0])
+                                                             for c in done[lo + 1:hi]))
+                if hi - lo > 1 else done[lo] for lo, hi in spans]
 
     def _beats_controls(self, result: SteeringResult, delta: float) -> list[str]:
         """The claim must beat the controls' 95th percentile (5th, for max_delta)."""

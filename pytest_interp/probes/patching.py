@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..backends.base import Edit, Start, Tokens
+from ..backends.base import Edit, ModelInfo, Start, Tokens
 from ..errors import InterpError
 from ..metrics import Metric
 from ..progress import progress
@@ -291,9 +291,12 @@ def patch_cells(model: Runner, cells: Sequence[Cell]) -> list[PatchingResult]:
                 raise InterpError("rows of one patching dataset must share site and layer")
             clean = Tokens.stack([pairs[i][0] for i in chunk])
             corrupted = Tokens.stack([pairs[i][1] for i in chunk])
-            clean_run = model.forward(clean, read={site}, logits_to_keep=1)
-            corrupted_run = model.forward(corrupted, read={site, Site(site.layer, "resid_pre")},
-                                          logits_to_keep=1)
+            # Memoised, with every layer read: other cells of these prompts (another
+            # marker, another layer) reuse both runs.
+            clean_run = model.run(clean, read=_every_layer(info, site.component),
+                                  logits_to_keep=1)
+            corrupted_run = model.run(corrupted, read=_every_layer(info, "resid_pre"),
+                                      logits_to_keep=1)
             edits, where = [], []
             for row, i in enumerate(chunk):
                 cell = cells[i]
@@ -318,6 +321,10 @@ def patch_cells(model: Runner, cells: Sequence[Cell]) -> list[PatchingResult]:
                 out[i] = _one_cell(model, cell, pairs[i], site.layer, where[row], clean_ld,
                                    corrupted_ld, patched_ld)
     return [r for r in out if r is not None]
+
+
+def _every_layer(info: ModelInfo, component: Component) -> set[Site]:
+    return {Site(layer, component) for layer in range(info.n_layers)}
 
 
 def _one_cell(model: Runner, cell: Cell, pair: tuple[Tokens, Tokens], layer: int,

@@ -34,9 +34,9 @@ class Runner(Protocol):
 
     def run(
         self, prompts: str | Sequence[str] | Tokens, *, read: Collection[Site] = (),
-        edits: Sequence[Edit] = (),
+        edits: Sequence[Edit] = (), logits_to_keep: int = 0,
     ) -> Run:
-        """One batched forward pass, memoised per (tokens, edits)."""
+        """One batched forward pass, memoised per (tokens, edits, logits_to_keep)."""
         ...
 
     def forward(

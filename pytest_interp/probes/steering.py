@@ -19,12 +19,13 @@ import torch
 from torch import Tensor
 
 from .. import metrics
-from ..backends.base import Edit
+from ..backends.base import Edit, Tokens
 from ..errors import InterpError
 from ..files import check_vector_file
 from ..metrics import Metric
 from ..results import SteeringResult, token_position
 from ..sites import STEER_SITES, Component, Site
+from .batching import by_length
 from .generation import Margins
 from .runner import Runner
 
@@ -199,37 +200,131 @@ class Steering:
         return self.coef  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One spec's checked inputs: its tokens, site, vector, the coefficients it asks for and
+    its batch rows (0.0, the unsteered run, first; each other coefficient once)."""
+
+    tokens: Tokens
+    where: Site
+    vector: Tensor
+    coefs: tuple[float, ...]
+    rows: tuple[float, ...]
+    positions: tuple[int, ...] | None
+
+
+def _plan(model: Runner, spec: Steering) -> _Plan:
+    _check_site(spec.site)
+    where = Site(model.info.check_layer(spec.layer), spec.site)
+    vector = torch.as_tensor(spec.vector.tensor).detach().float()
+    check_vector(vector, model.info.d_model, "the steering vector")
+    if spec.normalize:
+        vector = vector / vector.norm()
+    coefs = tuple(float(c) for c in spec.coefs)
+    if not coefs or not all(np.isfinite(coefs)):
+        raise InterpError(f"coef must be finite numbers (at least one), got {list(coefs)!r}")
+    if spec.temperature <= 0:
+        raise InterpError(f"temperature must be > 0, got {spec.temperature}")
+    tokens = model.tokens(spec.prompt)
+    if tokens.batch != 1:
+        raise InterpError("steer takes one prompt; call it once per prompt")
+    positions = _edit_positions(spec.positions, tokens.length)
+    if spec.target is not None:
+        model.vocab.id(spec.target)
+    if spec.foil is not None:
+        model.vocab.id(spec.foil)
+    steered = tuple(c for c in dict.fromkeys(coefs) if c != 0)  # coef 0 is the baseline itself
+    return _Plan(tokens, where, vector, coefs, (0.0, *steered), positions)
+
+
+def _edits(plan: _Plan, first: int) -> list[Edit]:
+    """The plan's steered rows as one edit, its rows starting at batch row ``first``."""
+    steered = [(first + i, c) for i, c in enumerate(plan.rows) if c != 0]
+    if not steered:
+        return []
+    value = torch.stack([c * plan.vector for _, c in steered])[:, None]  # [rows, 1, D]
+    return [Edit(plan.where, value, mode="add", positions=plan.positions,
+                 rows=tuple(r for r, _ in steered))]
+
+
 @torch.inference_mode()
 def steer(model: Runner, spec: Steering) -> SteeringResult:
     """What ``spec`` asks for, every coefficient a row of one batched forward pass."""
-    prompt, vector, layer, coefs, site, positions = (
-        spec.prompt, spec.vector.tensor, spec.layer, spec.coefs, spec.site, spec.positions)
-    normalize, target, foil, max_new_tokens, sample, seed, temperature, top_k, metric = (
-        spec.normalize, spec.target, spec.foil, spec.max_new_tokens, spec.sample, spec.seed,
-        spec.temperature, spec.top_k, spec.metric)
-    _check_site(site)
-    where = Site(model.info.check_layer(layer), site)
-    vector = torch.as_tensor(vector).detach().float()
-    check_vector(vector, model.info.d_model, "the steering vector")
-    if normalize:
-        vector = vector / vector.norm()
-    coefs = tuple(float(c) for c in coefs)
-    if not coefs or not all(np.isfinite(coefs)):
-        raise InterpError(f"coef must be finite numbers (at least one), got {list(coefs)!r}")
-    if temperature <= 0:
-        raise InterpError(f"temperature must be > 0, got {temperature}")
-    tokens = model.tokens(prompt)
-    if tokens.batch != 1:
-        raise InterpError("steer takes one prompt; call it once per prompt")
-    where_pos = _edit_positions(positions, tokens.length)
+    plan = _plan(model, spec)
+    edits = _edits(plan, 0)
+    batch = plan.tokens.repeat(len(plan.rows))
+    logits = model.run(batch, edits=edits).logits[:, -1].float()  # [rows, V]
+    if not spec.max_new_tokens:
+        return _result(model, spec, plan, logits)
+    steps = Margins()
+    out = model.generate_tokens(batch, max_new_tokens=spec.max_new_tokens, edits=edits,
+                                choose=_sampler(spec.seed, spec.temperature) if spec.sample
+                                else None, on_step=steps)
+    new_ids = [row[plan.tokens.length:] for row in out.ids]
+    return _result(model, spec, plan, logits, new_ids, steps)
+
+
+@torch.inference_mode()
+def steer_many(model: Runner, specs: Sequence[Steering],
+               max_rows: int = 64) -> list[SteeringResult]:
+    """``steer`` for each spec, batched: specs whose prompts have one token length share
+    forward passes of up to ``max_rows`` rows (a prompt's unsteered row shared by its specs);
+    a spec that generates runs alone."""
+    out: list[SteeringResult | None] = [None] * len(specs)
+    plans: dict[int, _Plan] = {}
+    for i, spec in enumerate(specs):
+        if spec.max_new_tokens:
+            out[i] = steer(model, spec)
+        else:
+            plans[i] = _plan(model, spec)
+    order = list(plans)
+    for group in by_length([plans[i].tokens for i in order]):
+        chunk: list[int] = []
+        prompts: set[tuple[int, ...]] = set()
+        for i in [order[j] for j in group]:
+            ids = plans[i].tokens.ids[0]
+            need = len(plans[i].rows) - (ids in prompts)  # a prompt's base row is shared
+            if chunk and len(prompts) + sum(len(plans[k].rows) - 1 for k in chunk) + need \
+                    > max_rows:
+                _steer_chunk(model, specs, plans, chunk, out)
+                chunk, prompts = [], set()
+            chunk.append(i)
+            prompts.add(ids)
+        _steer_chunk(model, specs, plans, chunk, out)
+    return [r for r in out if r is not None]
+
+
+def _steer_chunk(model: Runner, specs: Sequence[Steering], plans: dict[int, _Plan],
+                 chunk: list[int], out: list[SteeringResult | None]) -> None:
+    """One forward pass for the specs in ``chunk`` (one token length)."""
+    rows: list[Tokens] = []
+    edits: list[Edit] = []
+    base: dict[tuple[int, ...], int] = {}  # a prompt's ids -> its unsteered row
+    where: dict[int, list[int]] = {}
+    for i in chunk:
+        plan = plans[i]
+        ids = plan.tokens.ids[0]
+        if ids not in base:
+            base[ids] = len(rows)
+            rows.append(plan.tokens)
+        first = len(rows) - 1  # _edits numbers rows from here; row 0 of the plan is base
+        steered = len(plan.rows) - 1
+        edits += _edits(plan, first)
+        where[i] = [base[ids], *range(len(rows), len(rows) + steered)]
+        rows.extend([plan.tokens] * steered)
+    logits = model.forward(Tokens.stack(rows), edits=edits, logits_to_keep=1).logits[:, -1]
+    for i in chunk:
+        out[i] = _result(model, specs[i], plans[i], logits[where[i]].float())
+
+
+def _result(model: Runner, spec: Steering, plan: _Plan, logits: Tensor,
+            new_ids: Sequence[tuple[int, ...]] = (), steps: Margins | None = None
+            ) -> SteeringResult:
+    """The result from the plan's rows' last-position logits [rows, V] (and generation)."""
+    target, foil, metric, coefs, rows = spec.target, spec.foil, spec.metric, plan.coefs, \
+        list(plan.rows)
     target_id = None if target is None else model.vocab.id(target)
     foil_id = None if foil is None else model.vocab.id(foil)
-    steered = [c for c in dict.fromkeys(coefs) if c != 0]  # coef 0 is the baseline itself
-    rows = [0.0, *steered]
-    edits = [Edit(where, c * vector, mode="add", positions=where_pos, rows=(i,))
-             for i, c in enumerate(rows) if c != 0]
-    batch = tokens.repeat(len(rows))
-    logits = model.run(batch, edits=edits).logits[:, -1].float()  # [rows, V]
     logprobs = torch.log_softmax(logits, -1)
     kl = (logprobs[0].exp() * (logprobs[0] - logprobs)).sum(-1)
     if metric is not None:
@@ -240,23 +335,15 @@ def steer(model: Runner, spec: Steering) -> SteeringResult:
         value = logprobs[:, target_id]
     else:
         value = logits[:, target_id] - logits[:, foil_id]
-    top = logprobs.topk(top_k, -1)
+    top = logprobs.topk(spec.top_k, -1)
     tops = tuple(tuple((model.vocab.decode_one(int(i)), float(p.exp()))
                        for p, i in zip(top.values[r], top.indices[r], strict=True))
                  for r in range(len(rows)))
-    texts: tuple[str, ...] = ()
-    steps = Margins()
-    new_ids: list[tuple[int, ...]] = []
-    if max_new_tokens:
-        out = model.generate_tokens(batch, max_new_tokens=max_new_tokens, edits=edits,
-                                    choose=_sampler(seed, temperature) if sample else None,
-                                    on_step=steps)
-        new_ids = [row[tokens.length:] for row in out.ids]
-        texts = tuple(model.vocab.decode(row) for row in new_ids)
+    texts = tuple(model.vocab.decode(row) for row in new_ids)
     index = [rows.index(c) if c != 0 else 0 for c in coefs]
     return SteeringResult(
-        model=model.info.name, prompt=prompt, layer=where.layer, site=site,
-        positions=positions, vector_norm=float(vector.norm()), coefs=coefs,
+        model=model.info.name, prompt=spec.prompt, layer=plan.where.layer, site=spec.site,
+        positions=spec.positions, vector_norm=float(plan.vector.norm()), coefs=coefs,
         target=target, foil=foil,
         baseline=None if value is None else float(value[0]),
         values=None if value is None else value[index].cpu().numpy().astype(np.float64),
@@ -264,9 +351,9 @@ def steer(model: Runner, spec: Steering) -> SteeringResult:
         baseline_top=tops[0], steered_top=tuple(tops[i] for i in index),
         baseline_text=texts[0] if texts else None,
         texts=tuple(texts[i] for i in index) if texts else None,
-        sampled=sample,
+        sampled=spec.sample,
         tokens=tuple(tuple(model.vocab.decode_one(t) for t in new_ids[i]) for i in [0, *index])
         if texts else None,
-        margins=tuple(steps.rows()[i] for i in [0, *index]) if texts else None,
+        margins=tuple(steps.rows()[i] for i in [0, *index]) if texts and steps else None,
         measure=None if metric is None else metrics.label(metric),
     )
