@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelSpecError
+from ..storage import cache_dir, cached, file_digest, versions
 from .architectures import (
     SUPPORTED_ARCHITECTURES,
     family_of,
 )
 from .hub import hub_commit, hub_missing
+from .memory import check_fits, gguf_elements, safetensors_elements
 from .specs import (
     CONVERSION_VERSION,
     FINGERPRINT,
@@ -27,8 +26,6 @@ from .specs import (
     SMOLLM2_ALIAS,
     TINY_ALIASES,
     ResolvedSpec,
-    cache_dir,
-    file_digest,
     gguf_file,
     resolve_spec,
     smollm2_gguf_path,
@@ -82,6 +79,7 @@ def load_hf(
         directory = _converted_gguf(resolved) if resolved.kind in ("packaged", "gguf") \
             else resolved.path
         assert directory is not None
+        check_fits(resolved.spec, safetensors_elements(Path(directory)), dtype, device)
         model, tokenizer = _from_pretrained(resolved, directory, device, torch_dtype)
         packaged = resolved.packaged
         hf_name = packaged.hf_name if packaged is not None else str(directory)
@@ -232,17 +230,16 @@ def conversion_dir(resolved: ResolvedSpec) -> Path:
 
 
 def _converted_gguf(resolved: ResolvedSpec) -> Path:
-    """De-quantize a GGUF file to a float32 HF directory once; reuse it afterwards."""
+    """De-quantize a GGUF file to a float32 HF directory once (one process at a time); reuse
+    it while its sealed record says it is whole."""
     path = gguf_file(resolved)
-    target = conversion_dir(resolved)
-    if (target / "pytest_interp.json").is_file():
-        return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    def build(work: Path) -> dict[str, str]:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        check_fits(resolved.spec, gguf_elements(path), "float32", "cpu")  # it converts in f32
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
@@ -261,18 +258,12 @@ def _converted_gguf(resolved: ResolvedSpec) -> Path:
         config = json.loads((work / "config.json").read_text())
         config.pop("quantization_config", None)
         (work / "config.json").write_text(json.dumps(config, indent=2))
-        (work / "pytest_interp.json").write_text(json.dumps({
-            "source": str(path), "sha256": file_digest(path),
-            "conversion_version": CONVERSION_VERSION,
-        }, indent=2))
-        try:
-            os.rename(work, target)  # atomic: a concurrent worker's copy wins or ours does
-        except OSError:
-            if not (target / "pytest_interp.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+        return {"source": str(path), "sha256": file_digest(path),
+                **versions("pytest-interp", "torch", "transformers", "gguf")}
+
+    return cached(conversion_dir(resolved), CONVERSION_VERSION, build,
+                  f"float32 conversion of {resolved.spec}",
+                  needed=lambda: 4 * (gguf_elements(path) or 0))
 
 
 def offline_tokenizer() -> Any:

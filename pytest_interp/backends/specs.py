@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ModelSpecError
+from ..storage import cache_dir, cached, file_digest, is_disk_full, versions
 from .architectures import (
     FAMILIES,
 )
 from .hub import hub_commit
 
-CONVERSION_VERSION = "1"
+CONVERSION_VERSION = 2  # the layout of a converted GGUF cache entry (v1: no sealed record)
 TINY_VERSION = "1"
+ASSEMBLY_VERSION = 1  # the layout of an assembled GGUF cache entry
 
 
 @dataclass(frozen=True)
@@ -99,40 +101,6 @@ FINGERPRINT = "sha256"  # the prefix of full-content fingerprints (older ones ha
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-def cache_dir() -> Path:
-    """Where converted models live: $PYTEST_INTERP_CACHE_DIR or ~/.cache/pytest-interp."""
-    env = os.environ.get("PYTEST_INTERP_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "pytest-interp"
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of every byte of ``path`` (hex), cached per (path, size, mtime, ctime, inode)
-    under the cache dir, so an unchanged file is read once."""
-    path = path.resolve()
-    stat = path.stat()
-    key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}"
-    record = cache_dir() / "digests" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.sha256"
-    try:
-        cached = record.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        cached = ""
-    if re.fullmatch(r"[0-9a-f]{64}", cached):
-        return cached
-    with path.open("rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    try:  # atomic: readers see the whole record or none; a read-only cache costs time only
-        record.parent.mkdir(parents=True, exist_ok=True)
-        part = record.with_name(f".{record.name}.{os.getpid()}")
-        part.write_text(digest, encoding="ascii")
-        os.replace(part, record)
-    except OSError:
-        pass
-    return digest
-
-
 def _package_dir(packaged: PackagedGGUF) -> Path:
     """The installed package's folder, found without importing it."""
     try:
@@ -162,22 +130,25 @@ def gguf_file(resolved: ResolvedSpec, *, assemble: bool = True) -> Path:
             )
         return path
     _package_dir(packaged)
-    path = cache_dir() / packaged.file
-    if assemble and not path.is_file():
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f".{path.name}.{os.getpid()}")
+    entry = cache_dir() / f"{Path(packaged.file).stem}-v{ASSEMBLY_VERSION}"
+    if not assemble:
+        return entry / packaged.file
+
+    def build(work: Path) -> dict[str, str]:
         try:
-            importlib.import_module(packaged.module).assemble(part, overwrite=True)
-            os.replace(part, path)  # atomic: a concurrent worker's copy or ours
+            importlib.import_module(packaged.module).assemble(work / packaged.file,
+                                                              overwrite=True)
         except (OSError, ValueError) as exc:
+            if is_disk_full(exc):
+                raise
             raise ModelSpecError(
                 f"model spec {packaged.alias!r}: could not assemble {packaged.file} "
                 f"({type(exc).__name__}: {exc}): reinstall with `{packaged.install} "
                 "--force-reinstall`"
             ) from None
-        finally:
-            part.unlink(missing_ok=True)
-    return path
+        return {"source": packaged.dist, **versions(packaged.dist)}
+
+    return cached(entry, ASSEMBLY_VERSION, build, f"{packaged.alias} GGUF file") / packaged.file
 
 
 def smollm2_gguf_path() -> Path:

@@ -5,7 +5,8 @@ It adds the options and hook specs, and at configure time reads the settings int
 ``junitxml`` and ``skipping`` do: ``collect`` (markers -> expectations), ``series``
 (several models), ``fixtures``, ``running`` (seeds, timeout, baseline), ``verdicts``
 (expectations after the body), ``outcomes`` (INCONCLUSIVE, DRIFT, the test's record),
-``report`` (HTML), ``summary`` (step summary, terminal). State lives in ``config.stash``.
+``report`` (HTML), ``summary`` (step summary, terminal), ``interrupts`` (SIGTERM ends a run
+as Ctrl-C does). State lives in ``config.stash``.
 
 Imports neither torch nor a backend: pytest loads every installed plugin in every session,
 and a project that does not use pytest-interp must not pay for torch. Collection is static;
@@ -23,6 +24,7 @@ from ..pool import ModelPool
 from ..registry import KINDS, AnyKind
 from . import fixtures
 from .collect import INTERP_MODEL, MarkerReader, add_marker_line
+from .interrupts import Interrupts
 from .items import POOL_KEY
 from .options import CONFIG_KEY, add_options, read_config, report_path
 from .outcomes import Outcomes
@@ -74,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
                              Verdicts(), Outcomes()]
     controller = not hasattr(config, "workerinput") and not config.option.collectonly
     path = report_path(config)
+    if controller:
+        plugins.append(Interrupts())
     if controller and path is not None:
         report = config.stash[REPORT_KEY] = HtmlReport(path)
         plugins.append(report)

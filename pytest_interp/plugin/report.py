@@ -43,9 +43,14 @@ class HtmlReport:
             entry.model = record.model
             entry.drift = entry.drift if record.drift is None else record.drift
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         specs = session.config.stash[CONFIG_KEY].specs
-        write_report(self.path, list(self.entries.values()), header(session.config),
+        lines = header(session.config)
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            lines.append(f"INTERRUPTED: the run was stopped (Ctrl-C or SIGTERM) after "
+                         f"{len(self.entries)} of {session.testscollected} tests; this "
+                         "report shows those")
+        write_report(self.path, list(self.entries.values()), lines,
                      time.perf_counter() - self.start,
                      models=model_ids(specs) if len(specs) > 1 else [])
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..storage import atomic_write
 from .summary import series_key
 
 OUTCOMES = ("failed", "drift", "inconclusive", "skipped", "passed")  # the summary's order
@@ -125,5 +126,4 @@ def write_report(path: Path, entries: list[Entry], header: list[str], wall: floa
         summary=sorted(entries, key=lambda e: rank.get(e.outcome, len(OUTCOMES))),
         kinds=kinds, models=models, grid=grid, trends=trends(entries, models),
         drifts=any(e.drift is not None for e in entries))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    atomic_write(path, page)  # a run killed while writing leaves the previous report

@@ -6,6 +6,7 @@ by file and line."""
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -25,6 +26,7 @@ from ..errors import InterpError
 from ..record import SnapshotChecked, SnapshotDiff, SnapshotNoise, record
 from ..report.summary import series_key
 from ..settings import check_budget
+from ..storage import disk_full, is_disk_full, part_of
 from .calibrate import Calibrator
 from .compare import Listing, compare, environment, explain
 from .stored import (
@@ -119,9 +121,11 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
     @classmethod
     def write_snapshot_collection(cls, *, snapshot_collection: Any,
                                   name_order: dict[str, int] | None = None) -> None:
-        """syrupy merges into the existing file; one that is not UTF-8 is first moved out of
-        ``__snapshots__`` (where syrupy would delete it) to ``<file>.unreadable`` beside it,
-        with a warning, so --snapshot-update can re-create it and nothing is lost."""
+        """syrupy merges into the existing file, here always by writing a temporary file and
+        replacing (a run killed at any moment leaves the old file or the new one, a full disk
+        the old one); one that is not UTF-8 is first moved out of ``__snapshots__`` (where
+        syrupy would delete it) to ``<file>.unreadable`` beside it, with a warning, so
+        --snapshot-update can re-create it and nothing is lost."""
 
         path = Path(snapshot_collection.location)
         try:
@@ -132,8 +136,54 @@ class InterpSnapshotExtension(AmberSnapshotExtension):
             path.replace(aside)
             warnings.warn(f"pytest-interp: {path} was not UTF-8 text; moved it to {aside} and "
                           "wrote the snapshots afresh", stacklevel=1)
-        super().write_snapshot_collection(snapshot_collection=snapshot_collection,
-                                          name_order=name_order)
+        from syrupy.utils import snapshot_file_lock_enabled
+
+        try:
+            if snapshot_file_lock_enabled():  # under xdist: syrupy's locked, atomic write
+                cls.serializer_class.write_file(snapshot_collection, merge=True,
+                                                name_order=name_order, file_lock=True)
+            else:
+                cls._replace(path, snapshot_collection, merge=True, name_order=name_order)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(path) from None
+            raise
+
+    def delete_snapshots(self, snapshot_location: str, snapshot_names: set[str]) -> None:
+        """syrupy's delete of unused snapshots, as an atomic rewrite in one process too."""
+        from syrupy.utils import snapshot_file_lock_enabled
+
+        if snapshot_file_lock_enabled():
+            super().delete_snapshots(snapshot_location, snapshot_names)
+            return
+        kept = self.serializer_class.read_file(snapshot_location)
+        for name in snapshot_names:
+            kept.remove(name)
+        if kept.has_snapshots:
+            self._replace(Path(snapshot_location), kept, merge=False)
+        else:
+            Path(snapshot_location).unlink(missing_ok=True)
+
+    @classmethod
+    def _replace(cls, path: Path, collection: Any, *, merge: bool,
+                 name_order: dict[str, int] | None = None) -> None:
+        """syrupy's write of ``collection`` (merged into the file, if ``merge``) made into a
+        copy beside ``path``, which then replaces it: never a half-written file."""
+        from syrupy.data import SnapshotCollection
+
+        part = part_of(path)
+        try:
+            if merge and path.is_file():
+                shutil.copyfile(path, part)
+            staged = SnapshotCollection(location=str(part))
+            for snapshot in collection:
+                staged.add(snapshot)
+            cls.serializer_class.write_file(staged, merge=merge, name_order=name_order)
+            with open(part, "rb+") as written:
+                os.fsync(written.fileno())
+            os.replace(part, path)
+        finally:
+            part.unlink(missing_ok=True)
 
     def _file(self) -> str:
         location = self._source[0] if self._source else "the snapshot file"
