@@ -78,7 +78,10 @@ class InterpModel:
             else:
                 self._results[key] = compute(self)
             result = self._results[key]
-        remember_origin(result, self, compute)
+        # The recipe is memoised on whichever model runs it: a baseline asked for the same
+        # result by each model of a series, or a noise-floor variant, computes it once.
+        remember_origin(result, self, compute if key is None else
+                        lambda m: m.remember(key, compute))
         return record(result)
 
     def forget(self) -> None:
