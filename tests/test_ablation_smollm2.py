@@ -11,7 +11,8 @@ from .pytester_helpers import ini
 pytest_plugins = ["pytester"]
 
 # The four heads with the largest mean head_out patching recovery (per_position=False) over
-# ioi:16 on SmolLM2: L23H3 0.62, L20H0 0.40, L29H1 0.34, L17H4 0.30 (measured 2026-11-24).
+# ioi:16 on SmolLM2: L23H3 0.62, L20H0 0.40, L29H1 0.34, L17H4 0.30 (measured 2026-11-24). The
+# test runs on ioi:8 (half the cost; on ioi:16 the early heads ranked 38 of 41, beating 8%).
 LATE = ["L23H3", "L20H0", "L29H1", "L17H4"]
 # Four heads drawn at random from layers 0-7: sorted(random.Random(0).sample(...)).
 EARLY = ["L0H5", "L3H6", "L5H4", "L5H8"]
@@ -23,20 +24,20 @@ def test_ioi_heads_are_necessary_and_beat_random_sets(pytester):
     pytester.makepyfile(test_m=f"""
         import pytest
 
-        @pytest.mark.ablation(prompts="ioi:16", ablate={LATE!r}, min_drop=2.0, control=40)
+        @pytest.mark.ablation(prompts="ioi:8", ablate={LATE!r}, min_drop=2.0, control=40)
         def test_late_heads():
             pass
 
-        @pytest.mark.ablation(prompts="ioi:16", ablate={EARLY!r}, min_drop=-1.0, control=40)
+        @pytest.mark.ablation(prompts="ioi:8", ablate={EARLY!r}, min_drop=-1.0, control=40)
         def test_early_heads():
             pass
     """)
     result = pytester.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "ablation over ioi:16: ablating L0H5, L3H6, L5H4, L5H8 (mean ablation): the mean drop "
-        "of the logit diff over 16 prompts is -0.244, which beats 8% of 40 random sets of 4 "
-        "heads (ranks 38 of 41), expected to beat 95% (percentile=95): their 95th percentile "
-        "is 0.943",
-        "  per prompt, worst first (10 of 16; -vv shows all):",
+        "ablation over ioi:8: ablating L0H5, L3H6, L5H4, L5H8 (mean ablation): the mean drop "
+        "of the logit diff over 8 prompts is -0.072, which beats 20% of 40 random sets of 4 "
+        "heads (ranks 33 of 41), expected to beat 95% (percentile=95): their 95th percentile "
+        "is 1.032",
+        "  per prompt, worst first (all):",
     ])
