@@ -78,8 +78,7 @@ class InterpModel:
             else:
                 self._results[key] = compute(self)
             result = self._results[key]
-        # The recipe is memoised on whichever model runs it: a baseline asked for the same
-        # result by each model of a series, or a noise-floor variant, computes it once.
+        # memoised on the model that re-runs it (a series' baseline, a noise-floor variant)
         remember_origin(result, self, compute if key is None else
                         lambda m: m.remember(key, compute))
         return record(result)
