@@ -33,8 +33,9 @@ BUILDER = textwrap.dedent("""
 
     from pytest_interp import storage
 
-    target, kill_at, log, pause = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), \\
-        float(sys.argv[4])
+    target, kill_at, log, peers = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), \\
+        int(sys.argv[4])
+    (log.parent / f"started.{os.getpid()}").touch()
 
     def die(point):
         if point == kill_at:
@@ -46,7 +47,10 @@ BUILDER = textwrap.dedent("""
         die("start")
         (work / "a.bin").write_bytes(b"a" * 100_000)
         die("one file")
-        time.sleep(pause)
+        deadline = time.time() + 60
+        while len(list(log.parent.glob("started.*"))) < peers and time.time() < deadline:
+            time.sleep(0.05)  # every peer has started: they reach the lock while it is held
+        time.sleep(1.0 if peers > 1 else 0)
         (work / "b.bin").write_bytes(b"b" * 50_000)
         if kill_at == "sealed":  # after the record is written, before the rename
             os.rename = lambda *args: die("sealed")
@@ -58,11 +62,11 @@ BUILDER = textwrap.dedent("""
 WHOLE = "['a.bin', 'b.bin', 'pytest_interp.json']"
 
 
-def _build(tmp_path: Path, kill_at: str = "never", pause: float = 0.0) -> subprocess.Popen:
+def _build(tmp_path: Path, kill_at: str = "never", peers: int = 1) -> subprocess.Popen:
     script = tmp_path / "builder.py"
     script.write_text(BUILDER)
     return subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache" / "entry"),
-                             kill_at, str(tmp_path / "builds.log"), str(pause)],
+                             kill_at, str(tmp_path / "builds.log"), str(peers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTEST_INTERP_CACHE_DIR": str(tmp_path / "d")})
 
@@ -138,7 +142,7 @@ def test_a_damaged_cache_entry_is_rebuilt_with_one_line(tmp_path, monkeypatch, c
 
 
 def test_four_processes_build_one_entry_once(tmp_path):
-    children = [_build(tmp_path, pause=2.0) for _ in range(4)]
+    children = [_build(tmp_path, peers=4) for _ in range(4)]
     done = [child.communicate(timeout=120) for child in children]
     assert [child.returncode for child in children] == [0, 0, 0, 0], done
     assert [out.strip() for out, _ in done] == [WHOLE] * 4
