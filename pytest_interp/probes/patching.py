@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..backends.base import Edit, ModelInfo, Start, Tokens
+from ..backends.base import Edit, Start, Tokens
 from ..errors import InterpError
 from ..metrics import Metric
 from ..progress import progress
@@ -293,9 +293,9 @@ def patch_cells(model: Runner, cells: Sequence[Cell]) -> list[PatchingResult]:
             corrupted = Tokens.stack([pairs[i][1] for i in chunk])
             # Memoised, with every layer read: other cells of these prompts (another
             # marker, another layer) reuse both runs.
-            clean_run = model.run(clean, read=_every_layer(info, site.component),
+            clean_run = model.run(clean, read=all_sites(info.n_layers, (site.component,)),
                                   logits_to_keep=1)
-            corrupted_run = model.run(corrupted, read=_every_layer(info, "resid_pre"),
+            corrupted_run = model.run(corrupted, read=all_sites(info.n_layers, ("resid_pre",)),
                                       logits_to_keep=1)
             edits, where = [], []
             for row, i in enumerate(chunk):
@@ -321,10 +321,6 @@ def patch_cells(model: Runner, cells: Sequence[Cell]) -> list[PatchingResult]:
                 out[i] = _one_cell(model, cell, pairs[i], site.layer, where[row], clean_ld,
                                    corrupted_ld, patched_ld)
     return [r for r in out if r is not None]
-
-
-def _every_layer(info: ModelInfo, component: Component) -> set[Site]:
-    return {Site(layer, component) for layer in range(info.n_layers)}
 
 
 def _one_cell(model: Runner, cell: Cell, pair: tuple[Tokens, Tokens], layer: int,
