@@ -4,8 +4,8 @@ work done and reused, and a read-only view of one run's activations."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from .settings import DEFAULT_MEMO_BYTES
@@ -36,13 +36,30 @@ class MemoStats:
         return self.hits + self.results
 
 
+def size_of(value: Any) -> int:
+    """The bytes of the arrays and tensors a result holds in its fields (and in lists, tuples
+    and dicts there, one level down), plus 1 KiB for the rest."""
+    if is_dataclass(value):
+        parts = [getattr(value, f.name) for f in fields(value)]
+    else:
+        parts = list(vars(value).values()) if hasattr(value, "__dict__") else [value]
+    total = 1024
+    for part in parts:
+        inner = (part.values() if isinstance(part, dict)
+                 else part if isinstance(part, list | tuple) else [part])
+        total += sum(x.nbytes for x in inner if isinstance(getattr(x, "nbytes", None), int))
+    return total
+
+
 @dataclass
 class RunMemo:
-    """LRU memo of runs keyed by (token ids, edits), bounded by the bytes it holds."""
+    """LRU memo of runs keyed by (token ids, edits) and of probe results keyed by their
+    arguments, bounded together by the bytes they hold."""
 
     max_bytes: int = DEFAULT_MEMO_BYTES
     stats: MemoStats = field(default_factory=MemoStats)
     _runs: OrderedDict[tuple[Any, ...], Run] = field(default_factory=OrderedDict)
+    _results: OrderedDict[Hashable, tuple[Any, int]] = field(default_factory=OrderedDict)
     _bytes: int = 0
 
     @property
@@ -73,13 +90,36 @@ class RunMemo:
             return  # larger than the whole budget: returned to the caller, never kept
         self._runs[key] = run
         self._bytes += size
-        while self._bytes > self.max_bytes:
+        self._evict()
+
+    def result(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The result memoised under ``key``, else ``compute()`` (then memoised)."""
+        if key in self._results:
+            self._results.move_to_end(key)
+            self.stats.results += 1
+            return self._results[key][0]
+        value = compute()
+        size = size_of(value)
+        if size <= self.max_bytes:
+            self._results[key] = (value, size)
+            self._bytes += size
+            self._evict()
+        return value
+
+    def _evict(self) -> None:
+        """Drop the least recently used runs, then results, until within the budget."""
+        while self._bytes > self.max_bytes and self._runs:
             _, old = self._runs.popitem(last=False)
             self._bytes -= old.nbytes()
+            self.stats.evictions += 1
+        while self._bytes > self.max_bytes and self._results:
+            _, (_, size) = self._results.popitem(last=False)
+            self._bytes -= size
             self.stats.evictions += 1
 
     def clear(self) -> None:
         self._runs.clear()
+        self._results.clear()
         self._bytes = 0
 
 

@@ -56,7 +56,6 @@ class InterpModel:
         self.memo = RunMemo(memory_bytes)
         self._vocab: Vocab | None = None
         self._tuned_lenses: dict[str, TunedLens] = {}
-        self._results: dict[Hashable, Any] = {}
         self._provenance: dict[str, str] | None = None
         self._info: ModelInfo | None = None  # set by close()
 
@@ -69,15 +68,9 @@ class InterpModel:
         """``compute(self)``'s result, computed once per ``key`` for this model (None: not
         memoised), recorded for the running test's report, and remembered as the recipe of
         that result: a snapshot re-runs ``compute`` on variants of the model to measure its
-        noise floor. Probes with the same arguments are never run twice."""
-        if key is None:
-            result = compute(self)
-        else:
-            if key in self._results:
-                self.memo.stats.results += 1
-            else:
-                self._results[key] = compute(self)
-            result = self._results[key]
+        noise floor. Probes with the same arguments are not run twice while the memo (bounded
+        with the runs by ``--interp-memory``) holds their result."""
+        result = compute(self) if key is None else self.memo.result(key, lambda: compute(self))
         # memoised on the model that re-runs it (a series' baseline, a noise-floor variant)
         remember_origin(result, self, compute if key is None else
                         lambda m: m.remember(key, compute))
@@ -86,7 +79,6 @@ class InterpModel:
     def forget(self) -> None:
         """Drop every memoised run and result (benchmarks time work, not the memo)."""
         self.memo.clear()
-        self._results.clear()
 
     def close(self) -> None:
         """Free the weights, runs and results; ``info`` and the memo's counts stay (the
@@ -126,10 +118,12 @@ class InterpModel:
     def vocab(self) -> Vocab:
         """Token id <-> string, shared by every result of this model."""
         if self._vocab is None:
-            decode = self.backend.decode
+            # the tokenizer alone where the backend offers it: results outlive the weights
+            text = getattr(self.backend, "text", self.backend)
+            decode = text.decode
             self._vocab = Vocab(
                 self.info.d_vocab, lru_cache(maxsize=None)(lambda i: decode([i])),
-                self.backend.encode, decode, self.backend.special_ids,
+                text.encode, decode, text.special_ids,
             )
         return self._vocab
 

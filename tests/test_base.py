@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +96,30 @@ def test_memo_keeps_nothing_larger_than_its_budget():
     memo = RunMemo(max_bytes=10)
     memo.put(("k",), _run(4))
     assert len(memo) == 0 and memo.nbytes == 0
+
+
+def test_results_share_the_budget_with_runs_and_are_computed_once_while_kept():
+    @dataclass
+    class Held:
+        probs: np.ndarray
+        rows: list[torch.Tensor]
+
+    def held() -> Held:
+        made.append(1)
+        return Held(np.zeros(1000, np.float32), [torch.zeros(500)])  # 6,000 bytes + 1 KiB
+
+    made: list[int] = []
+    memo = RunMemo(max_bytes=_run(4).nbytes() + 2 * 7024)
+    memo.put(("run",), _run(4))
+    first = memo.result("a", held)
+    assert memo.result("a", held) is first and made == [1] and memo.stats.results == 1
+    memo.result("b", held)
+    assert memo.nbytes == memo.max_bytes and memo.stats.evictions == 0
+    memo.result("c", held)  # over: the least recent go, runs first, until it fits
+    assert len(memo) == 0 and memo.stats.evictions == 2 and memo.nbytes == 2 * 7024
+    assert memo.result("b", held) is not first and made == [1, 1, 1]
+    memo.result("a", held)  # evicted: computed again
+    assert made == [1, 1, 1, 1] and memo.nbytes == 2 * 7024
 
 
 def test_activation_cache_is_read_only_copies():

@@ -1,4 +1,5 @@
-"""The memo's memory budget holds: 100 distinct prompts, every site read, a 64 MiB budget."""
+"""Memory over a long session: the memo's budget holds (100 distinct prompts, every site read, a
+64 MiB budget), and a finished test holds none of its results."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+
+pytest_plugins = ["pytester"]
 
 SCRIPT = """
 import resource
@@ -34,3 +37,48 @@ def test_peak_rss_stays_within_budget_plus_model_size():
     growth, budget, model_bytes, evictions, kept = map(int, done.stdout.split())
     assert evictions >= 90 and 1 <= kept <= 10  # ~10 MB a run: it evicts, never grows
     assert growth <= budget + model_bytes, (growth / 2**20, budget / 2**20, model_bytes / 2**20)
+
+
+# Count the results made in this session still alive at its end outside the models' memos
+# (pytester runs in this process: results of other tests may be alive, before and after).
+COUNT_RESULTS = """
+    import gc
+
+    from pytest_interp.plugin import POOL_KEY
+
+    def results():
+        gc.collect()
+        return [o for o in gc.get_objects() if type(o).__name__.endswith("Result")
+                and type(o).__module__.startswith("pytest_interp")]
+
+    BEFORE = set()
+
+    def pytest_sessionstart(session):
+        BEFORE.update(id(o) for o in results())
+
+    def pytest_sessionfinish(session):
+        memo = {id(value) for model in session.config.stash[POOL_KEY].loaded()
+                for value, _ in model.memo._results.values()}
+        alive = [o for o in results() if id(o) not in BEFORE | memo]
+        print(f"RESULTS ALIVE {len(alive)}")
+"""
+
+
+def test_a_finished_test_holds_none_of_its_results(pytester):
+    pytester.makeconftest(COUNT_RESULTS)
+    pytester.makepyfile(test_m="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        @pytest.mark.lens("The capital of France is", " Paris", layer=-1, top_k=50000)
+        @pytest.mark.logit_diff("The capital of France is", answer=" Paris", foil=" London",
+                                min=-1000)
+        def test_markers(n):
+            pass
+
+        def test_api(interp_model):
+            interp_model.lens("The capital of Spain is")
+    """)
+    result = pytester.runpytest("--interp-model=tiny-random-llama", "-s")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*RESULTS ALIVE 0"])

@@ -99,6 +99,48 @@ def test_each_model_loads_once_and_is_released_after_its_tests(pytester, monkeyp
     ])
 
 
+# A conftest that hands over each model and keeps a weak reference to it.
+WEAK_MODELS = """
+    import weakref
+
+    from pytest_interp.backends.loading import load_hf, resolve_spec
+
+    MODELS = {}
+
+    def pytest_interp_load_model(spec, request):
+        loaded = load_hf(resolve_spec(spec))
+        MODELS[spec] = weakref.ref(loaded.model)
+        return loaded.model, loaded.tokenizer
+"""
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_a_released_model_is_freed_while_its_results_stay_in_the_report(pytester, backend):
+    pytester.makeconftest(WEAK_MODELS)
+    pytester.makepyfile(test_m="""
+        import gc
+
+        from conftest import MODELS
+
+        def test_results(interp_model):
+            prompt = "The capital of France is"
+            interp_model.lens(prompt)
+            interp_model.activation_patching(prompt, "The capital of Spain is",
+                                             answer=" Paris", foil=" Madrid")
+            interp_model.steer(prompt, interp_model.steering_vector(" love", " hate", layer=1),
+                               layer=1)
+            gc.collect()
+            alive = sorted(spec for spec, ref in MODELS.items() if ref() is not None)
+            assert alive == [interp_model.info.name]
+    """)
+    result = pytester.runpytest("--interp-model=tiny-random-llama", f"--interp-backend={backend}",
+                                "--interp-model=tiny-random-gpt2", "--interp-report=r.html")
+    result.assert_outcomes(passed=2)
+    report = (pytester.path / "r.html").read_text()
+    for figure in ("logit lens on", "resid_pre patching recovery", "steering at"):  # both models
+        assert report.count(f"<h4>{figure}") == 2, figure
+
+
 @pytest.mark.slow
 def test_xdist_workers_load_each_model_at_most_once(pytester, monkeypatch):
     monkeypatch.setenv("LOADS", str(pytester.path))

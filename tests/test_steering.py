@@ -234,7 +234,7 @@ def test_generation_greedy_sampled_and_logprob_metric(tiny):
     a = tiny.steer(PROMPT, v, layer=1, coef=[0, 20], max_new_tokens=6, sample=True, seed=1)
     b = tiny.steer(PROMPT, v, layer=1, coef=[0, 20], max_new_tokens=6, sample=True, seed=1)
     c = tiny.steer(PROMPT, v, layer=1, coef=[0, 20], max_new_tokens=6, sample=True, seed=2)
-    tiny._results.clear()  # recompute: sampling is reproducible from the seed alone
+    tiny.memo.clear()  # recompute: sampling is reproducible from the seed alone
     again = tiny.steer(PROMPT, v, layer=1, coef=[0, 20], max_new_tokens=6, sample=True, seed=1)
     assert a.texts == again.texts and a is b
     assert c.texts != a.texts

@@ -63,6 +63,19 @@ class HFTokens:
         """Token string -> id, as the tokenizer defines it."""
         return dict(self._tokenizer.get_vocab())
 
+    @property
+    def text(self) -> HFTokens:
+        """The tokenizer alone, without the model: what results keep (a released model's
+        results still decode their tokens while its weights are freed)."""
+        return HFText(self._tokenizer, self._prepend_bos)
+
+
+class HFText(HFTokens):
+    """Tokenization with no model attached."""
+
+    def __init__(self, tokenizer: Any, prepend_bos: bool | None) -> None:
+        self._tokenizer, self._prepend_bos = tokenizer, prepend_bos
+
 
 def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
     config = loaded.model.config

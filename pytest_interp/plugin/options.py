@@ -138,7 +138,7 @@ OPTIONS = (
            choices=DTYPES),
     Option("prepend_bos", "prepend BOS: true | false | auto (the tokenizer's default)", "auto",
            bool | Literal["auto"], "BOOL", _bool_or_auto),
-    Option("memory", "memory budget of the memoised run cache per model, e.g. 2GiB", "2GiB",
+    Option("memory", "memory budget of the memoised runs and results per model, e.g. 2GiB", "2GiB",
            "string", "SIZE", lambda text: parse_bytes(text, ""), ini_parse=parse_bytes),
     Option("timeout", "seconds a test's model work may take before it fails (0 = no limit)",
            0.0, float, "SECONDS", _seconds_value),

@@ -12,7 +12,7 @@ import pytest
 from ..record import SnapshotChecked, SnapshotDiff, SnapshotNoise
 from ..settings import Inconclusives
 from .channel import TestRecord, encode
-from .items import POINTS_KEY, RECORDED_KEY, series_id
+from .items import MARKED_KEY, POINTS_KEY, RECORDED_KEY, SNAPSHOTTED_KEY, series_id
 from .options import CONFIG_KEY, report_path
 from .verdicts import MEASURED, VACUOUS, InconclusiveVerdict
 
@@ -36,8 +36,9 @@ class Outcomes:
             _inconclusive(report, str(call.excinfo.value.msg), interp.inconclusive)
             record.verdict = "inconclusive"
         recorded = item.stash.get(RECORDED_KEY, [])
-        if RECORDED_KEY in item.stash:
-            del item.stash[RECORDED_KEY]  # results may hold tensors and their model
+        for key in (RECORDED_KEY, MARKED_KEY, SNAPSHOTTED_KEY):  # items live all session;
+            if key in item.stash:                               # results hold arrays
+                del item.stash[key]
         _drifts(item, report, recorded, record)
         if record.verdict is not None:  # JUnit XML writes the item's (teardown's) properties
             report.user_properties.append((VERDICT, record.verdict))
