@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,12 @@ def test_a_finished_test_holds_none_of_its_results(pytester):
     result = pytester.runpytest("--interp-model=tiny-random-llama", "-s")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*RESULTS ALIVE 0"])
+
+
+def test_large_blocks_are_mapped_unless_the_user_set_the_threshold():
+    script = "from pytest_interp.memo import RunMemo, map_large_blocks; RunMemo(); " \
+             "print(map_large_blocks())"
+    for env, said in (({}, "True"), ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False")):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env={**os.environ, **env}, check=True)
+        assert done.stdout.strip() == said
