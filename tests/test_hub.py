@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,14 @@ def hub(tmp_path_factory, load_raw_hf) -> Path:
         _save(model, raw.tokenizer, repo / "snapshots" / commit)
         (repo / "refs").mkdir(exist_ok=True)
         (repo / "refs" / ref).write_text(commit)
+    huge = root / "models--org--huge" / "snapshots" / MAIN  # a header of 10^12 weights alone
+    huge.mkdir(parents=True)
+    shutil.copy(repo / "snapshots" / MAIN / "config.json", huge / "config.json")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [10**6, 10**6],
+                               "data_offsets": [0, 4 * 10**12]}}).encode()
+    (huge / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    (root / "models--org--huge" / "refs").mkdir()
+    (root / "models--org--huge" / "refs" / "main").write_text(MAIN)
     bert = root / "models--org--bert"
     (bert / "snapshots" / MAIN).mkdir(parents=True)
     (bert / "snapshots" / MAIN / "config.json").write_text(
@@ -98,6 +108,44 @@ def test_a_missing_revision_offline_names_the_command_that_fetches_it(pytester, 
         "cache and HF_HUB_OFFLINE is set: fetch it once with `hf download org/tiny --revision "
         "step5` (or check the id, the revision and HF_TOKEN)"
     ]
+
+
+def test_a_hub_model_too_large_for_memory_is_refused_before_its_weights_load(offline):
+    done = subprocess.run(
+        [sys.executable, "-c", "from pytest_interp.backends.loading import load_hf, "
+         "resolve_spec\ntry:\n    load_hf(resolve_spec('org/huge'))\nexcept Exception as e:\n"
+         "    print(type(e).__name__, e)"], capture_output=True, text=True, check=True)
+    said = done.stdout.strip()
+    assert said.startswith("ModelSpecError model spec 'org/huge' has 1,000,000M weights: in "
+                           "float32 it needs about 4656.6 GiB of memory, and cpu has "), said
+    assert said.endswith(" available: load it in less (--interp-dtype=bfloat16 halves "
+                         "float32), on a larger device (--interp-device=cuda, or device_map= in "
+                         "your pytest_interp_load_model), or run it remotely (--interp-remote)")
+
+
+def test_online_the_weights_are_counted_from_the_hubs_metadata(monkeypatch):
+    import huggingface_hub
+
+    from pytest_interp.backends import hub
+    from pytest_interp.backends.specs import resolve_spec
+
+    ref = resolve_spec("org/big@v2")
+    monkeypatch.setattr(hub, "_hub_config_path", lambda resolved: None)  # nothing cached
+    monkeypatch.setattr(hub, "hub_offline", lambda: False)
+    asked = []
+
+    def metadata(repo, revision=None):
+        asked.append((repo, revision))
+        return type("Meta", (), {"parameter_count": {"BF16": 7 * 10**9, "F32": 10**6}})()
+
+    monkeypatch.setattr(huggingface_hub, "get_safetensors_metadata", metadata)
+    assert hub.hub_elements(ref) == 7_001_000_000 and asked == [("org/big", "v2")]
+
+    def unreachable(repo, revision=None):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "get_safetensors_metadata", unreachable)
+    assert hub.hub_elements(ref) is None  # loading itself says what is wrong
 
 
 def test_an_unsupported_hub_architecture_fails_before_any_weights(pytester, offline):

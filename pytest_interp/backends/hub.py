@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ModelSpecError
+from .memory import safetensors_elements
 
 
 class HubRef(Protocol):
@@ -71,3 +72,27 @@ def hub_commit(resolved: HubRef) -> str | None:
     """The commit a hub revision resolves to in the cache (snapshots/<commit>/), if cached."""
     path = _hub_config_path(resolved)
     return path.parent.name if path is not None else None
+
+
+def hub_elements(resolved: HubRef) -> int | None:
+    """How many weights a hub model has, before any is loaded: from the safetensors headers of
+    its cached snapshot when every shard is there, else (online) from the hub's safetensors
+    metadata (headers only, nothing downloaded); None when neither says."""
+    path = _hub_config_path(resolved)
+    if path is not None:
+        index = path.parent / "model.safetensors.index.json"
+        shards = set(json.loads(index.read_text())["weight_map"].values()) \
+            if index.is_file() else set()
+        if all((path.parent / shard).is_file() for shard in shards):
+            counted = safetensors_elements(path.parent)
+            if counted is not None:
+                return counted
+    if hub_offline():
+        return None
+    from huggingface_hub import get_safetensors_metadata
+
+    try:
+        found = get_safetensors_metadata(str(resolved.repo), revision=resolved.revision)
+    except Exception:  # no safetensors, network, auth: loading says what is wrong
+        return None
+    return sum(found.parameter_count.values())

@@ -19,7 +19,7 @@ from .architectures import (
     SUPPORTED_ARCHITECTURES,
     family_of,
 )
-from .hub import hub_commit, hub_missing
+from .hub import hub_commit, hub_elements, hub_missing
 from .memory import check_fits, gguf_elements, safetensors_elements
 from .specs import (
     CONVERSION_VERSION,
@@ -73,6 +73,7 @@ def load_hf(
         model = model.to(device=device, dtype=torch_dtype)
         hf_name = resolved.spec
     elif resolved.kind == "hub":
+        check_fits(resolved.spec, hub_elements(resolved), dtype, device)
         model, tokenizer = _from_pretrained(resolved, str(resolved.repo), device, torch_dtype,
                                             revision=resolved.revision, local=False)
         hf_name = str(resolved.repo)
