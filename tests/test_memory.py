@@ -1,4 +1,4 @@
-"""Memory over a long session: the memo's budget holds (100 distinct prompts, every site read, a
+"""Memory over a long session: the memo's budget holds (50 distinct prompts, every site read, a
 64 MiB budget), and a finished test holds none of its results."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ model_bytes = sum(p.numel() * p.element_size() for p in model.backend.bridge.par
 model.cache("warm up the allocator once")
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 base = rss()
-for i in range(100):
+for i in range(50):
     model.cache(f"Prompt number {i} says something about {i * 7} apples")
     assert model.memo.nbytes <= budget, model.memo.nbytes
 print(rss() - base, budget, model_bytes, model.memo.stats.evictions, len(model.memo))
@@ -36,7 +36,7 @@ def test_peak_rss_stays_within_budget_plus_model_size():
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     growth, budget, model_bytes, evictions, kept = map(int, done.stdout.split())
-    assert evictions >= 90 and 1 <= kept <= 10  # ~10 MB a run: it evicts, never grows
+    assert evictions >= 40 and 1 <= kept <= 10  # ~10 MB a run, 8x the budget: it evicts
     assert growth <= budget + model_bytes, (growth / 2**20, budget / 2**20, model_bytes / 2**20)
 
 

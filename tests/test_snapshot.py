@@ -218,9 +218,9 @@ def test_smollm2_snapshot_suite_is_byte_identical_across_runs(pytester):
                 answer=" Mary", foil=" John", site="attn_out", layers=[0, 14, 29])
             assert interp_snapshot(name="generation") == interp_model.generate(fact)
     """)
-    # Floors calibrated under two perturbations (the default adds the other backend: its
-    # determinism is the same code's, and its load would cost a third of this test).
-    floors = "--interp-noise-floor=bfloat16, noise:1e-3"
+    # Floors calibrated under one perturbation: the floors' bytes come from the same code
+    # whichever perturbations measure them (each more loads SmolLM2 again and re-runs all six).
+    floors = "--interp-noise-floor=noise:1e-3"
     pytester.runpytest("--snapshot-update", floors).assert_outcomes(passed=1)
     stored = pytester.path / "__snapshots__" / "test_m.interp"
     first = stored.read_bytes()
