@@ -26,13 +26,15 @@ if TYPE_CHECKING:
 class MemoStats:
     """A model's work: its run memo's ``hits``, ``misses`` and ``evictions``; the forward
     ``passes`` computed (memoised or not, each generation step one); the probe ``results``
-    served again by ``InterpModel.remember``."""
+    served again by ``InterpModel.remember``; the batches ``split`` into smaller passes to
+    stay within the memory budget."""
 
     hits: int = 0
     misses: int = 0
     evictions: int = 0
     passes: int = 0
     results: int = 0
+    split: int = 0
 
     @property
     def reused(self) -> int:

@@ -10,10 +10,11 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import checks, metrics
+from .backends.memory import rows_within
 from .errors import InterpError
 from .lenses import TunedLens, named_lens
 from .memo import ActivationCache, Counted, RunMemo
-from .record import record, remember_origin
+from .record import BatchSplit, record, remember_origin
 from .settings import DEFAULT_MEMO_BYTES, ModelRequest
 from .sites import all_sites
 from .vocab import Vocab
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .backends.base import Backend, Edit, ModelInfo, Run, Start, Tokens
-    from .lenses import Lens, TunedLens
+    from .lenses import Lens
     from .probes.ablation import Ablation, AblationSweep
     from .results import (
         AblationResult,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
         PatchscopeResult,
         SteeringResult,
         TokenSpec,
-        Vocab,
     )
     from .sites import Component, Site
 
@@ -171,6 +171,14 @@ class InterpModel:
                                 logits_to_keep=logits_to_keep, past=past, keep_past=keep_past,
                                 grad=grad)
 
+    def rows_per_pass(self, positions: int, wanted: int, cap: int, *, logits: int = 1) -> int:
+        """Rows per forward pass within ``--interp-memory`` (see the Runner)."""
+        rows = rows_within(self.info, self.memo.max_bytes, positions, cap, logits)
+        if rows < min(wanted, cap):  # counted for the summary, noted in the report
+            self.memo.stats.split += 1
+            record(BatchSplit(wanted, rows, self.memo.max_bytes))
+        return rows
+
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
         return self.backend.unembed(hidden)
@@ -191,11 +199,9 @@ class InterpModel:
 
     # -- for tests ------------------------------------------------------------------------
 
-    def cache(
-        self, prompt: str, *, components: Collection[Component] | None = None
-    ) -> ActivationCache:
-        """All activations of one prompt (every layer; every component the model has unless
-        given)."""
+    def cache(self, prompt: str, *, components: Collection[Component] | None = None
+              ) -> ActivationCache:
+        """All activations of one prompt (every layer; the model's components unless given)."""
         tokens = self.tokens(prompt)
         if tokens.batch != 1:
             raise InterpError("interp_cache takes one prompt; call it once per prompt")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import EXACT
+from .storage import size
 
 # result -> (the model that computed it, its recipe: a function of a model giving the same
 # result); snapshots re-run the recipe on variants of the model to measure noise floors
@@ -58,6 +59,21 @@ class SnapshotDiff:
     def measurement(self) -> bool:
         """Whether the measurement itself changed (prompt, tokenizer, rows): never drift."""
         return self.drift >= EXACT
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """A batch of ``wanted`` rows run in passes of ``rows`` to stay within the memory budget
+    (``--interp-memory``, ``budget`` bytes)."""
+
+    wanted: int
+    rows: int
+    budget: int
+
+    @property
+    def note(self) -> str:
+        return (f"{self.wanted} rows ran in passes of {self.rows} to stay within "
+                f"--interp-memory ({size(self.budget)})")
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,52 @@ def test_large_blocks_are_mapped_unless_the_user_set_the_threshold():
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                               env={**os.environ, **env}, check=True)
         assert done.stdout.strip() == said
+
+
+# -- batches split to stay within --interp-memory -----------------------------------------
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
+
+
+def test_a_row_is_estimated_from_the_models_shape():
+    from pytest_interp.backends.base import ModelInfo
+    from pytest_interp.backends.memory import row_bytes, rows_within
+
+    smollm2 = ModelInfo("m", "r", "LlamaForCausalLM", n_layers=30, n_heads=9, d_model=576,
+                        d_vocab=49152, n_ctx=8192, dtype="float32", device="cpu",
+                        backend="transformer_lens")
+    # 20 positions x ((8 + 2 x 30) x 576 + 9 x 20) + one position's logits, 4 bytes each
+    assert row_bytes(smollm2, 20, 1) == (20 * (68 * 576 + 180) + 49152) * 4 == 3_344_448
+    assert rows_within(smollm2, 2 * 2**30, 20, 64) == 64
+    assert rows_within(smollm2, 32 * 2**20, 20, 64) == 10
+    assert rows_within(smollm2, 1, 20, 64) == 1  # never none
+
+
+def test_a_sweep_split_for_memory_equals_the_whole_batch(load_backend):
+    from pytest_interp.model import InterpModel
+
+    backend = load_backend("tiny-random-llama")
+    whole = InterpModel(backend).activation_patching(CLEAN, CORRUPTED, answer=" Mary",
+                                                     foil=" John")
+    small = InterpModel(backend, memory_bytes=2**20)
+    split = small.activation_patching(CLEAN, CORRUPTED, answer=" Mary", foil=" John")
+    assert small.memo.stats.split == 1
+    assert abs(split.recovery - whole.recovery).max() < 1e-5  # batched rows' float sums
+
+
+def test_a_split_is_said_in_the_summary_and_the_report(pytester):
+    pytester.makepyfile(test_m=f"""
+        def test_sweep(interp_model):
+            interp_model.activation_patching({CLEAN!r}, {CORRUPTED!r}, answer=" Mary",
+                                             foil=" John")
+    """)
+    result = pytester.runpytest("--interp-model=tiny-random-llama", "--interp-memory=1MiB",
+                                "--interp-report=r.html")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["interp: tiny-random-llama rev * via transformer_lens: * "
+                                 "forward passes, 0 results reused, 1 batch split to stay within "
+                                 "--interp-memory, * MiB held"])
+    # 11 patched rows: the cells whose clean and corrupted activations differ
+    assert ("11 rows ran in passes of 4 to stay within --interp-memory (1 MiB)"
+            in (pytester.path / "r.html").read_text())

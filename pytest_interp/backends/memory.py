@@ -8,12 +8,31 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ModelSpecError
 from ..storage import size
 
+if TYPE_CHECKING:
+    from .base import ModelInfo
+
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 OVERHEAD = 1.25  # the loaded model's buffers, the tokenizer, the first runs
+
+
+def row_bytes(info: ModelInfo, positions: int, logits_positions: int) -> int:
+    """About what one row of ``positions`` tokens holds at a forward pass's peak: per position
+    the residual stream's working set and the MLP's hidden layer (8 x d_model), a key/value
+    cache of every layer (2 x n_layers x d_model) and the attention scores (heads x positions),
+    plus the logits of ``logits_positions`` positions; in the model's dtype."""
+    per_position = (8 + 2 * info.n_layers) * info.d_model + info.n_heads * positions
+    return (positions * per_position + logits_positions * info.d_vocab) * BYTES.get(info.dtype, 4)
+
+
+def rows_within(info: ModelInfo, budget: int, positions: int, cap: int,
+                logits_positions: int = 1) -> int:
+    """How many such rows fit in ``budget`` bytes: at least 1, at most ``cap``."""
+    return max(1, min(cap, budget // row_bytes(info, positions, logits_positions)))
 
 
 def safetensors_elements(directory: Path) -> int | None:

@@ -28,6 +28,7 @@ class TestRecord:
     noise: list[str] = field(default_factory=list)  # near-ties its snapshots called noise
     within: list[str] = field(default_factory=list)  # snapshot diffs within their budget
     vacuous: list[str] = field(default_factory=list)  # --interp-controls notes
+    split: list[str] = field(default_factory=list)  # batches split for --interp-memory
     drift: float | None = None  # its snapshots' largest drift, in noise floors
 
 

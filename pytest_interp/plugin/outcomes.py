@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ..record import SnapshotChecked, SnapshotDiff, SnapshotNoise
+from ..record import BatchSplit, SnapshotChecked, SnapshotDiff, SnapshotNoise
 from ..settings import Inconclusives
 from .channel import TestRecord, encode
 from .items import MARKED_KEY, POINTS_KEY, RECORDED_KEY, SNAPSHOTTED_KEY, series_id
@@ -55,6 +55,7 @@ class Outcomes:
                         for n in recorded if isinstance(n, SnapshotNoise)]
         record.measured = [str(v) for k, v in report.user_properties if k == MEASURED]
         record.vacuous = [str(v) for k, v in report.user_properties if k == VACUOUS]
+        record.split = [s.note for s in recorded if isinstance(s, BatchSplit)]
         if report_path(item.config) is not None:
             from ..report.figures import figure
 

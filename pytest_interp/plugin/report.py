@@ -37,7 +37,7 @@ class HtmlReport:
         if report.when == "call":
             record = decode(report)
             entry.figures += [record.figures] if record.figures else []
-            entry.notes += [*record.vacuous, *record.within]
+            entry.notes += [*record.vacuous, *record.within, *record.split]
             entry.measured += record.measured
             entry.points += record.points
             entry.model = record.model

@@ -96,6 +96,8 @@ class TerminalSummary:
                      f", {variant} variant for noise floors" if variant else "")
                   + f": {stats.passes} forward pass{'es' if stats.passes != 1 else ''}, "
                   + f"{stats.reused} result{'s' if stats.reused != 1 else ''} reused, "
+                  + (f"{stats.split} batch{'es' if stats.split != 1 else ''} split to stay "
+                     f"within --interp-memory, " if stats.split else "")
                   + ("released after its tests" if model.closed
                      else f"{model.memo.nbytes / 1024**2:.1f} MiB held"))
 

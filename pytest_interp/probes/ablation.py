@@ -100,8 +100,9 @@ def part_means(model: Runner, prompts: Sequence[str],
     sums: dict[Part, torch.Tensor] = {}
     count = 0
     for group in by_length(tokens):
-        for lo in range(0, len(group), ROWS):
-            chunk = [tokens[i] for i in group[lo:lo + ROWS]]
+        rows = model.rows_per_pass(tokens[group[0]].length, len(group), ROWS)
+        for lo in range(0, len(group), rows):
+            chunk = [tokens[i] for i in group[lo:lo + rows]]
             run = model.forward(Tokens.stack(chunk), read=sites, logits_to_keep=1)
             count += len(chunk) * chunk[0].length
             for part in parts:
@@ -141,7 +142,8 @@ def ablated_metrics(
     for group in by_length(tokens):
         batch = Tokens.stack([tokens[i] for i in group])
         rows = [(i, j) for j in order for i in group if sets[j]]  # empty sets: clean
-        chunks = [rows[lo:lo + ROWS] for lo in range(0, len(rows), ROWS)]
+        size = model.rows_per_pass(batch.length, len(rows), ROWS)  # within --interp-memory
+        chunks = [rows[lo:lo + size] for lo in range(0, len(rows), size)]
         starts = {lowest(chunk[0][1]) for chunk in chunks}
         read = {Site(layer, "resid_pre") for layer in starts}
         clean = model.forward(batch, read=read, logits_to_keep=1)

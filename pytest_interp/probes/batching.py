@@ -18,8 +18,9 @@ def last_logits(model: Runner, prompts: Sequence[str], batch_size: int = 64) -> 
     tokens = [model.tokens(prompt) for prompt in prompts]
     last: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
     for group in by_length(tokens):
-        for lo in range(0, len(group), batch_size):
-            chunk = group[lo:lo + batch_size]
+        rows = model.rows_per_pass(tokens[group[0]].length, len(group), batch_size)
+        for lo in range(0, len(group), rows):
+            chunk = group[lo:lo + rows]
             run = model.forward(Tokens.stack([tokens[i] for i in chunk]), logits_to_keep=1)
             for i, logits in zip(chunk, run.logits[:, -1].float(), strict=True):
                 last[i] = logits

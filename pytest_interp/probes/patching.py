@@ -124,7 +124,8 @@ def activation_patching(model: Runner, spec: Patching) -> PatchingResult:
             begin = pos if pos is not None else _first_difference(value, corrupted_act[index])
             todo.append(_Patch(layer, col, begin, pos, head, value))
     prefixes = _Prefixes(model, corrupted_tokens)
-    passes = _passes(todo, n_layers, n_pos, spec.batch_size)
+    rows = model.rows_per_pass(n_pos, len(todo), spec.batch_size)  # within --interp-memory
+    passes = _passes(todo, n_layers, n_pos, rows)
     for start, begin, chunk in progress(passes, total=len(passes), desc=f"{site} patching"):
         edits = [Edit(Site(p.layer, site), p.value if p.pos is not None else p.value[begin:],
                       positions=None if p.pos is None else (p.pos - begin,), head=p.head,

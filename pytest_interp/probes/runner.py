@@ -47,6 +47,12 @@ class Runner(Protocol):
         """One batched forward pass, not memoised (``Backend.run``'s arguments)."""
         ...
 
+    def rows_per_pass(self, positions: int, wanted: int, cap: int, *, logits: int = 1) -> int:
+        """How many rows of ``positions`` tokens, keeping the logits of ``logits`` positions, one
+        forward pass may hold within the memory budget (``--interp-memory``), at most ``cap``;
+        a batch of ``wanted`` rows split for memory is counted in the summary and the report."""
+        ...
+
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding of residual-stream vectors [..., D] -> [..., V]."""
         ...

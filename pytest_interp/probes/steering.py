@@ -268,8 +268,8 @@ def steer(model: Runner, spec: Steering) -> SteeringResult:
 def steer_many(model: Runner, specs: Sequence[Steering],
                max_rows: int = 64) -> list[SteeringResult]:
     """``steer`` for each spec, batched: specs whose prompts have one token length share
-    forward passes of up to ``max_rows`` rows (a prompt's unsteered row shared by its specs);
-    a spec that generates runs alone."""
+    forward passes of up to ``max_rows`` rows, fewer if ``--interp-memory`` needs it (a
+    prompt's unsteered row shared by its specs); a spec that generates runs alone."""
     out: list[SteeringResult | None] = [None] * len(specs)
     plans: dict[int, _Plan] = {}
     for i, spec in enumerate(specs):
@@ -281,11 +281,14 @@ def steer_many(model: Runner, specs: Sequence[Steering],
     for group in by_length([plans[i].tokens for i in order]):
         chunk: list[int] = []
         prompts: set[tuple[int, ...]] = set()
+        wanted = len({plans[order[j]].tokens.ids[0] for j in group}) + sum(
+            len(plans[order[j]].rows) - 1 for j in group)
+        rows = model.rows_per_pass(plans[order[group[0]]].tokens.length, wanted, max_rows)
         for i in [order[j] for j in group]:
             ids = plans[i].tokens.ids[0]
             need = len(plans[i].rows) - (ids in prompts)  # a prompt's base row is shared
             if chunk and len(prompts) + sum(len(plans[k].rows) - 1 for k in chunk) + need \
-                    > max_rows:
+                    > rows:
                 _steer_chunk(model, specs, plans, chunk, out)
                 chunk, prompts = [], set()
             chunk.append(i)
