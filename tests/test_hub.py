@@ -197,3 +197,17 @@ def test_an_unsupported_gguf_fails_before_conversion(pytester, tmp_path, monkeyp
                                  "'falcon' is not supported: use a GGUF file of llama, gpt2, *"])
     assert not cache.exists() or not any(cache.iterdir())
     shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_a_snapshot_missing_a_shard_is_not_counted_from_the_cache(tmp_path):
+    from pytest_interp.backends.hub import _every_shard_cached
+
+    assert _every_shard_cached(tmp_path)  # one file, no index
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text("{not json")
+    assert not _every_shard_cached(tmp_path)
+    index.write_text(json.dumps({"weight_map": {"a": "1.safetensors", "b": "2.safetensors"}}))
+    (tmp_path / "1.safetensors").write_bytes(b"")
+    assert not _every_shard_cached(tmp_path)  # ask the hub instead
+    (tmp_path / "2.safetensors").write_bytes(b"")
+    assert _every_shard_cached(tmp_path)

@@ -80,10 +80,7 @@ def hub_elements(resolved: HubRef) -> int | None:
     metadata (headers only, nothing downloaded); None when neither says."""
     path = _hub_config_path(resolved)
     if path is not None:
-        index = path.parent / "model.safetensors.index.json"
-        shards = set(json.loads(index.read_text())["weight_map"].values()) \
-            if index.is_file() else set()
-        if all((path.parent / shard).is_file() for shard in shards):
+        if _every_shard_cached(path.parent):
             counted = safetensors_elements(path.parent)
             if counted is not None:
                 return counted
@@ -96,3 +93,16 @@ def hub_elements(resolved: HubRef) -> int | None:
     except Exception:  # no safetensors, network, auth: loading says what is wrong
         return None
     return sum(found.parameter_count.values())
+
+
+def _every_shard_cached(folder: Path) -> bool:
+    """Whether a cached snapshot holds every shard its index names (True without an index;
+    False when the index cannot be read)."""
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return True
+    try:
+        shards = json.loads(index.read_text())["weight_map"].values()
+        return all((folder / shard).is_file() for shard in shards)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return False
