@@ -17,7 +17,7 @@ import dataclasses
 import difflib
 import math
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -368,10 +368,28 @@ def dataset(model: InterpModel, kind: str, prompts: object, /, *args: Any,
     """``@pytest.mark.<kind>(*args, prompts=prompts, **kwargs)`` checked on ``model`` as the
     marker would be: the per-prompt results and values, the ``estimate`` with its interval
     and the ``verdict``. Files are taken from ``root``."""
+    return datasets(model, kind, prompts, [{}], *args, root=root, **kwargs)[0]
+
+
+def datasets(model: InterpModel, kind: str, prompts: object, variants: Sequence[dict[str, Any]],
+             /, *args: Any, root: str | Path = ".", **kwargs: Any) -> list[DatasetResult]:
+    """``dataset`` for each of ``variants`` (keyword arguments over ``kwargs``: a sweep), the
+    rows of all of them run by one ``run_many``, so a kind that batches shares its forward
+    passes across the sweep (each dataset's results are then memoised under its own rows)."""
     if kind not in KINDS:
         raise InterpError(f"no expectation kind {kind!r}: use one of "
                           f"{', '.join(KINDS.names())}")
-    expectation = DatasetExpectation.parse(KINDS[kind].marker, args,
-                                           {**kwargs, "prompts": prompts}, Path(root))
-    result: DatasetResult = KINDS[kind].check(model, expectation)[0]
-    return result
+    parsed = [DatasetExpectation.parse(KINDS[kind].marker, args, {
+        **kwargs, **variant, "prompts": prompts}, Path(root)) for variant in variants]
+    keyed = []
+    for expectation in parsed:
+        expectation.validate(model)
+        if (key := _run_key(expectation.rows)) is not None:  # else run by check alone
+            keyed.append((expectation, key))
+    rows = [row for expectation, _ in keyed for row in expectation.rows]
+    with recording():
+        done = iter(type(rows[0]).run_many(model, rows) if rows else ())
+        for expectation, key in keyed:
+            results = tuple(next(done) for _ in expectation.rows)
+            model.memo.result(key, lambda results=results: results)  # type: ignore[misc]
+    return [KINDS[kind].check(model, expectation)[0] for expectation in parsed]

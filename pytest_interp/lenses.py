@@ -76,6 +76,17 @@ def named_lens(value: Lens | str | Path) -> Lens | str:
     return value
 
 
+def loaded_lens(value: Lens | str | Path, cache: dict[str, TunedLens]) -> Lens:
+    """The lens ``value`` names (see ``named_lens``), a tuned-lens folder read once into
+    ``cache``."""
+    chosen = named_lens(value)
+    if isinstance(chosen, str):
+        if chosen not in cache:
+            cache[chosen] = TunedLens.load(chosen)
+        return cache[chosen]
+    return chosen
+
+
 @dataclass
 class TunedLens:
     """Affine translators per layer, in tuned-lens's format.

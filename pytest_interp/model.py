@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import checks, metrics
 from .backends.memory import rows_within
 from .errors import InterpError
-from .lenses import TunedLens, named_lens
+from .lenses import TunedLens, loaded_lens
 from .memo import ActivationCache, Counted, RunMemo
 from .record import BatchSplit, record, remember_origin
 from .settings import DEFAULT_MEMO_BYTES, ModelRequest
@@ -55,7 +55,7 @@ class InterpModel:
         self.request = request
         self.memo = RunMemo(memory_bytes)
         self._vocab: Vocab | None = None
-        self._tuned_lenses: dict[str, TunedLens] = {}
+        self.tuned_lenses: dict[str, TunedLens] = {}  # loaded, by folder
         self._provenance: dict[str, str] | None = None
         self._info: ModelInfo | None = None  # set by close()
 
@@ -85,7 +85,7 @@ class InterpModel:
         session summary names released models too). Any other use after this fails."""
         self._info = self.backend.info
         self.forget()
-        self._tuned_lenses.clear()
+        self.tuned_lenses.clear()
         del self.backend
 
     @property
@@ -153,7 +153,9 @@ class InterpModel:
         hit = self.memo.get(key, read)
         if hit is not None:
             return hit
-        run = self.backend.run(tokens, read=read | self.memo.sites(key), edits=edits,
+        if had := self.memo.sites(key):  # a second pass for new sites: read them at every layer
+            read |= set(all_sites(self.info.n_layers, {site.component for site in read}))
+        run = self.backend.run(tokens, read=read | had, edits=edits,
                                logits_to_keep=logits_to_keep)
         self.memo.stats.passes += 1
         self.memo.put(key, run)
@@ -233,12 +235,7 @@ class InterpModel:
         _one_prompt("lens", prompt)
         from .probes.lens import run_lens
 
-        chosen = named_lens(lens)
-        if isinstance(chosen, str):
-            if chosen not in self._tuned_lenses:
-                self._tuned_lenses[chosen] = TunedLens.load(chosen)
-            chosen = self._tuned_lenses[chosen]
-        used: Lens = chosen
+        used = loaded_lens(lens, self.tuned_lenses)
         return self.remember(None, lambda m: run_lens(m, prompt, positions=positions, lens=used))
 
     def logit_lens(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..dataset_expectation import dataset
+from ..dataset_expectation import dataset, datasets
 from ..datasets import capitals, ioi
 from ..errors import InterpError
 from .bounds import fraction_bound, lower_bound, upper_bound
@@ -33,6 +33,7 @@ REVIEWS = ("I think this movie is", "The food at this restaurant was",
 CONTRAST = {"positive": "I love this", "negative": "I hate this", "target": " great",
             "foil": " terrible"}
 SWEEP_PROMPTS = 16  # IOI prompts the layer sweep averages over
+SWEEP_CHUNK = 8  # steering layers per batch of the sweep (the budget is checked between)
 MIN_FACTS = 8  # fewer recalled facts than this: no facts test (an interval would say little)
 
 
@@ -70,17 +71,18 @@ def explore_facts(model: Any, rows: Sequence[dict[str, Any]], source: str,
                   found: Findings, budget: Budget) -> None:
     """Which facts the model recalls (top-1 next token) and from which layer each stays in
     the logit lens's top 5; dataset expectations over the recalled ones."""
-    recalled = []
-    for row in steps(rows, "facts"):
+    from ..probes.lens import lens_rows
+
+    kept: dict[int, dict[str, Any]] = {}
+    for i, lens in lens_rows(model, [row["prompt"] for row in rows]):  # a pass per length
         if budget.spent():
             found.left_out["facts"] = "the time budget ran out while trying the facts"
             return
-        lens = model.logit_lens(row["prompt"])
-        if lens.rank(row["target"], layer=-1) != 0:
-            continue
-        recalled.append({"prompt": row["prompt"], "target": row["target"],
-                         "expect": row["target"],
-                         "emerges_at": lens.emergence_layer(row["target"], top_k=5)})
+        row = rows[i]
+        if lens.rank(row["target"], layer=-1) == 0:
+            kept[i] = {"prompt": row["prompt"], "target": row["target"], "expect": row["target"],
+                       "emerges_at": lens.emergence_layer(row["target"], top_k=5)}
+    recalled = [kept[i] for i in sorted(kept)]
     if len(recalled) < MIN_FACTS:
         found.left_out["facts"] = (f"recalls {len(recalled)} of {len(rows)} facts ({source}) "
                                    f"as its top next token, fewer than {MIN_FACTS}")
@@ -178,35 +180,35 @@ def explore_steering(model: Any, found: Findings, budget: Budget) -> None:
                                   target=CONTRAST["target"], foil=CONTRAST["foil"])
     tried: dict[int, Any] = {}
 
-    def effect(layer: int) -> Any:
-        if layer not in tried:
-            tried[layer] = dataset(model, "steering", reviews, layer=layer, coef=2,
-                                   min_delta=0, **common).estimate
-        return tried[layer]
+    def sweep(layers: Sequence[int]) -> None:  # the layers' rows share forward passes
+        layers = [layer for layer in layers if layer not in tried]
+        results = datasets(model, "steering", reviews, [{"layer": layer} for layer in layers],
+                           coef=2, min_delta=0, **common)
+        tried.update((layer, result.estimate) for layer, result in zip(layers, results,
+                                                                       strict=True))
 
     # Every other layer, then the best one's neighbours: the effect varies slowly with depth.
-    for layer in steps(range(1, model.info.n_layers - 1, 2), "steering sweep"):
+    every_other = range(1, model.info.n_layers - 1, 2)
+    for lo in steps(range(0, len(every_other), SWEEP_CHUNK), "steering sweep"):
         if budget.spent():
             break
-        effect(layer)
+        sweep(every_other[lo:lo + SWEEP_CHUNK])
     if tried and not budget.spent():
         top = max(tried, key=lambda layer: tried[layer].low)
-        for layer in (top - 1, top + 1):
-            if 0 < layer < model.info.n_layers - 1:
-                effect(layer)
+        sweep([layer for layer in (top - 1, top + 1) if 0 < layer < model.info.n_layers - 1])
     best = max(tried.items(), key=lambda item: item[1].low, default=None)
     if best is None or best[1].low <= 0:
         found.left_out["steering"] = "no layer where the love - hate direction raises " \
                                      "' great' over ' terrible' with an interval above 0"
         return
     layer, up = best
-    down = dataset(model, "steering", reviews, layer=layer, coef=-2, max_delta=0,
-                   **common).estimate
-    control = dataset(model, "steering", reviews, layer=layer, coef=2, min_delta=0, control=8,
-                      stat="fraction", min_fraction=0, **common)
+    down, control = datasets(model, "steering", reviews, [
+        {"coef": -2, "max_delta": 0},
+        {"coef": 2, "min_delta": 0, "control": 8, "stat": "fraction", "min_fraction": 0}],
+        layer=layer, **common)
     found.files["reviews.txt"] = "".join(r + "\n" for r in reviews)
     found.parts["steering"] = {
-        "layer": layer, "up": _interval(up, "logit"), "down": _interval(down, "logit"),
+        "layer": layer, "up": _interval(up, "logit"), "down": _interval(down.estimate, "logit"),
         "control": _fraction(control), "contrast": CONTRAST, "first": reviews[0],
         "n": len(reviews),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from ..codec import (
 from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
 from ..files import check_lens_folder
-from ..lenses import LOGIT, Lens, named_lens
+from ..lenses import LOGIT, Lens, loaded_lens, named_lens
 from ..record import ORIGINS, recording
 from ..report.draw import blue, esc, heatmap_svg, short
 from ..results import LensResult
@@ -100,6 +101,24 @@ class LensExpectation(Expectation[LensResult]):
 
     def run(self, model: InterpModel) -> LensResult:
         return model.lens(self.prompt, lens=self.lens, positions=self.position)
+
+    @classmethod
+    def run_many(cls, model: InterpModel,
+                 expectations: Sequence[LensExpectation]) -> list[LensResult]:
+        """A dataset's rows: one batched lens run per lens and position."""
+        from ..probes.lens import run_lenses
+
+        out: dict[int, LensResult] = {}
+        groups: dict[tuple[object, int], list[int]] = {}
+        for i, e in enumerate(expectations):  # a Lens object is not hashable: by identity
+            key = e.lens if isinstance(e.lens, str) else id(e.lens)
+            groups.setdefault((key, e.position), []).append(i)
+        for (_, position), rows in groups.items():
+            lens = loaded_lens(expectations[rows[0]].lens, model.tuned_lenses)
+            results = run_lenses(model, [expectations[i].prompt for i in rows],
+                                 positions=position, lens=lens)
+            out.update(zip(rows, results, strict=True))
+        return [out[i] for i in range(len(expectations))]
 
     def value_name(self) -> str | None:
         single = self.layer is not None and self.min_prob is not None and self.top_k is None

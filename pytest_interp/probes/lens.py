@@ -7,7 +7,7 @@ and the unembedding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from .. import checks
+from ..backends.base import Run, Tokens
 from ..errors import InterpError
 from ..lenses import LOGIT_LENS, Lens, TunedLens
 from ..results import LensResult
 from ..sites import Site, all_sites
+from .batching import by_length
 from .runner import Runner
 
 
@@ -40,17 +42,57 @@ def run_lens(
     if tokens.batch != 1:
         raise InterpError("a lens reads one prompt at a time; call it once per prompt")
     lens.check_fits(model.info)
+    run = model.run(tokens, read=all_sites(model.info.n_layers, ("resid_post",)))
+    return _decoded(model, lens, prompt, tokens.strs[0], _positions(tokens.length, positions),
+                    run, 0)
+
+
+def run_lenses(
+    model: Runner, prompts: Sequence[str], *, positions: int | Sequence[int] | None = -1,
+    lens: Lens = LOGIT_LENS, batch_size: int = 64,
+) -> list[LensResult]:
+    """``run_lens`` of each prompt, from one unpadded forward pass per token length (split to
+    stay within ``--interp-memory``); not memoised."""
+    out = dict(lens_rows(model, prompts, positions=positions, lens=lens, batch_size=batch_size))
+    return [out[i] for i in range(len(prompts))]
+
+
+def lens_rows(
+    model: Runner, prompts: Sequence[str], *, positions: int | Sequence[int] | None = -1,
+    lens: Lens = LOGIT_LENS, batch_size: int = 64,
+) -> Iterator[tuple[int, LensResult]]:
+    """``(i, run_lens of prompts[i])`` as ``run_lenses`` computes them, in the order of its
+    passes: one readout at a time, for callers that keep only what they read from each."""
+    lens.check_fits(model.info)
     n_layers = model.info.n_layers
-    pos = _positions(tokens.length, positions)
-    run = model.run(tokens, read=all_sites(n_layers, ("resid_post",)))
+    tokens = [model.tokens(prompt) for prompt in prompts]
+    for group in by_length(tokens):
+        length = tokens[group[0]].length
+        pos = _positions(length, positions)
+        rows = model.rows_per_pass(length, len(group), batch_size,
+                                   logits=length + n_layers * len(pos))
+        for lo in range(0, len(group), rows):
+            chunk = group[lo:lo + rows]
+            with torch.inference_mode():
+                run = model.forward(Tokens.stack([tokens[i] for i in chunk]),
+                                    read=all_sites(n_layers, ("resid_post",)))
+            for row, i in enumerate(chunk):
+                with torch.inference_mode():  # not held while the caller reads the result
+                    result = _decoded(model, lens, prompts[i], tokens[i].strs[0], pos, run, row)
+                yield i, result
+
+
+def _decoded(model: Runner, lens: Lens, prompt: str, strs: tuple[str, ...],
+             pos: tuple[int, ...], run: Run, row: int) -> LensResult:
+    """Row ``row`` of ``run`` read through ``lens`` at ``pos``."""
     index = torch.tensor(pos, dtype=torch.long)
-    hidden = torch.stack([lens.transform_hidden(run.acts[Site(layer, "resid_post")][0, index],
-                                                layer) for layer in range(n_layers)])  # [L, P, D]
-    logits = model.unembed(hidden).float().cpu().numpy()
-    final = run.logits[0, index].float().cpu().numpy()
+    hidden = torch.stack([lens.transform_hidden(run.acts[Site(layer, "resid_post")][row, index],
+                                                layer)
+                          for layer in range(model.info.n_layers)])  # [L, P, D]
     return LensResult(
-        model=model.info.name, lens=lens.name, prompt=prompt, str_tokens=tokens.strs[0],
-        positions=pos, logits=logits, final_logits=final, vocab=model.vocab,
+        model=model.info.name, lens=lens.name, prompt=prompt, str_tokens=strs, positions=pos,
+        logits=model.unembed(hidden).float().cpu().numpy(),
+        final_logits=run.logits[row, index].float().cpu().numpy(), vocab=model.vocab,
     )
 
 
@@ -93,8 +135,6 @@ def train_tuned_lens(
     A checkpoint (``out/checkpoint.pt``) is written every ``checkpoint_every`` steps and on
     interruption; a later call with ``resume=True`` continues from it.
     """
-    from ..backends.base import Tokens
-
     info = model.info
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
