@@ -13,6 +13,7 @@ from pytest_interp.errors import InterpError, SiteError
 from pytest_interp.memo import ActivationCache, RunMemo
 from pytest_interp.model import InterpModel
 from pytest_interp.settings import ModelRequest, parse_bool, parse_bytes
+from pytest_interp.sites import all_sites
 
 INFO = ModelInfo("m", "r", "LlamaForCausalLM", 4, 2, 8, 10, 16, "float32", "cpu", "x")
 
@@ -173,11 +174,15 @@ def test_facade_memoises_runs_and_widens_reads(load_backend):
     assert backend.calls == 2 and {Site(0, "resid_pre"), Site(1, "mlp_out")} <= set(wider.acts)
     model.run(prompt, read=[Site(0, "resid_pre")])
     assert backend.calls == 2
+    # The second pass read mlp_out at every layer (a sweep over layers asks for each in turn).
+    assert set(all_sites(model.info.n_layers, ("mlp_out",))) <= set(wider.acts)
+    model.run(prompt, read=[Site(0, "mlp_out")])
+    assert backend.calls == 2
     edit = Edit(Site(0, "resid_pre"), torch.zeros(64), positions=(0,))
     model.run(prompt, edits=[edit])
     model.run(prompt, edits=[Edit(Site(0, "resid_pre"), torch.zeros(64), positions=(0,))])
     assert backend.calls == 3
-    assert model.memo.stats.hits == 3
+    assert model.memo.stats.hits == 4  # the 2nd, 4th and 5th runs, and the repeated edit
 
 
 def test_facade_cache_and_generate(load_backend):

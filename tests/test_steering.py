@@ -212,6 +212,30 @@ def test_steer_many_equals_one_steer_per_spec(tiny):
         assert got.texts == alone.texts
 
 
+def test_a_sweep_of_datasets_shares_its_passes_and_equals_each_dataset_alone(tiny):
+    """``datasets``: two layers and a control over prompts of three token lengths run as
+    one batch (one pass per length, after the steering vectors' four: each prompt read at
+    layer 1, then at every layer), and each estimate equals ``dataset`` alone within 1e-5."""
+    from pytest_interp.dataset_expectation import dataset, datasets
+
+    prompts = [PROMPT, "The food here is", "Honestly, I found the ending of this film"]
+    common = dict(positive=POSITIVE, negative=NEGATIVE, target=" great", foil=" bad", coef=2)
+    variants = [{"layer": 1}, {"layer": 2}, {"layer": 1, "coef": -1, "control": 4}]
+    tiny.forget()
+    before = tiny.memo.stats.passes
+    swept = datasets(tiny, "steering", prompts, variants, min_delta=-100, **common)
+    assert tiny.memo.stats.passes - before == 4 + 3
+    for variant, got in zip(variants, swept, strict=True):
+        tiny.forget()
+        alone = dataset(tiny, "steering", prompts, min_delta=-100, **{**common, **variant})
+        assert got.verdict == alone.verdict
+        np.testing.assert_allclose(got.values, alone.values, rtol=0, atol=1e-5)
+        np.testing.assert_allclose([r.controls for r in got.results],
+                                   [r.controls for r in alone.results], rtol=0, atol=1e-5)
+    with pytest.raises(InterpError, match=r"^no expectation kind 'steer': use one of "):
+        datasets(tiny, "steer", prompts, variants)
+
+
 def test_dataset_controls_equal_one_marker_per_row(tiny):
     """A steering dataset's rows and their random-vector controls, run batched, give the
     deltas and controls each row gives as a marker of its own."""
