@@ -18,6 +18,7 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     shifted = x - x.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
+
 @dataclass(frozen=True, eq=False)
 class LensResult:
     """What the residual stream decodes to after each block, at chosen positions.
@@ -87,9 +88,14 @@ class LensResult:
         """The rank of ``token`` at every layer."""
         return [self.rank(token, layer, position) for layer in range(self.n_layers)]
 
+    def _log_probs_at(self, li: int, p: int) -> np.ndarray:
+        """``log_probs[li, p]``, without computing the other layers' unless they are kept."""
+        kept = self.__dict__.get("log_probs")
+        return kept[li, p] if kept is not None else _log_softmax(self.logits[li, p])
+
     def prob(self, token: str | int, layer: int, position: int = -1) -> float:
         li, p, t = self._at(token, layer, position)
-        return float(np.exp(self.log_probs[li, p, t]))
+        return float(np.exp(self._log_probs_at(li, p)[t]))
 
     def logit(self, token: str | int, layer: int, position: int = -1) -> float:
         li, p, t = self._at(token, layer, position)
@@ -98,7 +104,7 @@ class LensResult:
     def top(self, layer: int, k: int = 5, position: int = -1) -> list[tuple[str, float]]:
         """The ``k`` most likely tokens at ``layer`` with their probabilities."""
         li, p = self.layer_index(layer), self.position_index(position)
-        row = self.log_probs[li, p]
+        row = self._log_probs_at(li, p)
         ids = np.argsort(-row, kind="stable")[:k]
         return [(self.vocab.decode_one(int(i)), float(np.exp(row[i]))) for i in ids]
 
