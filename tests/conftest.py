@@ -90,16 +90,30 @@ def _preloaded_libraries(load_backend):
     import syrupy  # noqa: F401
 
 
+# The sessions a test starts never use Hypothesis, whose pytest plugin imports it in every
+# session's terminal summary: 1.2 s per session on this machine (tests/test_fuzz.py uses it in
+# this session, which keeps it).
+INNER_ADDOPTS = "-p no:hypothesispytest"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _not_an_xdist_worker_inside():
     """The sessions a test starts (pytester, subprocesses) are not this worker: syrupy and the
     plugin read PYTEST_XDIST_WORKER from the environment, so it is hidden from them (for the
-    whole session: module fixtures start sessions too)."""
+    whole session: module fixtures start sessions too); and they run without Hypothesis."""
     with pytest.MonkeyPatch.context() as patch:
         for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
                      "PYTEST_XDIST_TESTRUNUID"):
             patch.delenv(name, raising=False)
+        patch.setenv("PYTEST_ADDOPTS", INNER_ADDOPTS)
         yield
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester, with the inner sessions' options (pytester clears PYTEST_ADDOPTS)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", INNER_ADDOPTS)
+    return pytester
 
 
 @pytest.fixture(autouse=True)
