@@ -1,6 +1,7 @@
 """pytest-interp: regression tests of what language models do inside.
 
-The public API: ``dataset`` (a marker's check over a dataset, from a test body),
+The public API: ``dataset`` (a marker's check over a dataset, from a test body; ``datasets``
+for a sweep of them sharing forward passes),
 ``load_hf`` (the transformers model behind a model spec, to fine-tune), ``InterpError`` (the
 one-line error everything raises), and the base classes for a kind of your own
 (``Expectation``, ``ExpectationKind``, ``SnapshotCodec``, ``Change``, ``Tolerances``; the
@@ -14,12 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from .codec import Change, SnapshotCodec, Tolerances
-from .dataset_expectation import dataset
+from .dataset_expectation import dataset, datasets
 from .errors import InterpError
 from .expectation import Expectation, ExpectationKind
 
 __all__ = ["Change", "Expectation", "ExpectationKind", "InterpError", "SnapshotCodec",
-           "Tolerances", "dataset", "load_hf"]
+           "Tolerances", "dataset", "datasets", "load_hf"]
 
 
 def load_hf(spec: str, *, device: str = "cpu", dtype: str = "float32") -> tuple[Any, Any]:

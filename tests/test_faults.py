@@ -1,5 +1,6 @@
 """Faults injected for real, each with what survived and that the next run succeeds: processes
-killed (SIGKILL) at several points of building a cache entry and of writing snapshots, truncated
+killed (SIGKILL) at several points of building a cache entry (a stand-in build, and the real
+conversion of a GGUF file) and of writing snapshots, truncated
 and byte-flipped cache files, an entry of another format, a stale lock, four processes building
 one entry at once, a full disk (ENOSPC raised at the write call), SIGTERM in the middle of a
 run."""
@@ -90,6 +91,88 @@ def test_a_build_killed_at_any_point_leaves_nothing_half_made(tmp_path, kill_at)
     assert out.strip() == WHOLE and _builds(tmp_path) == 2
     assert problem(target, 1) is None
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".entry.lock", "entry"]
+
+
+# The real conversion of a GGUF file (tests/tiny_gguf.py: a tiny llama with SmolLM2's first
+# 1,024 tokens), killed at three points: each kill in a child forked from one process that
+# imported transformers once; after each, the entry's state and the killed builds' folders.
+KILL_CONVERSION = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+
+    import gguf
+    import transformers.modeling_utils as modeling
+
+    from pytest_interp.backends.loading import conversion_dir, load_hf, resolve_spec
+    from pytest_interp.backends.specs import CONVERSION_VERSION
+    from pytest_interp.storage import problem
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def arm(point):
+        if point == "de-quantizing":  # at the 10th of the file's 20 tensors
+            real, calls = gguf.dequantize, []
+            def dequantize(*args):
+                calls.append(1)
+                return die() if len(calls) == 10 else real(*args)
+            gguf.dequantize = dequantize
+        elif point == "writing the weights":  # model.safetensors half written
+            real_save = modeling.safe_save_file
+            def save(tensors, filename, *args, **kwargs):
+                real_save(tensors, filename, *args, **kwargs)
+                os.truncate(filename, os.path.getsize(filename) // 2)
+                die()
+            modeling.safe_save_file = save
+        elif point == "sealed":  # the record written, the folder not yet renamed into place
+            os.rename = die
+
+    spec = resolve_spec(sys.argv[1])
+    entry = conversion_dir(spec)
+    for point in sys.argv[2:]:
+        pid = os.fork()
+        if pid == 0:
+            arm(point)
+            load_hf(spec)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        left = len(list(entry.parent.glob(f".{entry.name}.*.build")))
+        print(f"{point}: {'killed' if killed else status}; the entry "
+              f"{problem(entry, CONVERSION_VERSION)}; {left} killed build(s) left", flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_a_real_conversion_killed_at_any_point_is_rebuilt_whole_by_the_next_run(
+        tmp_path, monkeypatch):
+    from pytest_interp.backends.loading import conversion_dir, load_hf, resolve_spec
+    from pytest_interp.backends.specs import CONVERSION_VERSION
+
+    from .tiny_gguf import write_tiny_gguf
+
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    monkeypatch.setenv("PYTEST_INTERP_CACHE_DIR", str(tmp_path / "cache"))
+    points = ["de-quantizing", "writing the weights", "sealed"]
+    done = subprocess.run([sys.executable, "-c", KILL_CONVERSION, str(gguf), *points],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [  # never a half-made entry; each build clears the last
+        f"{point}: killed; the entry is missing; 1 killed build(s) left"
+        for point in points], done.stderr[-3000:]
+    entry = conversion_dir(resolve_spec(str(gguf)))
+    after = load_hf(resolve_spec(str(gguf)))  # the next run: converts it, whole
+    assert problem(entry, CONVERSION_VERSION) is None
+    assert sorted(p.name for p in entry.parent.iterdir() if entry.name in p.name) == [
+        f".{entry.name}.lock", entry.name]  # the killed builds' folders are gone
+    monkeypatch.setenv("PYTEST_INTERP_CACHE_DIR", str(tmp_path / "fresh"))
+    fresh = load_hf(resolve_spec(str(gguf)))  # a conversion no fault touched
+    ids = fresh.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    assert after.tokenizer("The capital of France is").input_ids == ids[0].tolist()
+    import torch
+
+    with torch.no_grad():
+        assert torch.equal(after.model(ids).logits, fresh.model(ids).logits)
 
 
 def _entry(tmp_path: Path, builds: list[int]) -> Path:

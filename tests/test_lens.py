@@ -242,21 +242,22 @@ def test_cli_trains_resumably_and_writes_the_tuned_lens_layout(tmp_path):
 
 def test_a_lens_dataset_runs_one_pass_per_token_length_and_equals_each_prompt_alone(
         load_backend):
-    """Rows of three token lengths, two positions and a tuned lens: one forward pass per
-    (lens, position, length) group, and every row's readout equals ``model.lens`` alone within
-    1e-5 (a batch of 2 rows per pass also splits the groups)."""
+    """Rows of three token lengths (one prompt twice), two positions and a tuned lens: one
+    forward pass per (lens, position, length) group, and every row's readout equals
+    ``model.lens`` alone within 1e-5 (a batch of 2 rows per pass also splits the groups)."""
     from pytest_interp.dataset_expectation import dataset
     from pytest_interp.model import InterpModel
 
     tiny = InterpModel(load_backend("tiny-random-llama"))
     tuned = TunedLens.identity(tiny.info.d_model, tiny.info.n_layers)
     tuned.bias += torch.randn(tuned.bias.shape, generator=torch.Generator().manual_seed(0))
-    prompts = [FACT, "The capital of Spain is", "Hello", "Hello there", "Hi there", "Hey"]
+    prompts = [FACT, "The capital of Spain is", "Hello", "Hello there", "Hi there", "Hey", FACT]
     assert len({tiny.tokens(p).length for p in prompts}) == 3
     rows = [{"prompt": p, "target": " the"} for p in prompts]
     before = tiny.memo.stats.passes
     result = dataset(tiny, "lens", rows, emerges_by=0, stat="fraction", min_fraction=0)
     assert tiny.memo.stats.passes - before == 3  # one forward pass per token length
+    assert result.results[0] is result.results[-1]  # a prompt given twice is read once
     expectations = [LensExpectation(p, " the", emerges_by=0, lens=lens, position=pos)
                     for p in prompts for lens, pos in (("logit", -1), (tuned, -1), (tuned, 0))]
     from pytest_interp.probes.lens import run_lenses

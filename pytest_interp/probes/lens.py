@@ -52,9 +52,11 @@ def run_lenses(
     lens: Lens = LOGIT_LENS, batch_size: int = 64,
 ) -> list[LensResult]:
     """``run_lens`` of each prompt, from one unpadded forward pass per token length (split to
-    stay within ``--interp-memory``); not memoised."""
-    out = dict(lens_rows(model, prompts, positions=positions, lens=lens, batch_size=batch_size))
-    return [out[i] for i in range(len(prompts))]
+    stay within ``--interp-memory``; a prompt given twice is run once); not memoised."""
+    unique = list(dict.fromkeys(prompts))
+    out = dict(lens_rows(model, unique, positions=positions, lens=lens, batch_size=batch_size))
+    where = {prompt: i for i, prompt in enumerate(unique)}
+    return [out[where[prompt]] for prompt in prompts]
 
 
 def lens_rows(
