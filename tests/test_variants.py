@@ -25,12 +25,14 @@ from pytest_interp.backends.loading import load_hf, resolve_spec
 
 
 def fine_tune(model, tokenizer, steps):
-    """A short seeded fine-tune (AdamW, lr 1e-5) on a page of Python's own documentation."""
+    """A short seeded fine-tune (AdamW, lr 1e-5) on a page of Python's own documentation (its
+    first 64 tokens: Adam's steps are about lr whatever the batch, and a pass over 128 cost
+    twice the time on one core; fused: the optimizer step in 0.3 s, not 0.6)."""
     from pydoc_data.topics import topics
 
-    ids = tokenizer(topics["assert"], return_tensors="pt").input_ids[:, :128]
+    ids = tokenizer(topics["assert"], return_tensors="pt").input_ids[:, :64]
     model.requires_grad_(True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     for _ in range(steps):
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
