@@ -122,6 +122,32 @@ def test_unembed_of_last_resid_post_is_the_logits(spec, load_backend):
 
 
 @pytest.mark.parametrize("spec", SPECS)
+def test_the_last_positions_logits_are_the_full_runs_from_a_contiguous_input(spec, load_backend):
+    """logits_to_keep=k gives the full run's last k positions on a batch. HF slices the
+    hidden states as a strided view; the unembedding gets them contiguous, for its fast kernel
+    (benchmarks/unembedding.py), once however many backends wrap the model."""
+    from pytest_interp.backends.base import Tokens
+
+    for backend in ("transformer_lens", "nnsight"):
+        model = load_backend(spec, backend)
+        hf = model.bridge.original_model if backend == "transformer_lens" else model._hf
+        head = hf.get_output_embeddings()
+        assert len(head._forward_pre_hooks) == 1
+        tokens = Tokens.stack([model.tokenize(p) for p in ("The cat sat on", "A dog ran to")])
+        full = model.run(tokens).logits
+        for keep in (1, 2):
+            seen: list[bool] = []
+            spy = head.register_forward_pre_hook(
+                lambda module, args, seen=seen: seen.append(args[0].is_contiguous()))
+            try:
+                kept = model.run(tokens, logits_to_keep=keep).logits
+            finally:
+                spy.remove()
+            assert seen == [True] and kept.shape[1] == keep
+            assert _max_diff(kept, full[:, -keep:]) <= TOL
+
+
+@pytest.mark.parametrize("spec", SPECS)
 def test_generation_agrees_between_backends_and_with_hf(spec, load_backend, load_raw_hf):
     raw = load_raw_hf(spec)
     tokens = load_backend(spec).tokenize("The capital of France is")

@@ -27,7 +27,15 @@ from .base import (
     check_sites,
     start_edits,
 )
-from .common import BlockHooks, HFTokens, check_context, model_info, plan_blocks, softcap
+from .common import (
+    BlockHooks,
+    HFTokens,
+    check_context,
+    contiguous_unembedding,
+    model_info,
+    plan_blocks,
+    softcap,
+)
 from .loading import LoadedHF
 
 
@@ -80,6 +88,7 @@ class NNsightBackend(HFTokens):
         self.info: ModelInfo = model_info(loaded, "nnsight")
         self._layout = family_of(self.info.architecture).layout
         self._hf = loaded.model
+        contiguous_unembedding(loaded.model)
         self._tokenizer = loaded.tokenizer
         self._prepend_bos = prepend_bos
         if lm is not None:

@@ -24,7 +24,14 @@ from .base import (
     check_sites,
     start_edits,
 )
-from .common import HFTokens, check_context, model_info, plan_blocks, softcap
+from .common import (
+    HFTokens,
+    check_context,
+    contiguous_unembedding,
+    model_info,
+    plan_blocks,
+    softcap,
+)
 from .loading import LoadedHF
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
@@ -50,6 +57,7 @@ class TransformerLensBackend(HFTokens):
         self._prepend_bos = prepend_bos
         self.bridge = bridge if bridge is not None else _boot(loaded)
         self.bridge.eval()
+        contiguous_unembedding(loaded.model)
         self.info: ModelInfo = model_info(loaded, "transformer_lens")
 
     def run(
