@@ -94,13 +94,15 @@ def test_a_build_killed_at_any_point_leaves_nothing_half_made(tmp_path, kill_at)
 
 
 # The real conversion of a GGUF file (tests/tiny_gguf.py: a tiny llama with SmolLM2's first
-# 1,024 tokens), killed at three points: each kill in a child forked from one process that
-# imported transformers once; after each, the entry's state and the killed builds' folders.
+# 1,024 tokens), killed at three points, then four processes loading it at once: each a child
+# forked from one process that imported transformers once; after each kill, the entry's state
+# and the killed builds' folders; after the four, their exit codes and how many converted.
 KILL_CONVERSION = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
 
     import gguf
+    import transformers
     import transformers.modeling_utils as modeling
 
     from pytest_interp.backends.loading import conversion_dir, load_hf, resolve_spec
@@ -140,11 +142,30 @@ KILL_CONVERSION = textwrap.dedent("""
         left = len(list(entry.parent.glob(f".{entry.name}.*.build")))
         print(f"{point}: {'killed' if killed else status}; the entry "
               f"{problem(entry, CONVERSION_VERSION)}; {left} killed build(s) left", flush=True)
+
+    # The next run: four processes load the model at once; one converts it, the others wait.
+    log = Path(sys.argv[1]).with_suffix(".conversions")
+    children = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:
+            real = transformers.AutoModelForCausalLM.from_pretrained
+            def from_pretrained(*args, **kwargs):
+                if "gguf_file" in kwargs:  # the conversion reads the GGUF file
+                    with log.open("a") as out:
+                        out.write(f"{os.getpid()}\\n")
+                return real(*args, **kwargs)
+            transformers.AutoModelForCausalLM.from_pretrained = from_pretrained
+            load_hf(spec)
+            os._exit(0)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    print(f"4 at once: exit codes {codes}; {len(log.read_text().splitlines())} conversion(s)")
 """)
 
 
 @pytest.mark.slow
-def test_a_real_conversion_killed_at_any_point_is_rebuilt_whole_by_the_next_run(
+def test_a_real_conversion_killed_at_any_point_is_made_whole_once_by_four_next_runs(
         tmp_path, monkeypatch):
     from pytest_interp.backends.loading import conversion_dir, load_hf, resolve_spec
     from pytest_interp.backends.specs import CONVERSION_VERSION
@@ -158,11 +179,12 @@ def test_a_real_conversion_killed_at_any_point_is_rebuilt_whole_by_the_next_run(
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == [  # never a half-made entry; each build clears the last
-        f"{point}: killed; the entry is missing; 1 killed build(s) left"
-        for point in points], done.stderr[-3000:]
+        *(f"{point}: killed; the entry is missing; 1 killed build(s) left" for point in points),
+        "4 at once: exit codes [0, 0, 0, 0]; 1 conversion(s)"], done.stderr[-3000:]
+    assert "waiting for another process building float32 conversion of" in done.stderr
     entry = conversion_dir(resolve_spec(str(gguf)))
-    after = load_hf(resolve_spec(str(gguf)))  # the next run: converts it, whole
     assert problem(entry, CONVERSION_VERSION) is None
+    after = load_hf(resolve_spec(str(gguf)))  # from the entry the four made
     assert sorted(p.name for p in entry.parent.iterdir() if entry.name in p.name) == [
         f".{entry.name}.lock", entry.name]  # the killed builds' folders are gone
     monkeypatch.setenv("PYTEST_INTERP_CACHE_DIR", str(tmp_path / "fresh"))
