@@ -7,6 +7,7 @@ Shapes (B = batch rows, P = positions, D = d_model, H = heads):
 - head_out: [B, P, H, D], each head's output written into the residual stream
   (``z_h @ W_O[h]``, without the output bias, as TransformerLens's ``hook_result``)
 - attn_pattern: [B, H, P_query, P_key], softmaxed attention weights
+- mlp_in: [B, P, D], the MLP's input after its norm (what a transcoder reads)
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Literal, get_args
 from .errors import SiteError
 
 Component = Literal[
-    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "attn_pattern"
+    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "attn_pattern",
+    "mlp_in",
 ]
 COMPONENTS: tuple[Component, ...] = get_args(Component)
 # Sites an activation can be patched at, and added to (steering).

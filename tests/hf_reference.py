@@ -73,6 +73,10 @@ def hf_run(model: nn.Module, ids: torch.Tensor, *, replace_resid_pre=None, add_m
             hidden = args[0] if args else next(iter(kwargs.values()))
             acts[layer, "resid_mid"] = hidden.clone()
 
+        def mlp_pre(module, args, kwargs, layer=layer):
+            hidden = args[0] if args else next(iter(kwargs.values()))
+            acts[layer, "mlp_in"] = hidden.clone()
+
         def mlp_post(module, args, output, layer=layer):
             if add_mlp_out is not None and add_mlp_out[0] == layer:
                 output = output.clone()
@@ -91,6 +95,7 @@ def hf_run(model: nn.Module, ids: torch.Tensor, *, replace_resid_pre=None, add_m
             attn_out.register_forward_hook(attn_out_post),
             mlp.register_forward_hook(mlp_post),
             block.register_forward_hook(block_post),
+            _get(block, layout.mlp).register_forward_pre_hook(mlp_pre, with_kwargs=True),
         ]
         if layout.mid is not None:
             mid = _get(block, layout.mid)

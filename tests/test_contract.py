@@ -100,7 +100,7 @@ def test_edited_site_reads_back_the_edit(spec, load_backend):
         model = load_backend(spec, backend)
         tokens = model.tokenize(PROMPT)
         value = torch.full((model.info.d_model,), 0.5)
-        for component in ("resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post"):
+        for component in ("resid_pre", "resid_mid", "attn_out", "mlp_in", "mlp_out", "resid_post"):
             if component not in model.info.components:
                 continue
             site = Site(1, component)

@@ -32,6 +32,7 @@ class Layout:
     mid: str | None  # in a block: the module whose input is resid_mid
     final_norm: str  # from the root module
     o_proj_in_out: bool = False  # weight stored [in, out] (HF Conv1D) rather than [out, in]
+    mlp: str = "mlp"  # in a block: the MLP module (its input is mlp_in, after the norm)
 
 
 @dataclass(frozen=True)

@@ -140,8 +140,8 @@ class LayerPlan:
         return component in self.reads or bool(self.edits.get(component))
 
 
-POINTS = ("resid_pre", "z", "attn_pattern", "attn_raw", "attn_out", "resid_mid", "mlp_out",
-          "resid_post")
+POINTS = ("resid_pre", "z", "attn_pattern", "attn_raw", "attn_out", "resid_mid", "mlp_in",
+          "mlp_out", "resid_post")
 """The points of a block, in execution order."""
 
 
@@ -152,7 +152,7 @@ class BlockHooks:
     [B, P, H, Dh], before the output projection), ``attn_pattern``, ``attn_raw`` (the
     attention module's output), ``attn_out`` (what attention adds to the residual stream: the
     same tensor, or its post-attention norm in Gemma 2/3 and OLMo-2), ``resid_mid`` (read
-    only), ``mlp_out``, ``resid_post``. Methods that return a tensor return the value that
+    only), ``mlp_in`` (the MLP's normalised input), ``mlp_out``, ``resid_post``. Methods that return a tensor return the value that
     must flow on. head_out edits act through attn_raw, resid_mid edits through attn_out,
     exactly: where nothing is edited the run is bit-identical.
     """
@@ -181,7 +181,7 @@ class BlockHooks:
             points.add("attn_raw")
         if plan.touches("attn_out") or mid:
             points.add("attn_out")
-        for name in ("attn_pattern", "resid_mid", "mlp_out", "resid_post"):
+        for name in ("attn_pattern", "resid_mid", "mlp_in", "mlp_out", "resid_post"):
             if plan.touches(name):
                 points.add(name)
         return [p for p in POINTS if p in points]
@@ -225,6 +225,9 @@ class BlockHooks:
 
     def resid_mid(self, x: Tensor) -> None:
         self._keep("resid_mid", x)
+
+    def mlp_in(self, x: Tensor) -> Tensor:
+        return self._edit("mlp_in", x)
 
     def mlp_out(self, x: Tensor) -> Tensor:
         return self._edit("mlp_out", x)

@@ -192,6 +192,12 @@ class NNsightBackend(HFTokens):
             elif point == "resid_mid":
                 assert layout.mid is not None  # parallel blocks refuse resid_mid earlier
                 block.resid_mid(_get(envoy, layout.mid).input)
+            elif point == "mlp_in":  # replaced, not written: it may be resid_mid itself
+                mlp = _get(envoy, layout.mlp)
+                x = mlp.input
+                new = block.mlp_in(x)
+                if new is not x:
+                    mlp.input = new
             elif point == "mlp_out":
                 out = _first(_get(envoy, layout.mlp_out).output)
                 _write(out, block.mlp_out(out))

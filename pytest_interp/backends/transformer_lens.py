@@ -43,6 +43,7 @@ _HOOK = {
     "attn_raw": "blocks.{}.attn.hook_out",  # the attention module's output (before a post-norm)
     "attn_out": "blocks.{}.hook_attn_out",
     "resid_mid": "blocks.{}.hook_resid_mid",
+    "mlp_in": "blocks.{}.mlp.hook_in",  # the MLP module's input: after its norm
     "mlp_out": "blocks.{}.hook_mlp_out",
     "resid_post": "blocks.{}.hook_resid_post",
 }
