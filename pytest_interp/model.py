@@ -14,6 +14,7 @@ from .backends.memory import rows_within
 from .errors import InterpError
 from .lenses import TunedLens, loaded_lens
 from .memo import ActivationCache, Counted, RunMemo
+from .model_dictionaries import DictionaryProbes
 from .record import BatchSplit, record, remember_origin
 from .settings import DEFAULT_MEMO_BYTES, ModelRequest
 from .sites import all_sites
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .backends.base import Backend, Edit, ModelInfo, Run, Start, Tokens
+    from .dictionaries.dictionary import Dictionary
     from .lenses import Lens
     from .probes.ablation import Ablation, AblationSweep
     from .results import (
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class InterpModel:
+class InterpModel(DictionaryProbes):
     """A loaded model as tests see it: tokenize, memoised runs, activations, generation, and
     the probes as methods (each result memoised per argument set and recorded for the report).
 
@@ -56,6 +58,7 @@ class InterpModel:
         self.memo = RunMemo(memory_bytes)
         self._vocab: Vocab | None = None
         self.tuned_lenses: dict[str, TunedLens] = {}  # loaded, by folder
+        self.dictionaries: dict[tuple[str, str | None], Dictionary] = {}  # by (sae, labels)
         self._provenance: dict[str, str] | None = None
         self._info: ModelInfo | None = None  # set by close()
 
@@ -86,6 +89,7 @@ class InterpModel:
         self._info = self.backend.info
         self.forget()
         self.tuned_lenses.clear()
+        self.dictionaries.clear()
         del self.backend
 
     @property

@@ -88,6 +88,7 @@ def _builtin() -> tuple[AnyKind, ...]:
     from .kinds import (
         ablation,
         attention,
+        features,
         generation,
         lens,
         logit_diff,
@@ -95,11 +96,13 @@ def _builtin() -> tuple[AnyKind, ...]:
         patching,
         patchscope,
         perplexity,
+        sae_fidelity,
         steering,
     )
 
     return (lens.KIND, logit_diff.KIND, patching.KIND, patchscope.KIND, steering.KIND,
-            attention.KIND, generation.KIND, next_token.KIND, perplexity.KIND, ablation.KIND)
+            attention.KIND, generation.KIND, next_token.KIND, perplexity.KIND, ablation.KIND,
+            features.KIND, sae_fidelity.KIND)
 
 
 KINDS = KindRegistry(_builtin())

@@ -152,9 +152,10 @@ class BlockHooks:
     [B, P, H, Dh], before the output projection), ``attn_pattern``, ``attn_raw`` (the
     attention module's output), ``attn_out`` (what attention adds to the residual stream: the
     same tensor, or its post-attention norm in Gemma 2/3 and OLMo-2), ``resid_mid`` (read
-    only), ``mlp_in`` (the MLP's normalised input), ``mlp_out``, ``resid_post``. Methods that return a tensor return the value that
-    must flow on. head_out edits act through attn_raw, resid_mid edits through attn_out,
-    exactly: where nothing is edited the run is bit-identical.
+    only), ``mlp_in`` (the MLP's normalised input), ``mlp_out``, ``resid_post``. Methods that
+    return a tensor return the value that must flow on. head_out edits act through attn_raw,
+    resid_mid edits through attn_out, exactly: where nothing is edited the run is
+    bit-identical.
     """
 
     def __init__(

@@ -1,0 +1,3 @@
+"""probes layer: sparse dictionaries (SAEs and transcoders): one ``Dictionary`` object with the
+formats' own encode/decode (``dictionary``), read from SAELens, Gemma Scope and sparsify
+files, local or on the hub (``formats``)."""

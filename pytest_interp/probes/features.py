@@ -1,0 +1,266 @@
+"""probes layer: sparse dictionaries on a model: the active latents of prompts (``features``),
+how well a dictionary stands in for its site (``sae_fidelity``), and each latent's attribution
+to a metric (``feature_attribution``). One batched forward reads the dictionary's site for
+all prompts of a token length; nothing loops over prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .. import checks, metrics
+from ..backends.base import Edit, Tokens
+from ..dictionaries.dictionary import Dictionary
+from ..errors import InterpError
+from ..results.features import FeatureAttributionResult, FeaturesResult, FidelityResult
+from .batching import by_length
+from .runner import Runner
+
+LABELLED = 10  # latents labelled per position
+LABEL_TOKENS = 3  # tokens of a decoder direction's label
+LABEL_CHUNK = 256  # decoder directions unembedded at once
+
+
+@dataclass(frozen=True)
+class Features:
+    """``interp_model.features``'s arguments: the prompt, the dictionary (a path or hub path)
+    and a JSON file of latent labels ``{"4512": "capital cities"}`` (None: a ``labels.json``
+    beside the dictionary, else each latent's top tokens through the unembedding)."""
+
+    prompt: str
+    sae: str
+    labels: str | None = None
+
+    def __post_init__(self) -> None:
+        checks.text("prompt", self.prompt)
+        checks.text("sae", self.sae)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """``interp_model.sae_fidelity``'s arguments: ``skip`` leading positions are neither
+    spliced nor measured (the first is the attention sink, with a norm ~100x the others',
+    left out of SAE training)."""
+
+    texts: tuple[str, ...]
+    sae: str
+    skip: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.texts:
+            raise InterpError("sae_fidelity needs at least one text")
+        for text in self.texts:
+            checks.text("text", text)
+        checks.text("sae", self.sae)
+        if not checks.is_int(self.skip) or self.skip < 0:
+            raise InterpError(f"skip must be an int >= 0, got {self.skip!r}")
+
+
+@dataclass(frozen=True)
+class FeatureAttribution:
+    """``interp_model.feature_attribution``'s arguments: the metric at the last position (as
+    activation patching names it), and ``verify_top_k`` nodes patched exactly."""
+
+    prompt: str
+    sae: str
+    answer: str | None = None
+    foil: str | None = None
+    metric: metrics.Metric = "logit_diff"
+    verify_top_k: int = 0
+    labels: str | None = None
+
+    def __post_init__(self) -> None:
+        metrics.check(self.metric, self.foil)
+        if self.metric == "rank":
+            raise InterpError("metric rank has no gradient: feature attribution needs a "
+                              "differentiable metric (logit_diff, logprob, prob, kl)")
+        if isinstance(self.verify_top_k, bool) or not isinstance(self.verify_top_k, int) \
+                or self.verify_top_k < 0:
+            raise InterpError(f"verify_top_k must be an int >= 0, got {self.verify_top_k!r}")
+
+
+def sparse_rows(latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """[P, n] dense latents -> (indices, values) [P, m]: each row's active latents, strongest
+    first, padded with -1 / 0."""
+    width = max(1, int((latents > 0).sum(-1).max()))
+    values, index = latents.topk(min(width, latents.shape[-1]), dim=-1)
+    index = torch.where(values > 0, index, -1)
+    return index.cpu().numpy().astype(np.int64), values.clamp(min=0).cpu().numpy()
+
+
+def latent_labels(model: Runner, dictionary: Dictionary, latents: set[int]) -> dict[int, str]:
+    """A label per latent: the dictionary's own (a labels file), else the top tokens its
+    decoder direction promotes through the final norm and the unembedding (computed once per
+    latent and dictionary)."""
+    given, cache = dictionary.labels, dictionary.decoder_labels
+    missing = sorted(i for i in latents if i not in given and i not in cache)
+    vocab = model.vocab
+    with torch.inference_mode():
+        for lo in range(0, len(missing), LABEL_CHUNK):
+            chunk = missing[lo:lo + LABEL_CHUNK]
+            directions = dictionary.weights["W_dec"][chunk] / dictionary.scale
+            top = model.unembed(directions.to(model.info.device)).float()
+            ids = top.topk(LABEL_TOKENS, dim=-1).indices.cpu()
+            for latent, row in zip(chunk, ids, strict=True):
+                cache[latent] = " ".join(repr(vocab.decode_one(int(t))) for t in row)
+    return {i: given.get(i) or cache[i] for i in latents}
+
+
+def site_batches(model: Runner, prompts: Sequence[str], dictionary: Dictionary
+                 ) -> list[tuple[list[int], Tokens, torch.Tensor]]:
+    """(prompt indices, tokens, activations at the dictionary's site [B, P, d]) per batch:
+    one memoised forward per token length (split by --interp-memory) keeping one position's
+    logits."""
+    tokens = [model.tokens(p) for p in prompts]
+    out = []
+    for group in by_length(tokens):
+        rows = model.rows_per_pass(tokens[group[0]].length, len(group), 64)
+        for lo in range(0, len(group), rows):
+            chunk = group[lo:lo + rows]
+            batch = Tokens.stack([tokens[i] for i in chunk])
+            run = model.run(batch, read={dictionary.site}, logits_to_keep=1)
+            out.append((chunk, batch, run.acts[dictionary.site]))
+    return out
+
+
+def features(model: Runner, dictionary: Dictionary, prompts: Sequence[str],
+             asked: Sequence[int] = ()) -> list[FeaturesResult]:
+    """Each prompt's active latents (``Features``), batched; ``asked`` latents are labelled
+    too."""
+    dictionary.check_fits(model.info)
+    results: list[FeaturesResult | None] = [None] * len(prompts)
+    with torch.inference_mode():
+        for chunk, batch, acts in site_batches(model, prompts, dictionary):
+            latents = dictionary.to(acts.device).encode(acts)
+            for row, i in enumerate(chunk):
+                index, values = sparse_rows(latents[row])
+                shown = {int(x) for x in index[:, :LABELLED].ravel() if x >= 0} | set(asked)
+                results[i] = FeaturesResult(
+                    model.info.name, dictionary.name, str(dictionary.site),
+                    dictionary.n_latents, prompts[i], batch.strs[row], index, values,
+                    latent_labels(model, dictionary, shown))
+    return [r for r in results if r is not None]
+
+
+def fidelity(model: Runner, dictionary: Dictionary, spec: Fidelity) -> list[FidelityResult]:
+    """Each text's reconstruction error, L0, and loss with the reconstruction spliced in and
+    with the error term kept (``Fidelity``): three forward passes per batch of one length."""
+    dictionary.check_fits(model.info)
+    tokens = [model.tokens(t) for t in spec.texts]
+    short = [t for t, tok in zip(spec.texts, tokens, strict=True) if tok.length < spec.skip + 2]
+    if short:
+        raise InterpError(f"sae_fidelity: {short[0]!r} has fewer than skip + 2 = "
+                          f"{spec.skip + 2} tokens: give longer texts, or lower skip=")
+    results: list[FidelityResult | None] = [None] * len(tokens)
+    sae = dictionary.to(model.info.device)
+    with torch.inference_mode():
+        for group in by_length(tokens):
+            length = tokens[group[0]].length
+            rows = model.rows_per_pass(length, len(group), 16, logits=length)
+            for lo in range(0, len(group), rows):
+                chunk = group[lo:lo + rows]
+                batch = Tokens.stack([tokens[i] for i in chunk])
+                texts = [spec.texts[i] for i in chunk]
+                for i, result in zip(chunk, _fidelity_batch(model, sae, batch, texts, spec.skip),
+                                     strict=True):
+                    results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _fidelity_batch(model: Runner, sae: Dictionary, batch: Tokens, texts: list[str],
+                    skip: int) -> list[FidelityResult]:
+    sites = {sae.site, sae.out_site}
+    clean = model.run(batch, read=sites)
+    x = clean.acts[sae.site][:, skip:].float()
+    y = clean.acts[sae.out_site][:, skip:].float()
+    latents = sae.encode(x)
+    y_hat = sae.decode(latents, x)
+    positions = tuple(range(skip, batch.length))
+    spliced = model.forward(batch, edits=[Edit(sae.out_site, y_hat, positions=positions)])
+    kept = model.forward(batch, edits=[Edit(sae.out_site, y_hat + (y - y_hat),
+                                            positions=positions)])
+    ids = batch.tensor(clean.logits.device)[:, skip + 1:]
+    losses = [_losses(run.logits[:, skip:-1].float(), ids)
+              for run in (clean, spliced, kept)]
+    clean_logp = torch.log_softmax(clean.logits[:, skip:-1].float(), -1)
+    spliced_logp = torch.log_softmax(spliced.logits[:, skip:-1].float(), -1)
+    kl = (clean_logp.exp() * (clean_logp - spliced_logp)).sum(-1).mean(-1)
+    sse = (y - y_hat).double().pow(2).sum((-1, -2))
+    y_sum, y_sq = y.double().sum(1).cpu().numpy(), y.double().pow(2).sum((-1, -2))
+    l0 = (latents > 0).sum(-1).float().mean(-1)
+    return [FidelityResult(model.info.name, sae.name, str(sae.site), (texts[row],),
+                           batch.length - skip - 1, batch.length - skip, float(sse[row]),
+                           y_sum[row], float(y_sq[row]), float(l0[row]),
+                           float(losses[0][row]), float(losses[1][row]), float(losses[2][row]),
+                           float(kl[row]))
+            for row in range(batch.batch)]
+
+
+def _losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Each row's mean next-token cross-entropy [B] of ``logits`` [B, P, V] for ``ids``."""
+    logp = torch.log_softmax(logits, -1)
+    return -logp.gather(-1, ids[..., None])[..., 0].mean(-1)
+
+
+def feature_attribution(model: Runner, dictionary: Dictionary, spec: FeatureAttribution
+                        ) -> FeatureAttributionResult:
+    """Every active latent's activation x gradient of the metric at every position, the error
+    term as one node per position (one forward and one backward pass, the reconstruction plus
+    the error spliced in: the clean run itself), then the ``verify_top_k`` largest nodes each
+    zeroed in an exact run (one batched forward)."""
+    sae = dictionary.to(model.info.device)
+    sae.check_fits(model.info)
+    tokens = model.tokens(spec.prompt)
+    clean = model.run(tokens, read={sae.site, sae.out_site}, logits_to_keep=1)
+    measure = metrics.build(spec.metric, model.vocab, spec.answer, spec.foil,
+                            clean.logits[0, -1])
+    x = clean.acts[sae.site].float()
+    with torch.enable_grad():
+        latents = sae.encode(x).detach().requires_grad_(True)
+        y_hat = sae.decode(latents, x)
+        error = (clean.acts[sae.out_site].float() - y_hat).detach().requires_grad_(True)
+        run = model.forward(tokens, edits=[Edit(sae.out_site, y_hat + error)],
+                            logits_to_keep=1, grad=True)
+        value = measure(run.logits[:, -1])
+        value.sum().backward()
+    assert latents.grad is not None and error.grad is not None
+    scores = (latents * latents.grad).detach()[0]
+    index, _ = sparse_rows(latents.detach()[0])
+    gathered = scores.gather(-1, torch.from_numpy(index).clamp(min=0).to(scores.device))
+    node_scores = torch.where(torch.from_numpy(index >= 0).to(scores.device), gathered, 0.0)
+    result = FeatureAttributionResult(
+        model.info.name, sae.name, metrics.describe(metrics.label(spec.metric), spec.answer,
+                                                    spec.foil),
+        spec.prompt, tokens.strs[0], float(value.detach()[0]), index,
+        node_scores.cpu().numpy(), (error * error.grad).sum(-1).detach()[0].cpu().numpy())
+    top = result.top(spec.verify_top_k) if spec.verify_top_k else []
+    exact = _zeroed_drops(model, sae, tokens, latents.detach(), x, top, measure,
+                          result.clean_metric)
+    shown = {latent for _, latent, _ in result.top(LABELLED)}
+    return replace(result, exact=exact,
+                   labels=latent_labels(model, dictionary, shown))
+
+
+def _zeroed_drops(model: Runner, sae: Dictionary, tokens: Tokens, latents: torch.Tensor,
+                  x: torch.Tensor, nodes: list[tuple[int, int, float]],
+                  measure: metrics.MetricFn, clean: float) -> dict[tuple[int, int], float]:
+    """The metric drop of each (position, latent) node zeroed alone, exactly: one row per
+    node, the reconstruction's change added at the node's position."""
+    if not nodes:
+        return {}
+    edits = []
+    with torch.inference_mode():
+        full = sae.decode(latents, x)
+        for row, (position, latent, _) in enumerate(nodes):
+            zeroed = latents.clone()
+            zeroed[0, position, latent] = 0.0
+            delta = sae.decode(zeroed, x) - full
+            edits.append(Edit(sae.out_site, delta[0, position], mode="add",
+                              positions=(position,), rows=(row,)))
+        run = model.forward(tokens.repeat(len(nodes)), edits=edits, logits_to_keep=1)
+        values = measure(run.logits[:, -1])
+    return {(p, latent): clean - float(v) for (p, latent, _), v in zip(nodes, values, strict=True)}
