@@ -1,0 +1,174 @@
+"""The dictionary probes against independent references: the spliced loss equals a splice
+made with raw Hugging Face hooks, and feature attribution equals activation x gradient
+computed with plain autograd; then the markers, through pytester."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from pytest_interp.dictionaries.formats import load_dictionary
+from pytest_interp.model import InterpModel
+
+from .hf_reference import _get, _parts
+
+TEXTS = ["When Mary and John went to the store, John gave a drink to",
+         "The cat sat on the mat and looked at the dog"]
+
+
+def write_sae(folder: Path, d: int, n: int = 96, *, hook: str = "blocks.1.hook_resid_post",
+              arch: str = "topk", seed: int = 0) -> Path:
+    """A seeded random SAELens dictionary for a model of width ``d``."""
+    g = torch.Generator().manual_seed(seed)
+    weights = {"W_enc": torch.randn(d, n, generator=g) / d ** 0.5,
+               "b_enc": torch.randn(n, generator=g) * 0.1,
+               "W_dec": torch.randn(n, d, generator=g) / n ** 0.5,
+               "b_dec": torch.randn(d, generator=g) * 0.1}
+    if arch == "skip_transcoder":
+        weights["W_skip"] = torch.randn(d, d, generator=g) / d
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(weights, folder / "sae_weights.safetensors")
+    (folder / "cfg.json").write_text(json.dumps({
+        "d_in": d, "d_sae": n, "architecture": arch, "k": 8,
+        "apply_b_dec_to_input": arch == "topk", "metadata": {"hook_name": hook}}))
+    return folder
+
+
+@torch.no_grad()
+def hf_spliced_losses(raw, ids: torch.Tensor, sae, skip: int) -> tuple[float, float]:
+    """(clean, spliced) mean next-token loss over predictions from ``skip`` on, the
+    reconstruction put in by a plain forward hook on the block (an SAE) or the MLP (a
+    transcoder, reading the MLP's input)."""
+    block = _get(raw, _parts(raw).blocks)[sae.site.layer]
+    if sae.transcoder:
+        module = _get(block, _parts(raw).mlp_out)
+
+        def hook(mod, args, output):
+            x = args[0]
+            out = output.clone()
+            out[:, skip:] = sae.decode(sae.encode(x[:, skip:]), x[:, skip:])
+            return out
+    else:
+        module = block
+
+        def hook(mod, args, output):
+            hidden = (output[0] if isinstance(output, tuple) else output).clone()
+            x = hidden[:, skip:]
+            hidden[:, skip:] = sae.decode(sae.encode(x), x)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    def loss() -> float:
+        logp = torch.log_softmax(raw(ids).logits[:, skip:-1].float(), -1)
+        return float(-logp.gather(-1, ids[:, skip + 1:, None]).mean())
+
+    clean = loss()
+    handle = module.register_forward_hook(hook)
+    try:
+        return clean, loss()
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+@pytest.mark.parametrize("kind", ["sae", "transcoder"])
+def test_the_spliced_loss_equals_a_raw_hf_hook_splice(kind, backend, load_backend, load_raw_hf,
+                                                      tmp_path):
+    model = InterpModel(load_backend("tiny-random-llama", backend))
+    raw = load_raw_hf("tiny-random-llama").model
+    d = model.info.d_model
+    folder = write_sae(tmp_path / kind, d, hook="blocks.1.hook_resid_post" if kind == "sae"
+                       else "blocks.1.ln2.hook_normalized",
+                       arch="topk" if kind == "sae" else "skip_transcoder")
+    sae = load_dictionary(str(folder))
+    for skip in (0, 1):
+        for text in TEXTS:
+            ours = model.sae_fidelity(text, sae=str(folder), skip=skip)
+            clean, spliced = hf_spliced_losses(raw, model.tokens(text).tensor(), sae, skip)
+            assert abs(ours.ce_clean - clean) <= 1e-4
+            assert abs(ours.ce_spliced - spliced) <= 1e-4
+            assert abs(ours.error_term_change) <= 1e-5
+            assert ours.kl > 1e-3  # the random dictionary really changed the run
+    both = model.sae_fidelity(TEXTS, sae=str(folder))
+    parts = [model.sae_fidelity(t, sae=str(folder)) for t in TEXTS]
+    assert both.positions == sum(p.positions for p in parts)
+    assert both.sse == pytest.approx(sum(p.sse for p in parts))
+    assert both.ce_spliced == pytest.approx(
+        sum(p.ce_spliced * p.positions for p in parts) / both.positions)
+
+
+def test_fvu_and_l0_are_their_definitions(load_backend, tmp_path):
+    model = InterpModel(load_backend("tiny-random-llama"))
+    folder = write_sae(tmp_path / "sae", model.info.d_model)
+    sae = load_dictionary(str(folder))
+    from pytest_interp.sites import Site
+
+    ys = [model.run(t, read=[Site(1, "resid_post")]).acts[Site(1, "resid_post")][0, 1:]
+          for t in TEXTS]
+    y = torch.cat(ys).double()
+    y_hat = sae.decode(sae.encode(y.float())).double()
+    fvu = float(((y - y_hat) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+    result = model.sae_fidelity(TEXTS, sae=str(folder))
+    assert result.fvu == pytest.approx(fvu, rel=1e-5)
+    assert result.l0 == 8.0  # top-k with k=8 and positive pre-activations
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_feature_attribution_is_activation_times_gradient(backend, load_backend, load_raw_hf,
+                                                           tmp_path):
+    """Each latent's score equals a * d(logit diff)/da through a raw HF hook and autograd;
+    the error node's, err . d/d(err); verify_top_k patches each node exactly."""
+    model = InterpModel(load_backend("tiny-random-llama", backend))
+    raw = load_raw_hf("tiny-random-llama").model
+    folder = write_sae(tmp_path / "sae", model.info.d_model)
+    sae = load_dictionary(str(folder))
+    prompt, answer, foil = TEXTS[0], " Mary", " John"
+    result = model.feature_attribution(prompt, sae=str(folder), answer=answer, foil=foil,
+                                       verify_top_k=5)
+    ids = model.tokens(prompt).tensor()
+    block = _get(raw, _parts(raw).blocks)[1]
+    leaves = {}
+
+    def hook(mod, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        a = sae.encode(hidden.detach()).requires_grad_(True)
+        err = (hidden.detach() - sae.decode(a.detach())).requires_grad_(True)
+        leaves.update(a=a, err=err)
+        new = sae.decode(a) + err
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = block.register_forward_hook(hook)
+    try:
+        logits = raw(ids).logits[0, -1]
+    finally:
+        handle.remove()
+    a_id, f_id = model.vocab.id(answer), model.vocab.id(foil)
+    (logits[a_id] - logits[f_id]).backward()
+    a, err = leaves["a"], leaves["err"]
+    scores = (a * a.grad)[0].detach()
+    for position, latent, score in result.top(20):
+        assert abs(score - float(scores[position, latent])) <= 1e-5
+    assert np.abs(result.error - (err * err.grad).sum(-1)[0].detach().numpy()).max() <= 1e-5
+    assert abs(result.clean_metric - float((logits[a_id] - logits[f_id]).detach())) <= 1e-4
+    assert len(result.exact) == 5
+    for (position, latent), drop in result.exact.items():  # each node zeroed, by hand
+        zeroed = a.detach().clone()
+        zeroed[0, position, latent] = 0
+        delta = (sae.decode(zeroed) - sae.decode(a.detach()))[0, position]
+
+        def add(mod, args, output, p=position, delta=delta):
+            hidden = (output[0] if isinstance(output, tuple) else output).clone()
+            hidden[0, p] += delta
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        handle = block.register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                edited = raw(ids).logits[0, -1]
+        finally:
+            handle.remove()
+        assert abs(drop - (result.clean_metric - float(edited[a_id] - edited[f_id]))) <= 1e-4
