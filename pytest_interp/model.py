@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable, Collection, Hashable, Sequence, Sized
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import checks, metrics
@@ -51,10 +52,11 @@ class InterpModel(DictionaryProbes):
 
     def __init__(
         self, backend: Backend, *, request: ModelRequest | None = None,
-        memory_bytes: int = DEFAULT_MEMO_BYTES,
+        memory_bytes: int = DEFAULT_MEMO_BYTES, root: Path | None = None,
     ) -> None:
         self.backend = backend
         self.request = request
+        self.root = root  # relative dictionary paths are found here first, then in the cwd
         self.memo = RunMemo(memory_bytes)
         self._vocab: Vocab | None = None
         self.tuned_lenses: dict[str, TunedLens] = {}  # loaded, by folder

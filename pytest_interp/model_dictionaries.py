@@ -35,7 +35,7 @@ class DictionaryProbes:
         if found is None:
             from .dictionaries.formats import load_dictionary, read_labels
 
-            found = load_dictionary(sae)
+            found = load_dictionary(sae, self._model.root)
             if labels is not None:
                 found = replace(found, labels=read_labels(Path(labels), sae))
             found.check_fits(self._model.info)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import InterpError
 from .model import InterpModel
@@ -24,6 +25,7 @@ class ModelPool:
     memory_bytes: int = DEFAULT_MEMO_BYTES
     deterministic: bool = True
     provide: Provider | None = None
+    root: Path | None = None  # where relative files named in tests are found (the rootdir)
     _models: dict[ModelRequest, InterpModel] = field(default_factory=dict)
     _failures: dict[ModelRequest, InterpError] = field(default_factory=dict)
     _released: list[InterpModel] = field(default_factory=list)
@@ -43,7 +45,7 @@ class ModelPool:
                 self._failures[request] = exc
                 raise
             self._models[request] = InterpModel(
-                backend, request=request, memory_bytes=self.memory_bytes
+                backend, request=request, memory_bytes=self.memory_bytes, root=self.root
             )
         return self._models[request]
 

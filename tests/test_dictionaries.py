@@ -277,7 +277,7 @@ def test_unknown_hooks_missing_files_and_bad_labels_are_one_line_each(tmp_path):
         "blocks.L.hook_mlp_in, blocks.L.ln2.hook_normalized, blocks.L.mlp.hook_in (and the "
         "Hugging Face paths layers.L, layers.L.mlp)")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InterpError, match="holds no dictionary: expected SAELens's cfg.json"):
+    with pytest.raises(InterpError, match=r"holds no dictionary: expected SAELens's cfg\.json"):
         load_dictionary(str(tmp_path / "empty"))
     with pytest.raises(InterpError) as err:
         load_dictionary("./nowhere")

@@ -221,14 +221,16 @@ def _read(path: Path, name: str) -> Dictionary:
 
 
 def load_dictionary(spec: str, root: Path | None = None) -> Dictionary:
-    """The dictionary ``spec`` names: a local folder or file (relative to ``root``), or a hub
-    path ``org/repo[/folder...][@revision]`` fetched through the Hugging Face cache."""
+    """The dictionary ``spec`` names: a local folder or file (relative to ``root``, else to
+    the working directory), or a hub path ``org/repo[/folder...][@revision]`` fetched through
+    the Hugging Face cache. Its name is ``spec`` as given, so results read the same on any
+    machine."""
     name = spec
     local = Path(spec).expanduser()
-    if root is not None and not local.is_absolute():
-        local = root / local
-    if local.exists():
-        return read_dictionary(local, name)
+    for where in ([root / local] if root is not None and not local.is_absolute() else []) + [
+            local]:
+        if where.exists():
+            return read_dictionary(where, name)
     repo, _, revision = spec.partition("@")
     parts = repo.split("/")
     if len(parts) < 2 or not all(parts) or Path(spec).is_absolute() or spec.startswith("."):

@@ -4,8 +4,7 @@ among the strongest at a position of a prompt."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import KW_ONLY, dataclass, replace
-from pathlib import Path
+from dataclasses import KW_ONLY, dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -35,15 +34,6 @@ if TYPE_CHECKING:
     from ..model import InterpModel
 
 SHOWN = 5  # latents a failure, a snapshot row and a figure column show per position
-
-
-def rooted_sae(sae: str, root: Path) -> str:
-    """A relative dictionary path taken from ``root`` where it exists there (else a hub
-    path, left as it is)."""
-    path = Path(sae.partition("@")[0]).expanduser()
-    if not path.is_absolute() and (root / path).exists():
-        return str(root / path)
-    return sae
 
 
 @dataclass(frozen=True)
@@ -79,9 +69,6 @@ class FeatureExpectation(Expectation[FeaturesResult]):
         if self.min is None and self.max is None and self.top_k is None:
             raise InterpError("no check given: pass min= (it fires), max= (max=0: it stays "
                               "silent) and/or top_k= (among the strongest)")
-
-    def with_root(self, root: Path) -> FeatureExpectation:
-        return Expectation.with_root(replace(self, sae=rooted_sae(self.sae, root)), root)
 
     def validate(self, model: InterpModel) -> None:
         model.dictionary(self.sae, labels=self.labels).check_latent(self.feature)

@@ -4,15 +4,13 @@ the loss with its reconstruction spliced in, its FVU and its L0."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import KW_ONLY, dataclass, replace
-from pathlib import Path
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING
 
 from .. import checks
 from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
 from ..results.features import FidelityResult
-from .features import rooted_sae
 
 if TYPE_CHECKING:
     from ..model import InterpModel
@@ -57,9 +55,6 @@ class SaeFidelityExpectation(Expectation[FidelityResult]):
         if self.max_delta_ce is None and self.max_fvu is None and self.l0 is None:
             raise InterpError("no check given: pass max_delta_ce=, max_fvu= and/or l0=(low, "
                               "high)")
-
-    def with_root(self, root: Path) -> SaeFidelityExpectation:
-        return Expectation.with_root(replace(self, sae=rooted_sae(self.sae, root)), root)
 
     def validate(self, model: InterpModel) -> None:
         model.dictionary(self.sae)

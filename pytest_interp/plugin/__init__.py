@@ -71,6 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
         memory_bytes=interp.memory_bytes, deterministic=interp.deterministic,
         provide=lambda request: config.hook.pytest_interp_load_model(spec=request.spec,
                                                                      request=request),
+        root=config.rootpath,
     )
     plugins: list[object] = [fixtures, SessionStart(), MarkerReader(), Series(), Running(),
                              Verdicts(), Outcomes()]
