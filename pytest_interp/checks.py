@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sized
 from typing import Any, TypeVar
 
 from .errors import InterpError, SiteError
@@ -175,3 +175,15 @@ def build(spec: type[S], what: str, arguments: dict[str, Any]) -> S:
             raise InterpError(f"{what} got an unknown argument {key!r}{hint}; it takes "
                               f"{', '.join(names)}")
     return spec(**arguments)
+
+
+def one_prompt(kind: str, value: object, name: str = "prompt") -> None:
+    """Probes read one prompt; a list gets one line naming the dataset way instead."""
+    if not isinstance(value, str):
+        got = f"a {type(value).__name__} of {len(value)}" if isinstance(value, Sized) else \
+            repr(value)
+        raise InterpError(f"{kind} takes one {name} string, got {got}: for a dataset use "
+                          f"@pytest.mark.{kind}(prompts=...) or pytest_interp.dataset(model, "
+                          f"{kind!r}, prompts, ...)")
+
+

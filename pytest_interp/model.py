@@ -4,7 +4,7 @@ probes as methods (each builds its probe's arguments, looks up the memo, calls i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Hashable, Sequence, Sized
+from collections.abc import Callable, Collection, Hashable, Sequence
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import checks, metrics
 from .backends.memory import rows_within
+from .dictionaries import LATENT_VECTOR
 from .errors import InterpError
 from .lenses import TunedLens, loaded_lens
 from .memo import ActivationCache, Counted, RunMemo
@@ -220,11 +221,10 @@ class InterpModel(DictionaryProbes):
     def generate(self, prompt: str, *, max_new_tokens: int = 20) -> str:
         """Greedy continuation text of one prompt (the prompt itself excluded)."""
         return self.generation(prompt, max_new_tokens=max_new_tokens).text
-
     def generation(self, prompt: str, *, max_new_tokens: int = 20) -> GenerationResult:
         """The greedy continuation of one prompt as a result: text, tokens and each step's
         margin (top-1 minus top-2 logit), for snapshots that know a near-tie. Memoised."""
-        _one_prompt("generation", prompt)
+        checks.one_prompt("generation", prompt)
         from .probes.generation import generation
 
         return self.remember(("generation", prompt, max_new_tokens),
@@ -238,15 +238,13 @@ class InterpModel(DictionaryProbes):
     ) -> LensResult:
         """Every block's resid_post at ``positions`` (None = all) decoded through ``lens``
         (a Lens, ``"logit"``, or a tuned-lens folder), the final norm and the unembedding."""
-        _one_prompt("lens", prompt)
+        checks.one_prompt("lens", prompt)
         from .probes.lens import run_lens
 
         used = loaded_lens(lens, self.tuned_lenses)
         return self.remember(None, lambda m: run_lens(m, prompt, positions=positions, lens=used))
 
-    def logit_lens(
-        self, prompt: str, *, positions: int | Sequence[int] | None = -1
-    ) -> LensResult:
+    def logit_lens(self, prompt: str, *, positions: int | Sequence[int] | None = -1) -> LensResult:
         """Every block's resid_post decoded by final norm + unembedding, at ``positions``."""
         return self.lens(prompt, positions=positions)
 
@@ -258,7 +256,7 @@ class InterpModel(DictionaryProbes):
 
     def logit_diff(self, prompt: str, answer: str, foil: str) -> float:
         """logit(answer) - logit(foil) at the last position (memoised run)."""
-        _one_prompt("logit_diff", prompt)
+        checks.one_prompt("logit_diff", prompt)
         from .probes.logit_diff import logit_diff
 
         return logit_diff(self, prompt, answer, foil).value
@@ -272,8 +270,8 @@ class InterpModel(DictionaryProbes):
         estimates the grid to first order from one backward pass; ``verify_top_k=K`` then
         patches its K largest cells exactly (``PatchingResult.exact``, ``.estimate_errors``).
         Batched, and memoised per spec."""
-        _one_prompt("activation_patching", clean, "clean")
-        _one_prompt("activation_patching", corrupted, "corrupted")
+        checks.one_prompt("activation_patching", clean, "clean")
+        checks.one_prompt("activation_patching", corrupted, "corrupted")
         from .probes.attribution import estimated
         from .probes.patching import Patching, activation_patching
 
@@ -288,7 +286,7 @@ class InterpModel(DictionaryProbes):
         """The metric with parts ablated, or kept (``probes.ablation.Ablate`` names every
         option: answer, foil, ablate, keep, method, corrupted, reference, positions, metric,
         control, seed). Batched, and memoised."""
-        _one_prompt("ablation", prompt)
+        checks.one_prompt("ablation", prompt)
         from .probes.ablation import Ablate
 
         request = checks.build(Ablate, "ablate", {"prompt": prompt, **options})
@@ -309,7 +307,7 @@ class InterpModel(DictionaryProbes):
         """Ablate each head (``kind="head"``), attention layer or MLP in turn, one batched
         row per part: ``.values`` [layers, heads] or [layers], ``.drop``, ``.top(k)``
         (``probes.ablation.Sweep`` names every option). Memoised."""
-        _one_prompt("ablation_sweep", prompt)
+        checks.one_prompt("ablation_sweep", prompt)
         from .probes.ablation import Sweep, ablation_sweep
 
         spec = checks.build(Sweep, "ablation_sweep", {"prompt": prompt, **options})
@@ -333,7 +331,7 @@ class InterpModel(DictionaryProbes):
         """Patchscopes over layer pairs in one batched generation (``probes.patchscope.
         Patchscope`` names every option: layers, target, target_layers, mode, target_token,
         mapping, max_new_tokens, expected). Memoised when there is no mapping."""
-        _one_prompt("patchscope", source, "source")
+        checks.one_prompt("patchscope", source, "source")
         from .probes.patchscope import Patchscope, patchscope
 
         spec = checks.build(Patchscope, "patchscope", {"source": source, "token": token,
@@ -353,9 +351,12 @@ class InterpModel(DictionaryProbes):
                                position=position)
 
     def load_vector(self, path: str) -> Tensor:
-        """A [d_model] steering vector from a .pt, .npy or .safetensors file."""
+        """A [d_model] steering vector from a .pt, .npy or .safetensors file, or a dictionary
+        latent's decoder direction, ``sae:PATH#LATENT``."""
         from .probes.steering import load_vector
 
+        if path.startswith(LATENT_VECTOR):
+            return self.latent_vector(path)
         return load_vector(path, self.info.d_model)
 
     def steer(self, prompt: str, vector: Tensor | str, **options: Any) -> SteeringResult:
@@ -363,7 +364,7 @@ class InterpModel(DictionaryProbes):
         coefficient, batched, and measure the change (``probes.steering.Steering`` names
         every option: layer, coef, site, positions, normalize, target, foil, max_new_tokens,
         sample, seed, temperature, top_k, metric). Memoised."""
-        _one_prompt("steering", prompt)
+        checks.one_prompt("steering", prompt)
         from .probes.steering import Steering, Vector, steer
 
         tensor = self.load_vector(vector) if isinstance(vector, str) else vector
@@ -379,7 +380,7 @@ class InterpModel(DictionaryProbes):
         (None = ``n`` seeded random tokens repeated twice), its induction score on that
         repeated sequence, and a label per head (``thresholds`` override the defaults)."""
         if prompt is not None:
-            _one_prompt("attention", prompt)
+            checks.one_prompt("attention", prompt)
         from .probes.attention import attention
 
         return self.remember(None, lambda m: attention(m, prompt, n=n, seed=seed,
@@ -389,15 +390,3 @@ class InterpModel(DictionaryProbes):
 def _row(spec: Ablation, i: int) -> Callable[[InterpModel], AblationResult]:
     """The recipe of row ``i`` of an ablation (a variant computes the batch once)."""
     return lambda model: model.ablation_rows(spec)[i]
-
-
-def _one_prompt(kind: str, value: object, name: str = "prompt") -> None:
-    """Probes read one prompt; a list gets one line naming the dataset way instead."""
-    if not isinstance(value, str):
-        got = f"a {type(value).__name__} of {len(value)}" if isinstance(value, Sized) else \
-            repr(value)
-        raise InterpError(f"{kind} takes one {name} string, got {got}: for a dataset use "
-                          f"@pytest.mark.{kind}(prompts=...) or pytest_interp.dataset(model, "
-                          f"{kind!r}, prompts, ...)")
-
-

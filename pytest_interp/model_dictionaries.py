@@ -3,18 +3,30 @@ transcoders): each loads its dictionary once per model, builds its spec, and mem
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from . import checks
+from .dictionaries import LATENT_VECTOR
+from .errors import InterpError
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from .dictionaries.dictionary import Dictionary
-    from .model import InterpModel
     from .probes.features import Fidelity
+    from .probes.runner import Runner
     from .results.features import FeatureAttributionResult, FeaturesResult, FidelityResult
+
+    class Facade(Runner, Protocol):
+        """What the mixin needs of ``InterpModel`` (without importing it)."""
+
+        root: Path | None
+        dictionaries: dict[tuple[str, str | None], Dictionary]
+
+        def remember(self, key: Hashable | None, compute: Callable[[Any], Any]) -> Any: ...
 
 
 class DictionaryProbes:
@@ -22,8 +34,8 @@ class DictionaryProbes:
     ``dictionary`` (mixed into ``InterpModel``)."""
 
     @property
-    def _model(self) -> InterpModel:
-        return cast("InterpModel", self)
+    def _model(self) -> Facade:
+        return cast("Facade", self)
 
     def dictionary(self, sae: str, *, labels: str | None = None) -> Dictionary:
         """The sparse dictionary ``sae`` names (a SAELens, Gemma Scope or sparsify folder or
@@ -42,6 +54,16 @@ class DictionaryProbes:
             found = self._model.dictionaries[key] = found.to(self._model.info.device)
         return found
 
+    def latent_vector(self, spec: str) -> Tensor:
+        """The decoder direction [d_model] of the latent ``sae:PATH#LATENT`` names: a steering
+        vector (coef = the activation it adds; add it at the dictionary's output site)."""
+        sae, hash_, latent = spec.removeprefix(LATENT_VECTOR).rpartition("#")
+        if not hash_ or not sae or not latent.isdigit():
+            raise InterpError(f"a latent's vector is sae:PATH#LATENT (e.g. "
+                              f"sae:sae/resid_post_15#4512), got {spec!r}")
+        dictionary = self.dictionary(sae)
+        return dictionary.direction(dictionary.check_latent(int(latent)))
+
     def features(self, prompt: str, *, sae: str,
                  labels: str | None = None) -> FeaturesResult:
         """The active latents of ``sae`` at every position of ``prompt``: ``.top(position,
@@ -49,6 +71,7 @@ class DictionaryProbes:
         latent's label. Memoised."""
         from .probes.features import Features
 
+        checks.one_prompt("features", prompt)
         spec = checks.build(Features, "features", {"prompt": prompt, "sae": sae,
                                                    "labels": labels})
         return self._model.remember(spec, lambda m: m.features_of([prompt], sae, labels)[0])
@@ -59,7 +82,7 @@ class DictionaryProbes:
         labelled too). Not memoised."""
         from .probes.features import features
 
-        return features(self._model, self._model.dictionary(sae, labels=labels), prompts, asked)
+        return features(self._model, self.dictionary(sae, labels=labels), prompts, asked)
 
     def sae_fidelity(self, texts: str | Sequence[str], *, sae: str,
                      skip: int = 1) -> FidelityResult:
@@ -79,7 +102,7 @@ class DictionaryProbes:
         """``sae_fidelity`` per text (``probes.features.Fidelity``), batched. Not memoised."""
         from .probes.features import fidelity
 
-        return fidelity(self._model, self._model.dictionary(spec.sae), spec)
+        return fidelity(self._model, self.dictionary(spec.sae), spec)
 
     def feature_attribution(self, prompt: str, *, sae: str,
                             **options: Any) -> FeatureAttributionResult:
@@ -88,6 +111,7 @@ class DictionaryProbes:
         every option: answer, foil, metric, verify_top_k, labels). Memoised."""
         from .probes.features import FeatureAttribution, feature_attribution
 
+        checks.one_prompt("feature_attribution", prompt)
         spec = checks.build(FeatureAttribution, "feature_attribution",
                             {"prompt": prompt, "sae": sae, **options})
         return self._model.remember(spec, lambda m: feature_attribution(

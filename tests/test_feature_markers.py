@@ -4,6 +4,7 @@ snapshots, and bad arguments (at collection, or when the test runs)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pytest_interp.kinds.features import FeatureExpectation
 from pytest_interp.kinds.sae_fidelity import SaeFidelityExpectation
@@ -154,3 +155,31 @@ def test_what_needs_the_model_fails_the_test_alone(pytester, sae):
     assert_fails_when_run(pytester, f'feature("The cat", sae={sae!r}, feature=96, min=1)',
                           f"latent 96 is not one of SAE '{sae}' (topk k=8, 96 "
                           "latents at resid_post@1)'s: use 0..95")
+
+
+def test_a_latents_decoder_direction_is_a_steering_vector(pytester, llama, sae):
+    from pytest_interp.dictionaries.formats import load_dictionary
+
+    vector = llama.load_vector(f"sae:{pytester.path / sae}#3")
+    assert torch.equal(vector, load_dictionary(str(pytester.path / sae)).weights["W_dec"][3])
+    steered = llama.steer("The cat sat on the", f"sae:{pytester.path / sae}#3", layer=1,
+                          site="resid_post", coef=[0.0, 20.0], target=" mat")
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=f"""
+        import pytest
+
+        @pytest.mark.steering("The cat sat on the", vector="sae:{sae}#3", layer=1,
+                              site="resid_post", coef=20.0, target=" mat",
+                              min_delta={float(steered.delta[-1]) - 1e-3:.6f})
+        def test_steer():
+            pass
+
+        @pytest.mark.steering("The cat sat on the", vector="sae:{sae}", layer=1, coef=1.0,
+                              target=" mat", min_delta=0)
+        def test_no_latent():
+            pass
+    """)
+    out = pytester.runpytest()
+    out.assert_outcomes(passed=1, failed=1)
+    out.stdout.fnmatch_lines(["*a latent's vector is sae:PATH#LATENT (e.g. "
+                              "sae:sae/resid_post_15#4512), got 'sae:sae'"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from ..codec import (
     text_change,
     top_changes,
 )
+from ..dictionaries import LATENT_VECTOR
 from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind
 from ..files import check_vector_file
@@ -124,8 +126,13 @@ class SteeringExpectation(Expectation[SteeringResult]):
         if self.min_delta is None and self.max_delta is None and self.generation_contains is None:
             raise InterpError("no check given: pass min_delta=, max_delta= or generation_contains=")
 
+    def with_root(self, root: Path) -> SteeringExpectation:
+        if self.vector is not None and self.vector.startswith(LATENT_VECTOR):
+            return self  # a latent's direction: the dictionary is found from the rootdir
+        return super().with_root(root)
+
     def check_files(self) -> None:
-        if self.vector is not None:
+        if self.vector is not None and not self.vector.startswith(LATENT_VECTOR):
             check_vector_file(self.vector)
 
     @property
