@@ -188,7 +188,7 @@ def test_facade_memoises_runs_and_widens_reads(load_backend):
 def test_facade_cache_and_generate(load_backend):
     model = InterpModel(load_backend("smollm2-135m", "nnsight"))
     cache = model.cache("The capital of France is")
-    assert len(cache) == 30 * 7
+    assert len(cache) == 30 * 8  # every component of every layer, mlp_in included
     assert cache["resid_post", -1].shape == (1, 5, 576)
     assert cache["head_out", 3].shape == (1, 5, 9, 576)
     assert cache["attn_pattern", 0].shape == (1, 9, 5, 5)

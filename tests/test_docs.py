@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,9 @@ def test_docs_have_the_examples_they_promise():
 @pytest.mark.slow
 def test_every_docs_example_runs_on_smollm2(pytester):
     files = doc_files()
+    # the dictionary the features page names, as `sae/resid_post_15` beside the examples
+    shutil.copytree(ROOT / "example_suites" / "smollm2" / "sae", pytester.path / "sae",
+                    ignore=shutil.ignore_patterns("*.py"))
     for name, source in files.items():
         path = pytester.path / name
         path.parent.mkdir(parents=True, exist_ok=True)
