@@ -1,6 +1,7 @@
 """The example suite's dictionary tests on SmolLM2 are loud about damage and quiet about noise:
 a bfloat16 round trip and 1e-3 relative weight noise keep every one green; zeroing the MLPs
-of the blocks before the SAE's site (0-14) makes the fidelity test fail, in model terms."""
+of the blocks before the SAE's site (0-14) makes the fidelity test fail, in model terms.
+The benign runs take the suite's tests as they are; the damaged run, its fidelity test."""
 
 from __future__ import annotations
 
@@ -57,5 +58,8 @@ def test_zeroing_the_mlps_before_the_saes_site_fails_the_fidelity_test(suite):
     result = suite.runpytest("--interp-model=variant:MLPs 0-14 zeroed", "-p",
                              "no:cacheprovider", "-k", "fidelity")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*sae_fidelity over texts.txt (*): *the loss rises by * nats "
-                                 "with the reconstruction spliced in, above max_delta_ce=*"])
+    # the damaged model's own loss is 14.3 nats, so the splice cannot make it much worse; the
+    # reconstruction misses almost all of its residual stream (FVU ~3.8)
+    result.stdout.fnmatch_lines(["sae_fidelity over texts.txt (10 prompts): sae/resid_post_15 "
+                                 "at resid_post@15 over 10 texts: the FVU is *, above "
+                                 "max_fvu=0.4"])
