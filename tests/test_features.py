@@ -117,18 +117,19 @@ def test_fvu_and_l0_are_their_definitions(load_backend, tmp_path):
     assert result.l0 == 8.0  # top-k with k=8 and positive pre-activations
 
 
-@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
-def test_feature_attribution_is_activation_times_gradient(backend, load_backend, load_raw_hf,
-                                                           tmp_path):
+@pytest.mark.parametrize(("backend", "skip"), [("transformer_lens", 1), ("nnsight", 0)])
+def test_feature_attribution_is_activation_times_gradient(backend, skip, load_backend,
+                                                           load_raw_hf, tmp_path):
     """Each latent's score equals a * d(logit diff)/da through a raw HF hook and autograd;
-    the error node's, err . d/d(err); verify_top_k patches each node exactly."""
+    the error node's, err . d/d(err); verify_top_k patches each node exactly. The first
+    ``skip`` positions have no nodes (the attention sink)."""
     model = InterpModel(load_backend("tiny-random-llama", backend))
     raw = load_raw_hf("tiny-random-llama").model
     folder = write_sae(tmp_path / "sae", model.info.d_model)
     sae = load_dictionary(str(folder))
     prompt, answer, foil = TEXTS[0], " Mary", " John"
     result = model.feature_attribution(prompt, sae=str(folder), answer=answer, foil=foil,
-                                       verify_top_k=5)
+                                       verify_top_k=5, skip=skip)
     ids = model.tokens(prompt).tensor()
     block = _get(raw, _parts(raw).blocks)[1]
     leaves = {}
@@ -151,8 +152,11 @@ def test_feature_attribution_is_activation_times_gradient(backend, load_backend,
     a, err = leaves["a"], leaves["err"]
     scores = (a * a.grad)[0].detach()
     for position, latent, score in result.top(20):
+        assert position >= skip
         assert abs(score - float(scores[position, latent])) <= 1e-5
-    assert np.abs(result.error - (err * err.grad).sum(-1)[0].detach().numpy()).max() <= 1e-5
+    want = (err * err.grad).sum(-1)[0].detach().numpy()
+    assert np.abs(result.error[skip:] - want[skip:]).max() <= 1e-5
+    assert not result.error[:skip].any()
     assert abs(result.clean_metric - float((logits[a_id] - logits[f_id]).detach())) <= 1e-4
     assert len(result.exact) == 5
     for (position, latent), drop in result.exact.items():  # each node zeroed, by hand

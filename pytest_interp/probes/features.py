@@ -63,7 +63,9 @@ class Fidelity:
 @dataclass(frozen=True)
 class FeatureAttribution:
     """``interp_model.feature_attribution``'s arguments: the metric at the last position (as
-    activation patching names it), and ``verify_top_k`` nodes patched exactly."""
+    activation patching names it), ``verify_top_k`` nodes patched exactly, and ``skip``
+    leading positions left as they are (the attention sink, which SAEs are not trained on:
+    no nodes there)."""
 
     prompt: str
     sae: str
@@ -72,6 +74,7 @@ class FeatureAttribution:
     metric: metrics.Metric = "logit_diff"
     verify_top_k: int = 0
     labels: str | None = None
+    skip: int = 1
 
     def __post_init__(self) -> None:
         metrics.check(self.metric, self.foil)
@@ -81,6 +84,8 @@ class FeatureAttribution:
         if isinstance(self.verify_top_k, bool) or not isinstance(self.verify_top_k, int) \
                 or self.verify_top_k < 0:
             raise InterpError(f"verify_top_k must be an int >= 0, got {self.verify_top_k!r}")
+        if not checks.is_int(self.skip) or self.skip < 0:
+            raise InterpError(f"skip must be an int >= 0, got {self.skip!r}")
 
 
 def sparse_rows(latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -219,17 +224,21 @@ def feature_attribution(model: Runner, dictionary: Dictionary, spec: FeatureAttr
     measure = metrics.build(spec.metric, model.vocab, spec.answer, spec.foil,
                             clean.logits[0, -1])
     x = clean.acts[sae.site].float()
+    skip = min(spec.skip, tokens.length - 1)
     with torch.enable_grad():
         latents = sae.encode(x).detach().requires_grad_(True)
         y_hat = sae.decode(latents, x)
         error = (clean.acts[sae.out_site].float() - y_hat).detach().requires_grad_(True)
-        run = model.forward(tokens, edits=[Edit(sae.out_site, y_hat + error)],
+        spliced = (y_hat + error)[:, skip:]  # the clean activations, as latents + error
+        run = model.forward(tokens, edits=[Edit(sae.out_site, spliced,
+                                                positions=tuple(range(skip, tokens.length)))],
                             logits_to_keep=1, grad=True)
         value = measure(run.logits[:, -1])
         value.sum().backward()
     assert latents.grad is not None and error.grad is not None
     scores = (latents * latents.grad).detach()[0]
     index, _ = sparse_rows(latents.detach()[0])
+    index[:skip] = -1  # not spliced: no nodes
     gathered = scores.gather(-1, torch.from_numpy(index).clamp(min=0).to(scores.device))
     node_scores = torch.where(torch.from_numpy(index >= 0).to(scores.device), gathered, 0.0)
     result = FeatureAttributionResult(

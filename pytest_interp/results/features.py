@@ -148,7 +148,8 @@ class FeatureAttributionResult:
     """Each latent's attribution to ``metric`` at each position of ``prompt``: activation x
     gradient, a first-order estimate of how much the metric drops when the latent is zeroed
     there. ``error``: the error term's attribution per position (the part of the site the
-    dictionary misses, as one node). ``exact``: the metric drop of the ``verify_top_k``
+    dictionary misses, as one node; 0 at the skipped leading positions). ``exact``: the
+    metric drop of the ``verify_top_k``
     largest (position, latent) nodes, each zeroed in an exact patched run."""
 
     model: str
