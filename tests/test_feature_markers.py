@@ -183,3 +183,22 @@ def test_a_latents_decoder_direction_is_a_steering_vector(pytester, llama, sae):
     out.assert_outcomes(passed=1, failed=1)
     out.stdout.fnmatch_lines(["*a latent's vector is sae:PATH#LATENT (e.g. "
                               "sae:sae/resid_post_15#4512), got 'sae:sae'"])
+
+
+def test_a_features_snapshot_is_tie_aware():
+    """Two latents that swap the lead within the tolerance are noise; a new leader far ahead,
+    or a latent gone from the list, is a change in model terms."""
+    from pytest_interp.kinds.features import latent_changes
+
+    old = [["541", 1.0], ["2953", 0.99], ["3699", 0.5]]
+    swapped = [["2953", 1.0], ["541", 0.995], ["3699", 0.5]]
+    (noise,) = latent_changes("position 5", old, swapped, 0.02)
+    assert noise.noise and noise.text == ("position 5: strongest latent 541 -> 2953, a near-tie "
+                                          "(within 0.02)")
+    replaced = [["77", 1.0], ["2953", 0.5], ["3699", 0.4]]
+    texts = [c.text for c in latent_changes("position 5", old, replaced, 0.02)]
+    assert texts == ["position 5: strongest latent 541 -> 77",
+                     "position 5: latent 541 (1.00 of the strongest) left the top 3",
+                     "position 5: latent 2953 0.99 -> 0.50 of the strongest",
+                     "position 5: latent 3699 0.50 -> 0.40 of the strongest"]
+    assert latent_changes("position 5", old, old, 0.02) == []

@@ -292,3 +292,35 @@ def test_the_written_suite_is_ruff_clean_with_any_parts_left_out(tmp_path, parts
     for name, text in init.render(found).items():
         (tmp_path / name).write_text(text)
     lint(tmp_path)
+
+
+@pytest.mark.slow
+def test_init_with_an_sae_claims_the_latent_most_selective_for_the_answers(smollm2, pytester):
+    """``init --sae``: on SmolLM2's recalled capitals, the example suite's SAE's latent most
+    selective for the answers (firing on the answer, not on the prompt's tokens: the place
+    latent 541 also fires on the country, so it is not the one); the written test names it,
+    is ruff clean and passes from the suite's own folder."""
+    from pytest_interp.datasets import capitals
+    from pytest_interp.init.explore import explore_features
+
+    suite = Path(__file__).resolve().parents[1] / "example_suites" / "smollm2"
+    found = smollm2_findings()
+    found.parts = {"facts": found.parts["facts"]}
+    found.files = {"facts.jsonl": "".join(  # as explore_facts writes them
+        json.dumps({"prompt": r["prompt"], "target": r["target"], "expect": r["target"],
+                    "emerges_at": 28}) + "\n" for r in capitals(16))}
+    explore_features(smollm2, str(suite / "sae" / "resid_post_15"), "sae/resid_post_15", found)
+    features = found.parts["features"]
+    latent = features["latent"]
+    assert features["share"] >= 0.5 and features["fires"]["passed"] >= 8
+    assert features["share"] - features["elsewhere"] >= 0.4  # selective for the answer
+    for name, text in init.render(found).items():
+        (pytester.path / name).write_text(text)
+    shutil.copytree(suite / "sae", pytester.path / "sae", ignore=shutil.ignore_patterns("*.py"))
+    lint(pytester.path)
+    text = (pytester.path / "test_interp.py").read_text()
+    assert ('@pytest.mark.feature(prompts="answers.jsonl", sae=SAE, feature='
+            f'{latent}, min={features["min"]},\n') in text
+    assert f"Latent {latent} ({features['label']}) fires on the recalled facts' answers" in text
+    result = pytester.runpytest("-k", "answers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

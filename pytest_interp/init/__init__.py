@@ -15,6 +15,7 @@ bfloat16 rounding) and fails on real damage; every generated test says what was 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--facts", type=Path, default=None,
                         help="a .jsonl of {prompt, target} facts, tried with the capitals")
     parser.add_argument("--ioi-prompts", type=int, default=64, help="IOI dataset size")
+    parser.add_argument("--sae", default=None,
+                        help="a sparse dictionary (SAELens, Gemma Scope or sparsify folder, or "
+                             "hub path): adds a test of its latent most selective for the "
+                             "recalled facts' answers")
     parser.add_argument("--budget-seconds", type=float, default=None,
                         help="stop exploring after this many seconds (parts not started are "
                              "left out, a sweep stops where it is)")
@@ -96,8 +101,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         request = ModelRequest(args.model, backend=args.backend)
         say(f"loading {args.model} ...")
         model = InterpModel(load_backend(request), request=request)
+        sae = None
+        if args.sae:  # the written suite names a local dictionary from its own folder
+            local = Path(args.sae).expanduser()
+            sae = (args.sae, os.path.relpath(local.resolve(), out) if local.exists()
+                   else args.sae)
+            parts.append("features")
         found = explore(model, args.model, parts, ioi_n=args.ioi_prompts, facts=facts,
-                        budget=Budget(args.budget_seconds, start))
+                        budget=Budget(args.budget_seconds, start), sae=sae)
     except InterpError as exc:
         print(f"init: {exc}", file=sys.stderr)
         return 2

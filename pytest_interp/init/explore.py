@@ -214,6 +214,45 @@ def explore_steering(model: Any, found: Findings, budget: Budget) -> None:
     }
 
 
+def explore_features(model: Any, sae: str, suite_sae: str, found: Findings) -> None:
+    """The latent of dictionary ``sae`` most selective for the recalled facts' answers: the
+    one firing on the answer token (prompt + target) of the most facts, less the share of the
+    prompts' own tokens it fires on; a dataset claim that it fires on the answers, at least at
+    half its median activation there."""
+    if "facts.jsonl" not in found.files:
+        found.left_out["features"] = "it needs the facts part (the recalled facts' answers)"
+        return
+    facts = [json.loads(line) for line in found.files["facts.jsonl"].splitlines()]
+    answered = [row["prompt"] + row["target"] for row in facts]
+    dictionary = model.dictionary(sae)
+    on_answer, elsewhere, positions = np.zeros(dictionary.n_latents), \
+        np.zeros(dictionary.n_latents), 0
+    results = model.features_of(answered, sae)
+    for result in results:
+        on_answer[[i for i, _ in result.active(-1)]] += 1
+        for p in range(len(result.str_tokens) - 1):
+            elsewhere[[i for i, _ in result.active(p)]] += 1
+            positions += 1
+    share = on_answer / len(results)
+    latent = int(np.argmax(share - elsewhere / max(positions, 1)))
+    if share[latent] < 0.5:
+        found.left_out["features"] = (f"no latent of {sae} fires on the answers of half the "
+                                      f"{len(facts)} recalled facts")
+        return
+    median = float(np.median([r.activation(latent) for r in results]))
+    floor = float(f"{median / 2:.2g}")
+    fires = dataset(model, "feature", answered, sae=sae, feature=latent, min=floor,
+                    stat="fraction", min_fraction=0)
+    label = model.features_of(answered[:1], sae, asked=[latent])[0].label(latent).replace(
+        "\\", "\\\\")  # written into a docstring
+    found.files["answers.jsonl"] = "".join(json.dumps({"prompt": text}) + "\n"
+                                           for text in answered)
+    found.parts["features"] = {
+        "sae": suite_sae, "latent": latent, "label": label, "min": floor, "median": median,
+        "share": share[latent], "elsewhere": elsewhere[latent] / max(positions, 1),
+        "fires": _fraction(fires), "site": str(dictionary.site)}
+
+
 def _interval(est: Any, unit: str) -> dict[str, Any]:
     return {"value": est.value, "low": est.low, "high": est.high,
             "min": lower_bound(est.low, est.value, unit),
@@ -248,8 +287,10 @@ def user_facts(path: Path) -> list[dict[str, Any]]:
 
 
 def explore(model: Any, spec: str, parts: Iterable[str], *, ioi_n: int = 64,
-            facts: Sequence[dict[str, Any]] = (), budget: Budget | None = None) -> Findings:
-    """Run the chosen parts on ``model`` (an InterpModel) within the budget."""
+            facts: Sequence[dict[str, Any]] = (), budget: Budget | None = None,
+            sae: tuple[str, str] | None = None) -> Findings:
+    """Run the chosen parts on ``model`` (an InterpModel) within the budget; ``sae``: a
+    dictionary (as given here, as the written suite names it) for the features part."""
     budget = budget or Budget(None)
     found = Findings(spec, model.info.name, model.info.n_layers)
     for part in parts:
@@ -268,6 +309,8 @@ def explore(model: Any, spec: str, parts: Iterable[str], *, ioi_n: int = 64,
             explore_heads(model, found)
         elif part == "steering":
             explore_steering(model, found, budget)
+        elif part == "features" and sae is not None:
+            explore_features(model, *sae, found)
         say(f"{part}: {duration(time.monotonic() - began)}")
     return found
 
