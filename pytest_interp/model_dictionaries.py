@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .dictionaries.dictionary import Dictionary
-    from .probes.features import Fidelity
+    from .probes.features import Fidelity, LatentAblation
     from .probes.runner import Runner
+    from .results import AblationResult
     from .results.features import FeatureAttributionResult, FeaturesResult, FidelityResult
 
     class Facade(Runner, Protocol):
@@ -104,6 +105,18 @@ class DictionaryProbes:
 
         return fidelity(self._model, self.dictionary(spec.sae), spec)
 
+    def latent_ablation_rows(self, spec: LatentAblation) -> list[AblationResult]:
+        """The ablation kind with ``sae=``: ``spec``'s results, one per case, batched
+        (``probes.features.LatentAblation``). Memoised; each row's origin is noted."""
+        from .probes.features import latent_ablation
+        from .record import remember_origin
+
+        rows: list[AblationResult] = self._model.remember(
+            spec, lambda m: latent_ablation(m, m.dictionary(spec.sae), spec))
+        for i, result in enumerate(rows):
+            remember_origin(result, self._model, _latent_row(spec, i))
+        return rows
+
     def feature_attribution(self, prompt: str, *, sae: str,
                             **options: Any) -> FeatureAttributionResult:
         """Each active latent's activation x gradient of a metric at the last position, at
@@ -116,3 +129,8 @@ class DictionaryProbes:
                             {"prompt": prompt, "sae": sae, **options})
         return self._model.remember(spec, lambda m: feature_attribution(
             m, m.dictionary(sae, labels=spec.labels), spec))
+
+
+def _latent_row(spec: LatentAblation, i: int) -> Callable[[Any], AblationResult]:
+    """The recipe of row ``i`` of a latent ablation (a variant computes the batch once)."""
+    return lambda model: model.latent_ablation_rows(spec)[i]

@@ -202,3 +202,49 @@ def test_a_features_snapshot_is_tie_aware():
                      "position 5: latent 2953 0.99 -> 0.50 of the strongest",
                      "position 5: latent 3699 0.50 -> 0.40 of the strongest"]
     assert latent_changes("position 5", old, old, 0.02) == []
+
+
+def test_the_ablation_marker_ablates_latents_with_sae(pytester, llama, sae):
+    from pytest_interp.kinds.ablation import AblationExpectation
+
+    path = str(pytester.path / sae)
+    top = [i for i, _ in llama.features(TEXT, sae=path).active(-1)[:3]]
+    result = AblationExpectation(TEXT, answer=" Mary", foil=" John", sae=path, ablate=top,
+                                 method="zero", min_drop=-1e9).run(llama)
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_m=f"""
+        import pytest
+
+        @pytest.mark.ablation({TEXT!r}, answer=" Mary", foil=" John", sae={sae!r},
+                              ablate={top}, method="zero", min_drop={result.value - 1:.4f})
+        def test_pass():
+            pass
+
+        @pytest.mark.ablation({TEXT!r}, answer=" Mary", foil=" John", sae={sae!r},
+                              ablate={top}, method="zero", min_drop={result.value + 1:.4f})
+        def test_fail():
+            pass
+    """)
+    out = pytester.runpytest()
+    out.assert_outcomes(passed=1, failed=1)
+    names = ", ".join(f"latent {i}" for i in sorted(top))
+    out.stdout.fnmatch_lines([f"ablation: ablating {names} (zero ablation) on {TEXT!r}: the "
+                              f"logit diff ' Mary' - ' John' goes from {result.clean:+.3f} to "
+                              f"{result.ablated:+.3f}, a drop of {result.value:.3f}, expected "
+                              f">= {result.value + 1:.4f} (min_drop={result.value + 1:.4f})"])
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ('ablation("a b", answer=" b", sae="x", keep=[1], min_faithfulness=0.5)',
+     "keep= with sae= would ablate every other latent: name the latents to ablate with "
+     "ablate=[...]"),
+    ('ablation("a b", answer=" b", sae="x", ablate=["L1H0"], min_drop=0)',
+     "with sae=, ablate must be a non-empty list of latent numbers like [541, 1749], got "
+     "['L1H0']"),
+    ('ablation("a b", answer=" b", sae="x", ablate=[3], method="resample", corrupted="a c", '
+     'min_drop=0)', "a latent is ablated to zero or its mean: method='zero' or 'mean', not "
+                    "'resample'"),
+])
+def test_bad_latent_ablations_fail_collection(pytester, marker, message):
+    ini(pytester, model="tiny-random-llama")
+    assert_collection_error(pytester, marker, message)

@@ -176,3 +176,56 @@ def test_feature_attribution_is_activation_times_gradient(backend, skip, load_ba
         finally:
             handle.remove()
         assert abs(drop - (result.clean_metric - float(edited[a_id] - edited[f_id]))) <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["zero", "mean"])
+def test_latent_ablation_equals_a_raw_hf_hook_that_changes_those_latents(method, load_backend,
+                                                                         load_raw_hf, tmp_path):
+    """The ablation kind with sae=: the chosen latents zeroed (or set to their mean over the
+    prompts) from position 1 on, the decoder's change added to the block's output by a plain
+    hook; control sets are drawn from the latents active on the prompt."""
+    from pytest_interp.probes.ablation import Case
+    from pytest_interp.probes.features import LatentAblation
+
+    model = InterpModel(load_backend("tiny-random-llama"))
+    raw = load_raw_hf("tiny-random-llama").model
+    folder = write_sae(tmp_path / "sae", model.info.d_model)
+    sae = load_dictionary(str(folder))
+    prompt, answer, foil = TEXTS[0], " Mary", " John"
+    first = model.features(prompt, sae=str(folder))
+    chosen = sorted({i for i, _ in first.active(-1)[:2]} | {i for i, _ in first.active(3)[:1]})
+    spec = LatentAblation((Case(prompt, answer, foil),), str(folder), tuple(chosen),
+                          method=method, control=4, seed=1)
+    (result,) = model.latent_ablation_rows(spec)
+    ids = model.tokens(prompt).tensor()
+    block = _get(raw, _parts(raw).blocks)[1]
+    a_id, f_id = model.vocab.id(answer), model.vocab.id(foil)
+
+    def metric_with(latents: list[int]) -> float:
+        def hook(mod, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            x = hidden[0, 1:]
+            a = sae.encode(x)
+            changed = a.clone()
+            mean = sae.encode(hidden[0, 1:]).mean(0) if method == "mean" else torch.zeros(96)
+            changed[:, latents] = mean[latents]
+            new = hidden.clone()
+            new[0, 1:] += sae.decode(changed, x) - sae.decode(a, x)
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        handle = block.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                logits = raw(ids).logits[0, -1]
+        finally:
+            handle.remove()
+        return float(logits[a_id] - logits[f_id])
+
+    assert abs(result.ablated - metric_with(chosen)) <= 1e-4
+    assert result.parts == tuple(f"latent {i}" for i in chosen)
+    assert len(result.controls) == 4
+    active = {i for p in range(1, len(first.str_tokens)) for i, _ in first.active(p)}
+    for names, value in zip(result.control_sets, result.controls, strict=True):
+        latents = [int(n.split()[1]) for n in names]
+        assert set(latents) <= active - set(chosen) and len(latents) == len(chosen)
+        assert abs(value - metric_with(latents)) <= 1e-4

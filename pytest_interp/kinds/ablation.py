@@ -41,7 +41,8 @@ class AblationExpectation(Expectation[AblationResult]):
     """Ablating the parts in ``ablate`` drops the metric by ``min_drop``/``max_drop``
     (necessity), or ablating every part but those in ``keep`` leaves ``min_faithfulness`` of
     it (sufficiency); with ``control=N``, the set must also beat ``percentile`` % of N random
-    sets of as many heads/layers."""
+    sets of as many heads/layers. With ``sae=`` a dictionary, ``ablate`` names its latents
+    (zero or mean ablation through its decoder; random sets drawn from the active latents)."""
 
     prompt: str
     _: KW_ONLY
@@ -62,6 +63,7 @@ class AblationExpectation(Expectation[AblationResult]):
     percentile: float = 95.0
     seed: int = 0
     min_effect: float | None = None
+    sae: str | None = None
 
     effect_name = "|clean| metric"
     row_fields = ("prompt", "answer", "foil")
@@ -77,14 +79,17 @@ class AblationExpectation(Expectation[AblationResult]):
                               "are sufficient), one of them")
         given = self.ablate if self.ablate is not None else self.keep
         name = "ablate" if self.ablate is not None else "keep"
-        if isinstance(given, str) or not isinstance(given, list | tuple) or not given:
-            raise InterpError(f"{name} must be a non-empty list of parts like ['L9H6', "
-                              f"'L9.attn', 'L9.mlp'], got {given!r}")
-        try:
-            parts = tuple(sorted({parse_part(p) for p in given}))
-        except SiteError as exc:
-            raise InterpError(f"{name}: {exc}") from None
-        object.__setattr__(self, name, tuple(str(p) for p in parts))
+        if self.sae is not None:
+            self._check_latents(given, name)
+        else:
+            if isinstance(given, str) or not isinstance(given, list | tuple) or not given:
+                raise InterpError(f"{name} must be a non-empty list of parts like ['L9H6', "
+                                  f"'L9.attn', 'L9.mlp'], got {given!r}")
+            try:
+                parts = tuple(sorted({parse_part(p) for p in given}))
+            except SiteError as exc:
+                raise InterpError(f"{name}: {exc}") from None
+            object.__setattr__(self, name, tuple(str(p) for p in parts))
         checks.choice("method", self.method, METHODS)
         if self.method == "resample" and self.corrupted is None:
             raise InterpError("method='resample' takes each part's value from corrupted=: pass "
@@ -132,6 +137,21 @@ class AblationExpectation(Expectation[AblationResult]):
             raise InterpError(f"control=N checks that the set beats random sets: pass "
                               f"{self.bound_fields[0]}=")
 
+    def _check_latents(self, given: object, name: str) -> None:
+        """With ``sae=``: ablate= names latents; keep= and resample ablation do not apply."""
+        checks.text("sae", self.sae)
+        if name == "keep":
+            raise InterpError("keep= with sae= would ablate every other latent: name the "
+                              "latents to ablate with ablate=[...]")
+        if self.method == "resample":
+            raise InterpError("a latent is ablated to zero or its mean: method='zero' or "
+                              "'mean', not 'resample'")
+        if isinstance(given, str) or not isinstance(given, list | tuple) or not given or \
+                not all(checks.is_int(i) and i >= 0 for i in given):
+            raise InterpError(f"with sae=, ablate must be a non-empty list of latent numbers "
+                              f"like [541, 1749], got {given!r}")
+        object.__setattr__(self, "ablate", tuple(sorted({int(i) for i in given})))
+
     @property
     def bound_fields(self) -> tuple[str, str]:  # type: ignore[override]
         return ("min_drop", "max_drop") if self.ablate is not None else \
@@ -154,6 +174,11 @@ class AblationExpectation(Expectation[AblationResult]):
         model.vocab.id(self.answer)
         if self.foil is not None:
             model.vocab.id(self.foil)
+        if self.sae is not None:
+            dictionary = model.dictionary(self.sae)
+            for latent in self.ablate or ():
+                dictionary.check_latent(latent)
+            return
         for part in self.parts:
             resolve(part, model.info)
         if self.corrupted is not None and self.method == "resample":
@@ -177,6 +202,11 @@ class AblationExpectation(Expectation[AblationResult]):
         for indices in groups.values():
             rows = [expectations[i] for i in indices]
             first = rows[0]
+            if first.sae is not None:
+                results = model.latent_ablation_rows(first._latent_spec(rows))
+                for i, result in zip(indices, results, strict=True):
+                    out[i] = result
+                continue
             results = model.ablation_rows(Ablation(
                 tuple(e._case() for e in rows), first.parts, keep=first.keep is not None,
                 method=first.method,  # type: ignore[arg-type]
@@ -187,13 +217,21 @@ class AblationExpectation(Expectation[AblationResult]):
                 out[i] = result
         return [r for r in out if r is not None]
 
+    def _latent_spec(self, rows: Sequence[AblationExpectation]) -> Any:
+        from ..probes.features import LatentAblation
+
+        return LatentAblation(
+            tuple(e._case() for e in rows), str(self.sae), tuple(self.ablate or ()),
+            method=self.method, metric=self._metric, reference=_reference(self.reference)
+            if self.reference is not None else None, control=self.control, seed=self.seed)
+
     @property
     def _metric(self) -> Metric:
         return self.metric if self.metric is not None else self.default_metric
 
     def _shared_key(self) -> tuple[Any, ...]:
         return (self.ablate, self.keep, self.method, self.reference, self._metric,
-                self.control, self.seed)
+                self.control, self.seed, self.sae)
 
     def _case(self) -> Any:
         from ..probes.ablation import Case
@@ -265,7 +303,9 @@ class AblationExpectation(Expectation[AblationResult]):
 
 
 def _count(parts: Sequence[str]) -> str:
-    """``2 heads and 1 MLP`` for a set's parts."""
+    """``2 heads and 1 MLP`` (``3 latents``) for a set's parts."""
+    if parts and all(p.startswith("latent ") for p in parts):
+        return f"{len(parts)} latent{'s' if len(parts) != 1 else ''} (active on the prompts)"
     kinds = [parse_part(p).kind for p in parts]
     words = {"head": ("head", "heads"), "attn": ("attention layer", "attention layers"),
              "mlp": ("MLP", "MLPs")}

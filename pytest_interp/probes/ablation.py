@@ -159,7 +159,7 @@ def ablated_metrics(
             measures[i] = metrics.build(metric, model.vocab, case.answer, case.foil,
                                         clean.logits[where[i], -1])
             clean_values[i] = float(measures[i](clean.logits[where[i]:where[i] + 1, -1])[0])
-        positions = {i: _positions(tokens[i], cases[i]) for i in group}
+        positions = {i: case_positions(tokens[i], cases[i]) for i in group}
         for j, chosen in enumerate(sets):
             if not chosen:
                 values[group, j] = clean_values[group]
@@ -175,7 +175,7 @@ def ablated_metrics(
     return clean_values, values
 
 
-def _positions(tokens: Tokens, case: Case) -> tuple[int, ...] | None:
+def case_positions(tokens: Tokens, case: Case) -> tuple[int, ...] | None:
     if case.positions is None:
         return None
     return tuple(sorted({token_position(tokens.strs[0], p, case.prompt)

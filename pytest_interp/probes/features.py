@@ -16,7 +16,9 @@ from .. import checks, metrics
 from ..backends.base import Edit, Tokens
 from ..dictionaries.dictionary import Dictionary
 from ..errors import InterpError
+from ..results import AblationResult
 from ..results.features import FeatureAttributionResult, FeaturesResult, FidelityResult
+from .ablation import Case, case_positions
 from .batching import by_length
 from .runner import Runner
 
@@ -273,3 +275,111 @@ def _zeroed_drops(model: Runner, sae: Dictionary, tokens: Tokens, latents: torch
         run = model.forward(tokens.repeat(len(nodes)), edits=edits, logits_to_keep=1)
         values = measure(run.logits[:, -1])
     return {(p, latent): clean - float(v) for (p, latent, _), v in zip(nodes, values, strict=True)}
+
+
+@dataclass(frozen=True)
+class LatentAblation:
+    """A latent ablation (the ablation kind with ``sae=``): per case, the metric with
+    ``latents`` zeroed or set to their mean activation over ``reference`` (default: the cases'
+    prompts) at every position from ``skip`` on (or the case's positions), the change put in
+    through the decoder at the dictionary's output site; and with ``control`` seeded random
+    sets of as many latents, drawn from those active on the cases."""
+
+    cases: tuple[Case, ...]
+    sae: str
+    latents: tuple[int, ...]
+    method: str = "mean"
+    metric: metrics.Metric = "logit_diff"
+    reference: tuple[str, ...] | None = None
+    control: int = 0
+    seed: int = 0
+    skip: int = 1
+
+
+def latent_ablation(model: Runner, dictionary: Dictionary, spec: LatentAblation
+                    ) -> list[AblationResult]:
+    """The results ``spec`` asks for, one per case: one clean pass per token length (memoised)
+    and one batched pass of every (case, set) row."""
+    sae = dictionary.to(model.info.device)
+    sae.check_fits(model.info)
+    chosen = sorted({sae.check_latent(i) for i in spec.latents})
+    tokens = [model.tokens(c.prompt) for c in spec.cases]
+    with torch.inference_mode():
+        found = {}  # case -> (latents [P, n], input [P, d], logits [V]) of the clean run
+        for group in by_length(tokens):
+            batch = Tokens.stack([tokens[i] for i in group])
+            clean = model.run(batch, read={sae.site}, logits_to_keep=1)
+            x = clean.acts[sae.site].float()
+            for row, i in enumerate(group):
+                found[i] = (sae.encode(x[row]), x[row], clean.logits[row, -1])
+        active = sorted({int(j) for latents, _, _ in found.values()
+                         for j in torch.nonzero(latents[spec.skip:].amax(0) > 0)[:, 0]}
+                        - set(chosen))
+        sets = [chosen, *_random_latent_sets(active, len(chosen), spec.control, spec.seed)]
+        target = _latent_targets(model, sae, spec, found)
+        clean_values, values = np.zeros(len(tokens)), np.zeros((len(tokens), len(sets)))
+        measures = {}
+        for i, (_, _, logits) in found.items():
+            case = spec.cases[i]
+            measures[i] = metrics.build(spec.metric, model.vocab, case.answer, case.foil, logits)
+            clean_values[i] = float(measures[i](logits[None])[0])
+        for group in by_length(tokens):
+            rows = [(i, j) for i in group for j in range(len(sets))]
+            size = model.rows_per_pass(tokens[group[0]].length, len(rows), 64)
+            for lo in range(0, len(rows), size):
+                chunk = rows[lo:lo + size]
+                edits = [_latent_edit(sae, spec.cases[i], spec.skip, tokens[i], found[i],
+                                      sets[j], target, r) for r, (i, j) in enumerate(chunk)]
+                run = model.forward(Tokens.stack([tokens[i] for i, _ in chunk]), edits=edits,
+                                    logits_to_keep=1)
+                for r, (i, j) in enumerate(chunk):
+                    values[i, j] = float(measures[i](run.logits[r:r + 1, -1])[0])
+    names = [tuple(f"latent {i}" for i in s) for s in sets]
+    return [AblationResult(
+        model=model.info.name, prompt=case.prompt, answer=case.answer, foil=case.foil,
+        parts=names[0], method=spec.method, mode="necessity", clean=float(clean_values[i]),
+        ablated=float(values[i, 0]), controls=tuple(float(v) for v in values[i, 1:]),
+        control_sets=tuple(names[1:]), metric=metrics.label(spec.metric),
+    ) for i, case in enumerate(spec.cases)]
+
+
+def _random_latent_sets(pool: list[int], size: int, n: int, seed: int) -> list[list[int]]:
+    """``n`` seeded random sets of ``size`` latents from ``pool``."""
+    if n and len(pool) < size:
+        raise InterpError(f"control={n} draws random sets of {size} latents from those active "
+                          f"on the prompts, but only {len(pool)} others are: name fewer latents "
+                          "or give more prompts")
+    rng = np.random.default_rng(seed)
+    return [sorted(int(pool[k]) for k in rng.choice(len(pool), size, replace=False))
+            for _ in range(n)]
+
+
+def _latent_targets(model: Runner, sae: Dictionary, spec: LatentAblation,
+                    found: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                    ) -> torch.Tensor:
+    """What each latent is set to: zero, or its mean activation over the reference prompts'
+    positions from ``skip`` on [n_latents]."""
+    target = torch.zeros(sae.n_latents, device=model.info.device)
+    if spec.method != "mean":
+        return target
+    if spec.reference is None:
+        acts = [latents[spec.skip:] for latents, _, _ in found.values()]
+    else:
+        acts = [sae.encode(batch_acts[row, spec.skip:].float())
+                for _, batch, batch_acts in site_batches(model, spec.reference, sae)
+                for row in range(batch.batch)]
+    return torch.cat(acts).mean(0)
+
+
+def _latent_edit(sae: Dictionary, case: Case, skip: int, tokens: Tokens,
+                 clean: tuple[torch.Tensor, torch.Tensor, torch.Tensor], chosen: list[int],
+                 target: torch.Tensor, row: int) -> Edit:
+    """One row's edit: the decoder's change with ``chosen`` latents set to ``target``, added
+    at the case's positions (default: every one from ``skip`` on)."""
+    latents, x, _ = clean
+    given = case_positions(tokens, case)
+    positions = list(given) if given is not None else list(range(skip, tokens.length))
+    changed = latents.clone()
+    changed[:, chosen] = target[chosen]
+    delta = (sae.decode(changed, x) - sae.decode(latents, x))[positions]
+    return Edit(sae.out_site, delta, mode="add", positions=tuple(positions), rows=(row,))
