@@ -29,7 +29,7 @@ ABLATION_USAGE = (
     "@pytest.mark.ablation(prompt, *, answer, foil=None, ablate=None, keep=None, method='mean', "
     "corrupted=None, reference=None, positions=None, metric=None, min_drop=None, "
     "max_drop=None, min_faithfulness=None, max_faithfulness=None, control=0, percentile=95.0, "
-    "seed=0, min_effect=None" + DATASET_USAGE
+    "seed=0, min_effect=None, sae=None" + DATASET_USAGE
 )
 PROMPT, CORRUPTED = "The cat sat on the mat", "The dog sat on the mat"
 

@@ -386,8 +386,8 @@ KIND = ExpectationKind(
     name="ablation", expectation=AblationExpectation, result=AblationResult,
     help="assert parts are necessary (ablate=[...], min_drop/max_drop) or sufficient "
          "(keep=[...], min_faithfulness): zero, mean or resample ablation of heads ('L9H6'), "
-         "attention layers ('L9.attn') and MLPs ('L9.mlp'), optionally beating control=N "
-         "random sets.",
+         "attention layers ('L9.attn') and MLPs ('L9.mlp'), or a dictionary's latents (sae=, "
+         "ablate=[541]), optionally beating control=N random sets.",
     codec=AblationCodec(), figure=ablation_figure,
     example=(("The cat sat on the",), {"answer": " mat", "foil": " rug", "ablate": ["L1H0"],
                                        "max_drop": 100}),
