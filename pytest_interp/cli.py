@@ -1,8 +1,8 @@
 """top layer: the ``pytest-interp`` command (also ``python -m pytest_interp``), one argparse parser
 with a subcommand per job: ``init`` (write a suite for a model), ``bisect`` (find the first failing
-checkpoint), ``lens train`` (a tuned lens). Each subcommand's module gives ``HELP``,
-``add_arguments(parser)`` and ``run(args, parser) -> exit status``; a new one is one line of
-``COMMANDS``."""
+checkpoint), ``lens train`` (a tuned lens), ``merge`` (one report from several sessions'
+results). Each subcommand's module gives ``HELP``, ``add_arguments(parser)`` and ``run(args,
+parser) -> exit status``; a new one is one line of ``COMMANDS``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 COMMANDS = {"init": "pytest_interp.init", "bisect": "pytest_interp.bisect",
-            "lens": "pytest_interp.lens"}
+            "lens": "pytest_interp.lens", "merge": "pytest_interp.merge"}
 
 
 def parser(prog: str = "python -m pytest_interp") -> argparse.ArgumentParser:

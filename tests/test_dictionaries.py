@@ -1,8 +1,8 @@
 """Sparse dictionaries: every architecture's encode/decode equals its format's own formulas
 (written here in numpy from SAELens's, Gemma Scope's and sparsify's source, in float64) within
 1e-6 of the largest value (float32 rounding), sparsify folders encode as ``SparseCoder`` does
-(the same latents, values within float rounding), hub paths load offline from a hub-layout cache, and a
-dictionary that does not fit the model is refused before any forward pass."""
+(the same latents, values within float rounding), hub paths load offline from a hub-layout
+cache, and a dictionary that does not fit the model is refused before any forward pass."""
 
 from __future__ import annotations
 

@@ -29,9 +29,11 @@ from .items import POOL_KEY
 from .options import CONFIG_KEY, add_options, read_config, report_path
 from .outcomes import Outcomes
 from .report import REPORT_KEY, HtmlReport
+from .results import ResultsFile
 from .running import Running
 from .series import Series
 from .session import SessionStart
+from .shards import Shards
 from .specs import model_id, model_ids, ordered
 from .summary import StepSummary, TerminalSummary
 from .verdicts import InconclusiveVerdict, VacuousWarning, Verdicts
@@ -73,10 +75,12 @@ def pytest_configure(config: pytest.Config) -> None:
                                                                      request=request),
         root=config.rootpath,
     )
-    plugins: list[object] = [fixtures, SessionStart(), MarkerReader(), Series(), Running(),
-                             Verdicts(), Outcomes()]
+    plugins: list[object] = [fixtures, SessionStart(), MarkerReader(), Series(), Shards(),
+                             Running(), Verdicts(), Outcomes()]
     controller = not hasattr(config, "workerinput") and not config.option.collectonly
-    path = report_path(config)
+    path, results = report_path(config), report_path(config, "results")
+    if controller and results is not None:
+        plugins.append(ResultsFile(results))
     if controller:
         plugins.append(Interrupts())
     if controller and path is not None:

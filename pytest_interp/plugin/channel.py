@@ -43,6 +43,30 @@ def decode(report: pytest.TestReport | pytest.CollectReport) -> TestRecord:
     return TestRecord(**data) if isinstance(data, dict) else TestRecord()
 
 
+def test_row(report: pytest.TestReport) -> dict[str, Any] | None:
+    """A report as one row of results data (``--interp-results``; what the report and the
+    step summary are made of): the call of each test, and any setup or teardown that did not
+    pass; None for the others."""
+    if report.when != "call" and not report.failed and not report.skipped:
+        return None
+    status = outcome(report)
+    failure = ""
+    if status in ("inconclusive", "drift"):
+        failure = "".join(text for name, text in report.sections
+                          if name.startswith(f"interp: {status}"))
+    elif report.failed or report.skipped:
+        failure = report.longreprtext
+    return {"type": "test", "nodeid": report.nodeid, "when": report.when, "outcome": status,
+            "duration": report.duration, "failure": failure,
+            "record": asdict(decode(report)) if report.when == "call" else None}
+
+
+def row_record(row: dict[str, Any]) -> TestRecord | None:
+    """The record a results row carries (None: a setup or teardown row)."""
+    data = row.get("record")
+    return TestRecord(**data) if isinstance(data, dict) else None
+
+
 def outcome(report: pytest.TestReport | pytest.CollectReport) -> str:
     """passed, failed, skipped, or our own: inconclusive, drift."""
     return decode(report).verdict or ("failed" if report.failed else report.outcome)

@@ -155,6 +155,13 @@ OPTIONS = (
     Option("report", "write a self-contained HTML report with figures to PATH (relative to "
                      "the rootdir in the ini file; an empty --interp-report= writes none)", "",
            "string", "PATH"),
+    Option("results", "write each test's outcome, measured values, figures and snapshot "
+                      "changes to PATH as JSON lines, as they finish (relative to the rootdir "
+                      "in the ini file): `pytest-interp merge` makes the report from such "
+                      "files", "", "string", "PATH"),
+    Option("shard", "run shard I of N: whole models of a series (else whole test files), "
+                    "assigned deterministically and balanced by their tests", None, "string", "I/N",
+           lambda text: parse_shard(text)),
     Option("noise_floor", "what a snapshot's noise floor is measured under when it is "
                           "written: a comma list of backend, bfloat16, noise:R, or none",
            DEFAULT_NOISE_FLOOR, "string", "LIST", _perturbations),
@@ -257,6 +264,7 @@ class InterpConfig:
     max_drift: float = 1.0  # a snapshot's drift budget, in noise floors
     drift: Drifts = "fail"  # the outcome of a snapshot over its budget: FAIL or DRIFT
     writer: str | None = None  # with --snapshot-update in a series: the model that writes
+    shard: tuple[int, int] | None = None  # (i, n): run shard i of n
 
     def request(self, override: ModelOverride | None = None,
                 spec: str | None = None) -> ModelRequest:
@@ -318,6 +326,7 @@ def read_config(config: pytest.Config) -> InterpConfig:
             baseline=setting(config, "baseline") or None,
             max_drift=check_budget(setting(config, "max_drift"), "interp_max_drift"),
             drift=setting(config, "drift"), writer=_writer(config, specs),
+            shard=setting(config, "shard") or None,
         )
     except InterpError as exc:
         raise pytest.UsageError(f"pytest-interp: {exc}") from None
@@ -363,11 +372,20 @@ def _threads(config: pytest.Config, raw: int | str) -> int | None:
 
 
 
-def report_path(config: pytest.Config) -> Path | None:
-    """The HTML report's path: ``--interp-report`` (relative to the working directory; empty:
-    no report, whatever the ini says), else the ini's (relative to the rootdir), else None."""
-    option = config.getoption("interp_report")
-    raw = config.getini("interp_report") if option is None else option
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/3"`` -> (2, 3), or one line naming the form."""
+    i, slash, n = text.partition("/")
+    if not (slash and i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise InterpError(f"--interp-shard takes I/N with 1 <= I <= N, e.g. 2/3, got {text!r}")
+    return int(i), int(n)
+
+
+def report_path(config: pytest.Config, name: str = "report") -> Path | None:
+    """The path of the HTML report (or of another file option, ``results``):
+    ``--interp-<name>`` (relative to the working directory; empty: none, whatever the ini
+    says), else the ini's (relative to the rootdir), else None."""
+    option = config.getoption(f"interp_{name}")
+    raw = config.getini(f"interp_{name}") if option is None else option
     if not raw:
         return None
     path = Path(raw)

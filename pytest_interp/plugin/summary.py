@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ..report.summary import SummaryRow, markdown
-from .channel import decode, outcome
+from .channel import decode, row_record, test_row
 from .items import POOL_KEY
 from .options import CONFIG_KEY
 from .report import REPORT_KEY
@@ -25,15 +25,25 @@ class StepSummary:
         self.rows: dict[str, SummaryRow] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call" and not report.failed and not report.skipped:
-            return
-        row = self.rows.setdefault(report.nodeid, SummaryRow(report.nodeid))
-        row.outcome = outcome(report)
-        if report.when == "call":
-            record = decode(report)
+        row = test_row(report)
+        if row is not None:
+            self.add(row)
+
+    def add(self, result: dict[str, Any]) -> None:
+        """One results row (``channel.test_row``) into its test's summary row."""
+        row = self.rows.setdefault(result["nodeid"], SummaryRow(result["nodeid"]))
+        row.outcome = result["outcome"]
+        record = row_record(result)
+        if record is not None:
             row.measured += record.measured
             row.changes += record.changes
             row.model = record.model
+
+    def write(self, title: str, ids: list[str]) -> None:
+        """Append the Markdown summary (a series' ``ids`` as a grid)."""
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(markdown(list(self.rows.values()), title,
+                               models=ids if len(ids) > 1 else None))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         interp = session.config.stash[CONFIG_KEY]
@@ -41,9 +51,7 @@ class StepSummary:
         title = f"{', '.join(ids) or 'no model'} via {interp.backend}"
         if interp.baseline:
             title += f", against baseline {interp.baseline}"
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(markdown(list(self.rows.values()), title,
-                               models=ids if len(ids) > 1 else None))
+        self.write(title, ids)
 
 
 class TerminalSummary:

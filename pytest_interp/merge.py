@@ -1,0 +1,127 @@
+"""top layer: the ``merge`` command: one HTML report and one step summary from the results files
+of several sessions (``--interp-results``; e.g. the shards of a CI matrix), as one session over
+them all would have written them. Missing, repeated or unfinished shards, and tests found in
+two files, are named in the report and on stderr, never merged silently.
+
+    pytest-interp merge shard-*.jsonl --report report.html --step-summary summary.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HELP = "merge the results files of several sessions (shards) into one report"
+
+
+@dataclass
+class Merged:
+    """What a set of results files holds: the sessions' header rows, the test rows in order,
+    and what is wrong with the set."""
+
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def read(paths: list[Path]) -> Merged:
+    """Read results files; a file that is not one is a problem, not a crash."""
+    from .plugin.results import SCHEMA
+
+    merged = Merged()
+    seen: dict[str, Path] = {}
+    for path in paths:
+        try:
+            lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+        except (OSError, ValueError) as exc:
+            merged.problems.append(f"{path}: not a results file ({exc})")
+            continue
+        if not lines or lines[0].get("schema") != SCHEMA or lines[0].get("type") != "session":
+            merged.problems.append(f"{path}: not a {SCHEMA} file (its first line is no session)")
+            continue
+        merged.sessions.append({**lines[0], "path": str(path)})
+        if lines[-1].get("type") != "end":
+            merged.problems.append(f"{path}: the session did not finish (no end line): its "
+                                   "remaining tests are missing")
+        for row in lines[1:]:
+            if row.get("type") != "test":
+                continue
+            if row.get("when") == "call" and row["nodeid"] in seen \
+                    and seen[row["nodeid"]] != path:
+                merged.problems.append(f"{row['nodeid']} is in both {seen[row['nodeid']]} and "
+                                       f"{path}: only the first is kept")
+                continue
+            if row.get("when") == "call":
+                seen[row["nodeid"]] = path
+            merged.rows.append(row)
+    merged.problems += _shard_problems(merged.sessions)
+    return merged
+
+
+def _shard_problems(sessions: list[dict[str, Any]]) -> list[str]:
+    """Missing and repeated shards of an I/N split."""
+    shards = [s["shard"] for s in sessions if s.get("shard")]
+    if not shards:
+        return []
+    counts = {tuple(s) for s in shards}
+    totals = {n for _, n in counts}
+    problems = []
+    if len(totals) > 1:
+        problems.append(f"the files split the suite differently: {sorted(totals)} shards")
+    for n in sorted(totals):
+        have = [i for i, m in (tuple(s) for s in shards) if m == n]
+        missing = [i for i in range(1, n + 1) if i not in have]
+        problems += [f"shard {i}/{n} is missing" for i in missing]
+        problems += [f"shard {i}/{n} is given {have.count(i)} times"
+                     for i in sorted(set(have)) if have.count(i) > 1]
+    return problems
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, help="results files (--interp-results)")
+    parser.add_argument("--report", type=Path, default=None, help="write the HTML report here")
+    parser.add_argument("--step-summary", type=Path, default=None,
+                        help="append the Markdown step summary here (default: "
+                             "$GITHUB_STEP_SUMMARY when set)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Merge; 0 when the set is whole and every test passed, 1 otherwise."""
+    from .plugin.report import HtmlReport
+    from .plugin.summary import StepSummary
+
+    merged = read(list(args.files))
+    if not merged.sessions:
+        parser.error("no readable results file: " + "; ".join(merged.problems))
+    for problem in merged.problems:
+        print(f"merge: {problem}", file=sys.stderr)
+    first = merged.sessions[0]
+    models = list(dict.fromkeys(m for s in merged.sessions for m in s["models"]))
+    every = list(dict.fromkeys(m for s in merged.sessions for m in s.get("specs", [])))
+    ids = models if len(every) > 1 else []
+    if args.report is not None:
+        report = HtmlReport(args.report)
+        for row in merged.rows:
+            report.add(row)
+        lines = [*first["header"], f"interp: merged from {len(merged.sessions)} results "
+                 f"files: {', '.join(Path(s['path']).name for s in merged.sessions)}",
+                 *(f"MERGE PROBLEM: {p}" for p in merged.problems)]
+        report.write(lines, ids, 0.0)
+        print(f"merge: report written to {args.report}", file=sys.stderr)
+    target = args.step_summary or os.environ.get("GITHUB_STEP_SUMMARY")
+    if target:
+        summary = StepSummary(str(target))
+        for row in merged.rows:
+            summary.add(row)
+        title = f"{', '.join(models) or 'no model'} via {first['backend']}"
+        if first.get("baseline"):
+            title += f", against baseline {first['baseline']}"
+        summary.write(title, models)
+    failed = any(r["outcome"] in ("failed", "inconclusive") for r in merged.rows)
+    return 1 if failed or merged.problems else 0

@@ -1,0 +1,113 @@
+"""Results as data and shards: a series split into shards, each session writing its results
+file, merges into the outcomes, measured values and trend points one session gives; each
+shard loads only its models; a missing shard is named, never merged silently."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_interp.merge import read
+from pytest_interp.plugin.shards import assign
+
+from .pytester_helpers import ini
+
+pytest_plugins = ["pytester"]
+
+MODELS = ("tiny-random-llama", "tiny-random-gpt2", "tiny-random-qwen2")
+SUITE = """
+import pytest
+
+
+@pytest.mark.logit_diff("The cat sat on the", answer=" mat", foil=" dog", min=-1e9)
+@pytest.mark.lens("The cat sat on the", " mat", layer=-1, top_k=1000000)
+def test_markers():
+    pass
+
+
+def test_body(interp_model):
+    assert interp_model.info.n_layers > 0
+
+
+def test_no_model():
+    assert 1 + 1 == 2
+"""
+
+
+def test_assign_balances_largest_first_and_is_deterministic():
+    assert assign({"a": 1, "b": 1, "c": 1, "d": 1}, 3) == {"a": 1, "b": 2, "c": 3, "d": 1}
+    assert assign({"small": 1, "big": 5, "mid": 3}, 2) == {"big": 1, "mid": 2, "small": 2}
+    assert assign({}, 4) == {}
+
+
+def _facts(path: Path) -> dict[str, tuple]:
+    """Test id -> (outcome, measured values, trend points) from a results file."""
+    return {row["nodeid"]: (row["outcome"], row["record"]["measured"], row["record"]["points"],
+                            row["record"]["model"])
+            for row in read([path]).rows if row["when"] == "call"}
+
+
+@pytest.mark.slow
+def test_a_series_in_three_shards_merges_into_one_sessions_results(pytester, tmp_path):
+    ini(pytester)
+    pytester.makepyfile(test_series=SUITE)
+    models = [f"--interp-model={m}" for m in MODELS]
+    whole = pytester.runpytest(*models, f"--interp-results={tmp_path / 'whole.jsonl'}",
+                               "-p", "no:cacheprovider")
+    whole.assert_outcomes(passed=7)
+    loaded = []
+    for i in (1, 2, 3):
+        shard = pytester.runpytest(*models, f"--interp-shard={i}/3", "-p", "no:cacheprovider",
+                                   f"--interp-results={tmp_path / f'shard{i}.jsonl'}")
+        shard.assert_outcomes(passed=3 if i == 1 else 2, deselected=4 if i == 1 else 5)
+        loaded.append([line.split()[1] for line in shard.stdout.lines
+                       if line.startswith("interp: tiny-random-")])
+    assert loaded == [[MODELS[0]], [MODELS[1]], [MODELS[2]]]  # each shard loads its model alone
+    shards = [tmp_path / f"shard{i}.jsonl" for i in (1, 2, 3)]
+    merged = {}
+    for path in shards:
+        merged.update(_facts(path))
+    assert merged == _facts(tmp_path / "whole.jsonl")
+    assert read(shards).problems == []
+    done = subprocess.run([sys.executable, "-m", "pytest_interp", "merge", *map(str, shards),
+                           "--report", str(tmp_path / "merged.html"), "--step-summary",
+                           str(tmp_path / "summary.md")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "merged.html").read_text()
+    assert page.count('<section class="test passed"') == 7
+    summary = (tmp_path / "summary.md").read_text()
+    assert all(model.removeprefix("tiny-random-") in summary for model in MODELS)
+    missing = subprocess.run([sys.executable, "-m", "pytest_interp", "merge", str(shards[0]),
+                              str(shards[2]), "--report", str(tmp_path / "part.html")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert "merge: shard 2/3 is missing" in missing.stderr.splitlines()
+    assert "MERGE PROBLEM: shard 2/3 is missing" in (tmp_path / "part.html").read_text()
+
+
+def test_the_results_file_is_written_line_by_line_with_a_versioned_schema(pytester, tmp_path):
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_one=SUITE)
+    pytester.runpytest(f"--interp-results={tmp_path / 'r.jsonl'}", "-p", "no:cacheprovider")
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert {row["schema"] for row in rows} == {"pytest-interp-results/1"}
+    assert [row["type"] for row in rows] == ["session", "test", "test", "test", "end"]
+    assert rows[0]["models"] == ["tiny-random-llama"] and rows[0]["shard"] is None
+    markers = next(row for row in rows if row.get("nodeid", "").endswith("test_markers"))
+    assert markers["outcome"] == "passed"
+    assert markers["record"]["measured"][0].startswith("logit_diff(answer=' mat', foil=' dog'): "
+                                                       "logit diff ")
+    assert rows[-1]["exitstatus"] == 0
+
+
+def test_a_bad_shard_is_one_usage_error(pytester):
+    ini(pytester, model="tiny-random-llama")
+    pytester.makepyfile(test_one=SUITE)
+    result = pytester.runpytest("--interp-shard=4/3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--interp-shard takes I/N with 1 <= I <= N, e.g. 2/3, got "
+                                 "'4/3'"])
