@@ -42,7 +42,7 @@ def test_an_unknown_command_is_one_usage_error(capsys):
     assert done.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "pytest-interp: error: argument COMMAND: invalid choice: 'train' (choose from 'init', "
-        "'bisect', 'lens')")
+        "'bisect', 'lens', 'merge')")
 
 
 def test_the_console_script_and_the_old_spellings_run():
