@@ -142,15 +142,29 @@ def test_a_released_model_is_freed_while_its_results_stay_in_the_report(pytester
 
 
 @pytest.mark.slow
-def test_xdist_workers_load_each_model_at_most_once(pytester, monkeypatch):
+def test_under_xdist_each_model_of_a_series_loads_once_on_one_worker(pytester, monkeypatch):
+    """xdist schedules whole models (ModelScheduling): a 4-model series on 2 workers loads
+    each model exactly once in all, and both workers take a share."""
     monkeypatch.setenv("LOADS", str(pytester.path))
     pytester.makeconftest(LOG_LOADS)
     pytester.makepyfile(test_m=SUITE)
-    result = pytester.runpytest_subprocess("-n", "2", "--interp-model=tiny-random-llama",
-                                           "--interp-model=tiny-random-gpt2")
-    result.assert_outcomes(passed=6)
-    loads = (pytester.path / "loads.txt").read_text().splitlines()
-    assert len(loads) == len(set(loads))  # no (worker, model) pair loaded twice
+    models = ("tiny-random-llama", "tiny-random-gpt2", "tiny-random-olmo", "tiny-random-phi3")
+    result = pytester.runpytest_subprocess("-n", "2", *(f"--interp-model={m}" for m in models))
+    result.assert_outcomes(passed=10)  # 2 tests on each model, 2 that use none
+    loads = [line.split() for line in (pytester.path / "loads.txt").read_text().splitlines()]
+    # each once, in all (and qwen2 once, for the test pinned to it)
+    assert sorted(spec for _, spec, _ in loads) == sorted([*models, "tiny-random-qwen2"])
+    assert {worker for worker, _, _ in loads} == {"gw0", "gw1"}
+
+
+def test_a_test_ids_scope_under_xdist_is_its_series_model():
+    from pytest_interp.plugin.series import scope_of
+
+    ids = ["step_1", "step_10", "tiny-random-llama"]
+    assert scope_of("t.py::test_a[step_10]", ids) == "model:step_10"
+    assert scope_of("t.py::test_a[3-step_1]", ids) == "model:step_1"
+    assert scope_of("t.py::C::test_b[tiny-random-llama-x]", ids) == "model:tiny-random-llama"
+    assert scope_of("t.py::test_c", ids) == "t.py"
 
 
 def test_a_pinned_class_is_not_multiplied(pytester):

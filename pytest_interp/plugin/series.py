@@ -1,8 +1,11 @@
 """plugin layer: a checkpoint series. With several ``--interp-model``, every test that uses a model
 runs on each, as a session-scoped parameter (so pytest orders tests by model and each model loads
-once per process), and a model is released when the next test needs another."""
+once per process), and a model is released when the next test needs another. Under xdist the
+tests of one model go to one worker (``ModelScheduling``), so each model loads once in all."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -33,6 +36,24 @@ class Series:
         metafunc.parametrize(SERIES, interp.specs, ids=model_ids(interp.specs),
                              scope="session")
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """In a series, xdist schedules whole models: each worker holds one at a time."""
+        specs = config.stash[CONFIG_KEY].specs
+        if len(specs) < 2:
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        ids = model_ids(specs)
+
+        class ModelScheduling(LoadScopeScheduling):
+            """xdist's scope scheduling with a test's scope = its series model."""
+
+            def _split_scope(self, nodeid: str) -> str:
+                return scope_of(nodeid, ids)
+
+        return ModelScheduling(config, log)
+
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         """Release a series model when the next test runs on another one (tests are ordered
         by model, so it is not needed again in this process)."""
@@ -40,3 +61,15 @@ class Series:
         if spec is not None and following is not None and following != spec \
                 and spec != item.config.stash[CONFIG_KEY].baseline:
             item.config.stash[POOL_KEY].release(spec)
+
+
+def scope_of(nodeid: str, ids: list[str]) -> str:
+    """The series model a test id runs on (one of ``ids`` among its parameters), else its
+    module: xdist's unit of work."""
+    params = nodeid.rpartition("[")[2].rstrip("]").split("-") if nodeid.endswith("]") else []
+    joined = "-".join(params)
+    for model in sorted(ids, key=len, reverse=True):  # the longest id that fits
+        if joined == model or joined.endswith(f"-{model}") or joined.startswith(f"{model}-") \
+                or f"-{model}-" in joined:
+            return f"model:{model}"
+    return nodeid.split("::", 1)[0]
