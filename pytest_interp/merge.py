@@ -9,6 +9,7 @@ two files, are named in the report and on stderr, never merged silently.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -64,6 +65,19 @@ def read(paths: list[Path]) -> Merged:
     return merged
 
 
+def expanded(paths: list[Path]) -> list[Path]:
+    """The files named, a glob pattern (``shard-*.jsonl``) expanded here as a shell would
+    (sorted), so the command reads the same from any shell."""
+    out: list[Path] = []
+    for path in paths:
+        text = str(path)
+        if not path.exists() and any(c in text for c in "*?["):
+            out += [Path(p) for p in sorted(glob.glob(text))] or [path]
+        else:
+            out.append(path)
+    return out
+
+
 def _shard_problems(sessions: list[dict[str, Any]]) -> list[str]:
     """Missing and repeated shards of an I/N split."""
     shards = [s["shard"] for s in sessions if s.get("shard")]
@@ -96,7 +110,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .plugin.report import HtmlReport
     from .plugin.summary import StepSummary
 
-    merged = read(list(args.files))
+    merged = read(expanded(args.files))
     if not merged.sessions:
         parser.error("no readable results file: " + "; ".join(merged.problems))
     for problem in merged.problems:

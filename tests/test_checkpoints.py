@@ -1,9 +1,11 @@
 """The CI-on-checkpoints recipe end to end: train once, run the suite over all 9 checkpoints
-in one session against the first as baseline, and bisect the series."""
+in one session against the first as baseline, in three shards merged into the same results
+(the sharded recipe's commands), and bisect the series."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -52,7 +54,7 @@ def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
     report = suite.path / "report.html"
     result = suite.runpytest(f"--interp-model={series}/step_*",
                              f"--interp-baseline={series / 'step_00000'}", "-v",
-                             f"--interp-report={report}")
+                             f"--interp-report={report}", "--interp-results=whole.jsonl")
     head = _outcomes(result, "test_an_induction_head_exists")
     summary = _outcomes(result, "test_attention_summary")
     assert list(head) == list(summary) == STEPS  # in step order, each model's tests together
@@ -90,6 +92,7 @@ def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
         "interp: step_00050 rev * (LlamaForCausalLM, 2 layers) via transformer_lens: *released "
         "after its tests",
     ])
+    _the_sharded_recipe_merges_into_the_same(suite, series, report)
 
 
 def _drawn_in_chromium(report: Path, passing: list[bool]) -> None:
@@ -176,3 +179,70 @@ def test_bisect_takes_at_most_ceil_log2_n_plus_one_sessions(n):
 def test_bisect_refuses_a_series_whose_last_model_passes():
     with pytest.raises(BisectError, match="the last model, m2, does not fail"):
         bisect(["m0", "m1", "m2"], "fail", lambda spec: Probe(spec, "pass", ""), print)
+
+
+RECIPE = SUITE / "github-actions-shards.yml"
+
+
+def _recipe_commands(series: Path) -> tuple[str, str]:
+    """The sharded recipe's pytest and merge commands, as the jobs run them, for this
+    machine: the checkpoints are ``series``, ``pytest`` is this interpreter's."""
+    import yaml
+
+    jobs = yaml.safe_load(RECIPE.read_text())["jobs"]
+    runs = [step["run"] for job in ("shard", "merge") for step in jobs[job]["steps"]
+            if "run" in step and not step["run"].startswith("pip ")]
+    shard, merge = runs
+    assert jobs["shard"]["strategy"]["matrix"]["shard"] == [1, 2, 3]
+    shard = shard.replace("pytest ", f"{sys.executable} -m pytest -p no:cacheprovider ", 1)
+    shard = shard.replace("example_suites/induction_checkpoints", ".")
+    shard = shard.replace("checkpoints/", f"{series}/")
+    merge = merge.replace("pytest-interp ", f"{sys.executable} -m pytest_interp ", 1)
+    return shard, merge
+
+
+def _calls(path: Path) -> dict[str, tuple]:
+    """Test id -> (outcome, measured values, trend points, model) from a results file."""
+    import json
+
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {row["nodeid"]: (row["outcome"], row["record"]["measured"], row["record"]["points"],
+                            row["record"]["model"])
+            for row in rows if row.get("type") == "test" and row["when"] == "call"}
+
+
+def _the_sharded_recipe_merges_into_the_same(suite: pytest.Pytester, series: Path,
+                                             report: Path) -> None:
+    """github-actions-shards.yml's commands, run here: three shards of the 9 checkpoints (each
+    loads its own and the baseline), then merge. The merged results have the one session's
+    outcomes, measured values and trend points, and the report its test x checkpoint grid;
+    merging two of the three names the third as missing and exits 1."""
+    import shlex
+
+    shard, merge = _recipe_commands(series)
+    cwd = suite.path
+    for i in (1, 2, 3):
+        args = shlex.split(shard.replace("${{ matrix.shard }}", str(i)))
+        result = suite.runpytest(*args[3:])  # in this process: `python -m pytest` dropped
+        assert result.ret in (0, 1), result.stdout.str()[-3000:]  # early steps fail
+        loaded = {line.split()[1] for line in result.stdout.lines
+                  if line.startswith("interp: step_")}
+        assert loaded == {step for k, step in enumerate(STEPS) if k % 3 == i - 1} | \
+            {"step_00000"}, loaded
+    merged = {}
+    for i in (1, 2, 3):
+        merged.update(_calls(cwd / f"shard-{i}.jsonl"))
+    assert merged == _calls(cwd / "whole.jsonl")
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(cwd / "summary.md")}
+    done = subprocess.run(shlex.split(merge), cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr  # the early checkpoints fail, as in one session
+    assert "missing" not in done.stderr
+    grid = re.compile(r"<tr><td>test_induction.py::test_an_induction_head_exists</td>(.*?)</tr>")
+    cells = [re.findall(r'<td class="(\w+)">', grid.search(page).group(1))
+             for page in ((cwd / "interp-report.html").read_text(), report.read_text())]
+    assert cells[0] == cells[1] and len(cells[0]) == len(STEPS)
+    assert "step_00400" in (cwd / "summary.md").read_text()
+    (cwd / "shard-2.jsonl").unlink()
+    part = subprocess.run(shlex.split(merge), cwd=cwd, env=env, capture_output=True, text=True)
+    assert part.returncode == 1 and "merge: shard 2/3 is missing" in part.stderr.splitlines()
+    assert "MERGE PROBLEM: shard 2/3 is missing" in (cwd / "interp-report.html").read_text()

@@ -120,10 +120,11 @@ def test_cli_page_shows_the_help_every_command_prints_now():
 
 # -- the CI page and the README's links ------------------------------------------------------
 
-def test_ci_page_shows_the_workflow_file_as_it_is():
-    workflow = ROOT / "example_suites/induction_checkpoints/github-actions.yml"
+def test_ci_page_shows_the_workflow_files_as_they_are():
     page = (DOCS / "ci.md").read_text(encoding="utf-8")
-    assert f"```yaml\n{workflow.read_text(encoding='utf-8')}```" in page
+    for name in ("github-actions.yml", "github-actions-shards.yml"):
+        workflow = ROOT / "example_suites/induction_checkpoints" / name
+        assert f"```yaml\n{workflow.read_text(encoding='utf-8')}```" in page
 
 
 def test_readme_stays_short_and_links_pages_that_exist():

@@ -56,8 +56,8 @@ class Outcomes:
         record.measured = [str(v) for k, v in report.user_properties if k == MEASURED]
         record.vacuous = [str(v) for k, v in report.user_properties if k == VACUOUS]
         record.split = [s.note for s in recorded if isinstance(s, BatchSplit)]
-        if report_path(item.config) is not None:
-            from ..report.figures import figure
+        if report_path(item.config) is not None or report_path(item.config, "results"):
+            from ..report.figures import figure  # for the report, now or merged later
 
             record.points = item.stash.get(POINTS_KEY, [])
             record.figures = "".join(figure(x) for x in recorded)
