@@ -100,6 +100,9 @@ def _shard_problems(sessions: list[dict[str, Any]]) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, help="results files (--interp-results)")
     parser.add_argument("--report", type=Path, default=None, help="write the HTML report here")
+    parser.add_argument("--junitxml", type=Path, default=None,
+                        help="write one JUnit XML file here (each test's measured values as "
+                             "properties)")
     parser.add_argument("--step-summary", type=Path, default=None,
                         help="append the Markdown step summary here (default: "
                              "$GITHUB_STEP_SUMMARY when set)")
@@ -137,5 +140,57 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if first.get("baseline"):
             title += f", against baseline {first['baseline']}"
         summary.write(title, models)
+    if args.junitxml is not None:
+        junit(merged, args.junitxml)
     failed = any(r["outcome"] in ("failed", "inconclusive") for r in merged.rows)
     return 1 if failed or merged.problems else 0
+
+
+def junit(merged: Merged, path: Path) -> None:
+    """One JUnit XML file of the merged tests: a testcase per test (its calls' and failed
+    setups' time), a failure, error or skipped element as pytest writes them, and its measured
+    values and our own verdict as properties."""
+    import xml.etree.ElementTree as ET
+
+    from .plugin.outcomes import VERDICT
+    from .plugin.verdicts import MEASURED
+
+    cases: dict[str, ET.Element] = {}
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for row in merged.rows:
+        nodeid = row["nodeid"]
+        if nodeid not in cases:
+            module, _, name = nodeid.partition("::")
+            classname = module.removesuffix(".py").replace("/", ".")
+            if "::" in name:
+                cls, _, name = name.rpartition("::")
+                classname += f".{cls.replace('::', '.')}"
+            cases[nodeid] = ET.Element("testcase", classname=classname, name=name, time="0")
+            counts["tests"] += 1
+        case = cases[nodeid]
+        case.set("time", f"{float(case.get('time', '0')) + row['duration']:.3f}")
+        outcome, when = row["outcome"], row["when"]
+        if outcome == "skipped":
+            ET.SubElement(case, "skipped", message=row["failure"].splitlines()[-1:][0]
+                          if row["failure"] else "")
+            counts["skipped"] += 1
+        elif outcome in ("failed", "inconclusive") and when == "call":
+            ET.SubElement(case, "failure", message=outcome).text = row["failure"]
+            counts["failures"] += 1
+        elif outcome == "failed":
+            ET.SubElement(case, "error", message=f"error at {when}").text = row["failure"]
+            counts["errors"] += 1
+        record = row.get("record")
+        if isinstance(record, dict):
+            props = ET.SubElement(case, "properties")
+            for value in record.get("measured", []):
+                ET.SubElement(props, "property", name=MEASURED, value=value)
+            if record.get("verdict"):
+                ET.SubElement(props, "property", name=VERDICT, value=record["verdict"])
+    suite = ET.Element("testsuite", {"name": "pytest-interp (merged)",
+                                     **{k: str(v) for k, v in counts.items()}})
+    suite.extend(cases.values())
+    root = ET.Element("testsuites")
+    root.append(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -75,8 +75,16 @@ def test_a_series_in_three_shards_merges_into_one_sessions_results(pytester, tmp
     assert read(shards).problems == []
     done = subprocess.run([sys.executable, "-m", "pytest_interp", "merge", *map(str, shards),
                            "--report", str(tmp_path / "merged.html"), "--step-summary",
-                           str(tmp_path / "summary.md")], capture_output=True, text=True)
+                           str(tmp_path / "summary.md"), "--junitxml",
+                           str(tmp_path / "merged.xml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(tmp_path / "merged.xml").getroot()[0]
+    assert (suite.get("tests"), suite.get("failures")) == ("7", "0")
+    measured = [p.get("value") for p in suite.iter("property")
+                if p.get("name") == "interp_measured"]
+    assert len(measured) == 3 and all("logit diff" in m for m in measured)  # one per model
     page = (tmp_path / "merged.html").read_text()
     assert page.count('<section class="test passed"') == 7
     summary = (tmp_path / "summary.md").read_text()
