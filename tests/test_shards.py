@@ -119,3 +119,28 @@ def test_a_bad_shard_is_one_usage_error(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--interp-shard takes I/N with 1 <= I <= N, e.g. 2/3, got "
                                  "'4/3'"])
+
+
+def test_a_previous_results_files_durations_balance_the_shards(pytester, tmp_path):
+    """llama's tests took 100 s last time, the others' 1 s: llama gets a shard of its own."""
+    ini(pytester)
+    pytester.makepyfile(test_series=SUITE)
+    past = tmp_path / "past.jsonl"
+    rows = [{"type": "test", "nodeid": f"test_series.py::{name}[{model}]", "duration": cost}
+            for model, cost in zip(MODELS, (100.0, 1.0, 1.0), strict=True)
+            for name in ("test_markers", "test_body")]
+    past.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    models = [f"--interp-model={m}" for m in MODELS]
+    loaded = []
+    for i in (1, 2):
+        result = pytester.runpytest(*models, f"--interp-shard={i}/2", "-p", "no:cacheprovider",
+                                    f"--interp-shard-durations={past}")
+        loaded.append(sorted(line.split()[1] for line in result.stdout.lines
+                             if line.startswith("interp: tiny-random-")))
+    assert loaded == [["tiny-random-llama"], ["tiny-random-gpt2", "tiny-random-qwen2"]]
+    counted = []
+    for i in (1, 2):  # without durations: by number of tests, the first two models in turn
+        result = pytester.runpytest(*models, f"--interp-shard={i}/2", "-p", "no:cacheprovider")
+        counted.append(sorted(line.split()[1] for line in result.stdout.lines
+                              if line.startswith("interp: tiny-random-")))
+    assert counted == [["tiny-random-llama", "tiny-random-qwen2"], ["tiny-random-gpt2"]]

@@ -162,6 +162,8 @@ OPTIONS = (
     Option("shard", "run shard I of N: whole models of a series (else whole test files), "
                     "assigned deterministically and balanced by their tests", None, "string", "I/N",
            lambda text: parse_shard(text)),
+    Option("shard_durations", "with --interp-shard: a previous results file whose test "
+                              "durations balance the shards", "", "string", "PATH"),
     Option("noise_floor", "what a snapshot's noise floor is measured under when it is "
                           "written: a comma list of backend, bfloat16, noise:R, or none",
            DEFAULT_NOISE_FLOOR, "string", "LIST", _perturbations),
