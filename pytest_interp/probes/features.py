@@ -143,13 +143,16 @@ def features(model: Runner, dictionary: Dictionary, prompts: Sequence[str],
     with torch.inference_mode():
         for chunk, batch, acts in site_batches(model, prompts, dictionary):
             latents = dictionary.to(acts.device).encode(acts)
+            rows = [sparse_rows(latents[row]) for row in range(len(chunk))]
+            shown = [{int(x) for x in index[:, :LABELLED].ravel() if x >= 0} | set(asked)
+                     for index, _ in rows]
+            labels = latent_labels(model, dictionary, set().union(*shown))  # one unembedding
             for row, i in enumerate(chunk):
-                index, values = sparse_rows(latents[row])
-                shown = {int(x) for x in index[:, :LABELLED].ravel() if x >= 0} | set(asked)
+                index, values = rows[row]
                 results[i] = FeaturesResult(
                     model.info.name, dictionary.name, str(dictionary.site),
                     dictionary.n_latents, prompts[i], batch.strs[row], index, values,
-                    latent_labels(model, dictionary, shown))
+                    {k: labels[k] for k in shown[row]})
     return [r for r in results if r is not None]
 
 
@@ -310,8 +313,9 @@ def latent_ablation(model: Runner, dictionary: Dictionary, spec: LatentAblation
             batch = Tokens.stack([tokens[i] for i in group])
             clean = model.run(batch, read={sae.site}, logits_to_keep=1)
             x = clean.acts[sae.site].float()
+            latents = sae.encode(x)  # the batch at once
             for row, i in enumerate(group):
-                found[i] = (sae.encode(x[row]), x[row], clean.logits[row, -1])
+                found[i] = (latents[row], x[row], clean.logits[row, -1])
         active = sorted({int(j) for latents, _, _ in found.values()
                          for j in torch.nonzero(latents[spec.skip:].amax(0) > 0)[:, 0]}
                         - set(chosen))
