@@ -8,6 +8,14 @@ Shapes (B = batch rows, P = positions, D = d_model, H = heads):
   (``z_h @ W_O[h]``, without the output bias, as TransformerLens's ``hook_result``)
 - attn_pattern: [B, H, P_query, P_key], softmaxed attention weights
 - mlp_in: [B, P, D], the MLP's input after its norm (what a transcoder reads)
+- q_input, k_input, v_input: [B, P, n, D], the residual stream as each head's query, key or
+  value projection reads it, before the attention's norm (n = heads for queries, key/value
+  heads for keys and values); an edit at one head reaches that head's projection only
+- mlp_input: [B, P, D], the residual stream as the MLP reads it, before its norm; an edit
+  reaches the MLP only, not the skip connection
+
+The input sites are the downstream ends of a circuit's edges (TransformerLens's
+``hook_q_input``/``hook_mlp_in`` with split inputs).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from .errors import SiteError
 
 Component = Literal[
     "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "attn_pattern",
-    "mlp_in",
+    "mlp_in", "q_input", "k_input", "v_input", "mlp_input",
 ]
 COMPONENTS: tuple[Component, ...] = get_args(Component)
 # Sites an activation can be patched at, and added to (steering).
@@ -29,6 +37,9 @@ POSITION_SITES: tuple[Component, ...] = ("resid_pre", "resid_mid", "resid_post",
                                          "mlp_out")
 PATCH_SITES: tuple[Component, ...] = (*POSITION_SITES, "head_out")
 STEER_SITES: tuple[Component, ...] = POSITION_SITES
+# Per-node input copies of the residual stream (one head's q/k/v, one MLP).
+INPUT_SITES: tuple[Component, ...] = ("q_input", "k_input", "v_input", "mlp_input")
+HEAD_INPUTS: tuple[Component, ...] = ("q_input", "k_input", "v_input")
 
 
 @dataclass(frozen=True, order=True)

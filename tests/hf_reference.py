@@ -141,3 +141,77 @@ def hf_patchscope(model: nn.Module, source_ids: list[int], source_pos: int, sour
     finally:
         handle.remove()
     return out[0, len(target_ids):].tolist()
+
+
+def _head_slice(layout, config, kind: str, head: int, dh: int) -> slice:
+    """Where ``kind`` of ``head`` lies in its projection's outputs, as each family's HF
+    attention code splits them."""
+    n_q = config.num_attention_heads
+    n_kv = getattr(config, "num_key_value_heads", None) or n_q
+    if layout.qkv_fused == "per_head":  # GPT-NeoX: view(..., H, 3 * Dh).chunk(3)
+        start = head * 3 * dh + "qkv".index(kind) * dh
+    elif layout.qkv_fused == "concat":  # GPT-2 split(D), Phi-3 [q | k | v]
+        start = {"q": 0, "k": n_q * dh, "v": (n_q + n_kv) * dh}[kind] + head * dh
+    else:
+        start = head * dh
+    return slice(start, start + dh)
+
+
+@torch.inference_mode()
+def hf_input_edit(model: nn.Module, ids: torch.Tensor, *, layer: int, component: str,
+                  head: int | None, position: int, value: torch.Tensor, mode: str = "add"):
+    """Logits with one per-node input edited at ``position``: for q/k/v_input, the residual
+    stream that ``head``'s projection rows read (the full projection is rerun on the edited
+    residual through the norm, and that head's outputs spliced in); for mlp_input, the MLP
+    norm's input. ``mode`` "add" adds ``value``, "replace" sets it."""
+    layout = _parts(model)
+    block = _get(model, layout.blocks)[layer]
+    attn = _get(block, layout.attn)
+    config = model.config
+    handles, seen = [], {}
+
+    def edited(x):
+        x = x.clone()
+        x[:, position] = x[:, position] + value if mode == "add" else value
+        return x
+
+    if component == "mlp_input":
+        reader = _get(block, layout.mlp_norm or layout.mlp)
+
+        def pre(module, args, kwargs):
+            if args:
+                return (edited(args[0]), *args[1:]), kwargs
+            key = next(iter(kwargs))
+            return args, {**kwargs, key: edited(kwargs[key])}
+
+        handles.append(reader.register_forward_pre_hook(pre, with_kwargs=True))
+    else:
+        kind = component[0]
+        norm = _get(block, layout.attn_norm) if layout.attn_norm else (lambda x: x)
+
+        def block_pre(module, args, kwargs):
+            seen["x"] = args[0] if args else kwargs["hidden_states"]
+
+        proj = _get(attn, layout.qkv[0] if layout.qkv_fused else layout.qkv["qkv".index(kind)])
+        n_q = config.num_attention_heads
+        width = proj.weight.shape[1 if layout.qkv_in_out else 0]
+        n_kv = getattr(config, "num_key_value_heads", None) or n_q
+        dh = width // (3 * n_q if layout.qkv_fused == "per_head" else
+                       (n_q + 2 * n_kv) if layout.qkv_fused else (n_q if kind == "q" else n_kv))
+
+        def proj_post(module, args, output):
+            out = output.clone()
+            x = norm(edited(seen["x"]))  # the module itself would call this hook again
+            weight = module.weight if layout.qkv_in_out else module.weight.T
+            other = x @ weight + (module.bias if module.bias is not None else 0)
+            cut = _head_slice(layout, config, kind, head, dh)
+            out[..., cut] = other[..., cut]
+            return out
+
+        handles += [block.register_forward_pre_hook(block_pre, with_kwargs=True),
+                    proj.register_forward_hook(proj_post)]
+    try:
+        return model(ids).logits
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -9,7 +9,7 @@ from pytest_interp.backends.base import COMPONENTS, Edit, Site, all_sites
 from pytest_interp.backends.generate import greedy_generate
 from pytest_interp.errors import SiteError
 
-from .conftest import SPECS, TINY_SPECS
+from .conftest import BACKENDS, SPECS, TINY_SPECS
 from .hf_reference import hf_run
 
 TOL = 1e-4
@@ -74,13 +74,15 @@ def test_adapters_agree_under_every_edit(spec, component, mode, load_backend):
     layer = tl.info.n_layers - 2
     value = torch.randn(tl.info.d_model, generator=torch.Generator().manual_seed(2))
     edit = Edit(Site(layer, component), value, mode=mode, positions=(1, -2), rows=(1,),
-                head=1 if component == "head_out" else None)
-    if component not in tl.info.components:  # resid_mid of parallel blocks: one clear error
+                head=1 if component in ("head_out", "q_input", "k_input", "v_input") else None)
+    if component == "resid_mid" and tl.info.parallel:  # one clear error
         for backend in (tl, nn):
             with pytest.raises(SiteError, match="has parallel blocks: attention and the MLP"):
                 backend.run(tokens, edits=[edit])
         return
     sites = all_sites(tl.info.n_layers, tl.info.components)
+    if component not in tl.info.components:  # an input site: read it too
+        sites = (*sites, Site(layer, component))
     a = tl.run(tokens, read=sites, edits=[edit])
     b = nn.run(tokens, read=sites, edits=[edit])
     assert _max_diff(a.logits, b.logits) <= TOL
@@ -197,3 +199,43 @@ def test_cached_generation_with_edits_equals_full_forward_steps(spec, backend, l
         assert out.strs[0][:tokens.length] == tokens.strs[0]
     logits = model.run(tokens, edits=fixed).logits[:, -1]  # the edits act on rows 1 and 2
     assert (logits[1] - logits[0]).abs().max() > 1e-3 < (logits[2] - logits[0]).abs().max()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_input_sites_edit_one_head_or_the_mlp_alone_as_raw_hf(spec, load_backend, load_raw_hf):
+    """An edit of one head's q/k/v input reaches that head's projection rows only (through
+    the attention's norm), and an mlp_input edit reaches the MLP only: as a raw-HF splice."""
+    from .hf_reference import hf_input_edit
+
+    raw = load_raw_hf(spec).model
+    tl = load_backend(spec, "transformer_lens")
+    tokens = tl.tokenize(PROMPT)
+    info = tl.info
+    layer = info.n_layers // 2
+    g = torch.Generator().manual_seed(3)
+    cases = [("q_input", info.n_heads - 1, "add"), ("k_input", 0, "replace"),
+             ("v_input", info.n_kv_heads - 1, "add"), ("mlp_input", None, "add")]
+    worst = {}
+    for component, head, mode in cases:
+        value = torch.randn(info.d_model, generator=g)
+        ref = hf_input_edit(raw, tokens.tensor(), layer=layer, component=component, head=head,
+                            position=4, value=value, mode=mode)
+        plain = hf_input_edit(raw, tokens.tensor(), layer=layer, component=component,
+                              head=head, position=4, value=torch.zeros_like(value))
+        assert (ref - plain).abs().max() > 1e-3, f"{component}: the edit changes nothing"
+        edit = Edit(Site(layer, component), value, mode=mode, positions=(4,), head=head)
+        for backend in BACKENDS:
+            model = load_backend(spec, backend)
+            reader = Site(layer, "resid_mid" if component == "mlp_input" and not info.parallel
+                          else "resid_pre")
+            run = model.run(tokens, edits=[edit], read=[Site(layer, component), reader])
+            worst[backend, component] = _max_diff(run.logits, ref)
+            want = run.acts[reader].clone()
+            if component != "mlp_input":
+                want = want.unsqueeze(2).repeat(1, 1, info.heads_of(component), 1)
+                want[:, 4, head] = value if mode == "replace" else want[:, 4, head] + value
+            else:
+                want[:, 4] += value
+            worst[backend, component, "read"] = _max_diff(run.acts[Site(layer, component)], want)
+    bad = {k: v for k, v in worst.items() if v > TOL}
+    assert not bad, f"{spec}: {bad}"

@@ -9,6 +9,7 @@ names every part itself; nothing here is a TransformerLens hook name. No torch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import ModelSpecError
@@ -33,6 +34,16 @@ class Layout:
     final_norm: str  # from the root module
     o_proj_in_out: bool = False  # weight stored [in, out] (HF Conv1D) rather than [out, in]
     mlp: str = "mlp"  # in a block: the MLP module (its input is mlp_in, after the norm)
+    attn_norm: str | None = "input_layernorm"  # in a block: the norm before attention
+    mlp_norm: str | None = "post_attention_layernorm"  # in a block: the norm before the MLP
+    qkv: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")  # in the attention module
+    qkv_fused: str = ""  # one projection: "concat" ([q | k | v]) or "per_head" ([H, 3, Dh])
+    qkv_in_out: bool = False  # the q/k/v weight is stored [in, out] (HF Conv1D)
+
+    @property
+    def post_norm(self) -> bool:
+        """A norm follows attention, so its heads do not write to the residual separately."""
+        return self.attn_out != self.attn
 
 
 @dataclass(frozen=True)
@@ -51,13 +62,14 @@ _LLAMA_LAYOUT = Layout("model.layers", "self_attn", "o_proj", "self_attn", "mlp"
                        "post_attention_layernorm", "model.norm")
 _POST_NORM_LAYOUT = Layout("model.layers", "self_attn", "o_proj", "post_attention_layernorm",
                            "post_feedforward_layernorm", "pre_feedforward_layernorm",
-                           "model.norm")
+                           "model.norm", mlp_norm="pre_feedforward_layernorm")
 
 FAMILIES: tuple[Family, ...] = (
     Family("Llama", "llama", ("LlamaForCausalLM",), ("llama",), _LLAMA_LAYOUT),
     Family("GPT-2", "gpt2", ("GPT2LMHeadModel",), ("gpt2",),
            Layout("transformer.h", "attn", "c_proj", "attn", "mlp", "ln_2", "transformer.ln_f",
-                  o_proj_in_out=True)),
+                  o_proj_in_out=True, attn_norm="ln_1", mlp_norm="ln_2", qkv=("c_attn",),
+                  qkv_fused="concat", qkv_in_out=True)),
     Family("Mistral", "mistral", ("MistralForCausalLM",), ("mistral",), _LLAMA_LAYOUT),
     Family("Qwen2", "qwen2", ("Qwen2ForCausalLM",), ("qwen2",), _LLAMA_LAYOUT),
     Family("Qwen3", "qwen3", ("Qwen3ForCausalLM",), ("qwen3",), _LLAMA_LAYOUT),
@@ -65,12 +77,15 @@ FAMILIES: tuple[Family, ...] = (
     Family("Gemma 3", "gemma3", ("Gemma3ForCausalLM",), ("gemma3",), _POST_NORM_LAYOUT),
     Family("GPT-NeoX / Pythia", "gpt-neox", ("GPTNeoXForCausalLM",), (),
            Layout("gpt_neox.layers", "attention", "dense", "attention", "mlp", None,
-                  "gpt_neox.final_layer_norm"), parallel=True),
+                  "gpt_neox.final_layer_norm", qkv=("query_key_value",), qkv_fused="per_head"),
+           parallel=True),
     Family("OLMo", "olmo", ("OlmoForCausalLM",), (), _LLAMA_LAYOUT),
     Family("OLMo-2", "olmo2", ("Olmo2ForCausalLM",), (),
            Layout("model.layers", "self_attn", "o_proj", "post_attention_layernorm",
-                  "post_feedforward_layernorm", "mlp", "model.norm")),
-    Family("Phi-3", "phi3", ("Phi3ForCausalLM",), ("phi3",), _LLAMA_LAYOUT),
+                  "post_feedforward_layernorm", "mlp", "model.norm", attn_norm=None,
+                  mlp_norm=None)),
+    Family("Phi-3", "phi3", ("Phi3ForCausalLM",), ("phi3",),
+           dataclasses.replace(_LLAMA_LAYOUT, qkv=("qkv_proj",), qkv_fused="concat")),
 )
 
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(a for f in FAMILIES for a in f.architectures)

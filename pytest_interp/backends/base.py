@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -19,7 +19,9 @@ from torch import Tensor
 from ..checks import index as check_index
 from ..checks import position as check_position
 from ..errors import InterpError, SiteError
-from ..sites import COMPONENTS, Component, Site, all_sites
+if TYPE_CHECKING:
+    from .splice import Splice
+from ..sites import COMPONENTS, HEAD_INPUTS, INPUT_SITES, Component, Site, all_sites
 
 __all__ = ["COMPONENTS", "Backend", "Component", "Edit", "ModelInfo", "Run", "Site", "Start",
            "Tokens", "all_sites"]
@@ -80,7 +82,9 @@ class Edit:
     """Replace or add ``value`` at ``site`` for chosen batch rows, positions and head.
 
     ``value`` broadcasts to the edited slice: [len(rows), len(positions), D] for residual
-    sites and for one head of head_out (``head`` set). ``rows``/``positions`` None = all;
+    sites and for one head of head_out or of q/k/v_input (``head`` set); a q/k/v_input edit
+    without ``head`` broadcasts to [len(rows), len(positions), n, D], every head at once.
+    ``rows``/``positions`` None = all;
     negative positions count from the end of the sequence.
     """
 
@@ -101,8 +105,9 @@ class Edit:
             )
         if self.site.component == "head_out" and self.head is None:
             raise SiteError("a head_out edit needs head=H (which head to edit)")
-        if self.site.component != "head_out" and self.head is not None:
-            raise SiteError(f"head={self.head} only applies to head_out edits, not {self.site}")
+        if self.site.component not in ("head_out", *HEAD_INPUTS) and self.head is not None:
+            raise SiteError(f"head={self.head} only applies to head_out, q_input, k_input and "
+                            f"v_input edits, not {self.site}")
         if not isinstance(self.value, Tensor):
             raise InterpError(f"edit value must be a torch.Tensor, got {type(self.value).__name__}")
         for name in ("positions", "rows"):
@@ -179,11 +184,23 @@ class ModelInfo:
     family: str = ""
     parallel: bool = False  # attention and MLP both read resid_pre: no resid_mid
     logit_softcap: float | None = None  # final logits are cap * tanh(logits / cap)
+    n_kv_heads: int = 0  # key/value heads (grouped-query attention); 0 = n_heads
+    post_norm: bool = False  # a norm follows attention: heads do not write separately
+
+    def __post_init__(self) -> None:
+        if not self.n_kv_heads:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+
+    def heads_of(self, component: Component) -> int:
+        """How many heads an input site has: n_heads for q_input, n_kv_heads for k/v."""
+        return self.n_heads if component == "q_input" else self.n_kv_heads
 
     @property
     def components(self) -> tuple[Component, ...]:
-        """The sites this model's blocks have (parallel blocks have no resid_mid)."""
-        return tuple(c for c in COMPONENTS if not (self.parallel and c == "resid_mid"))
+        """The sites a cache reads (parallel blocks have no resid_mid; the per-node input
+        copies of the residual stream are read only when named)."""
+        return tuple(c for c in COMPONENTS if not (self.parallel and c == "resid_mid")
+                     and c not in INPUT_SITES)
 
     def check_layer(self, layer: int, what: str = "layer") -> int:
         """A (possibly negative) block index as 0..n_layers-1, or one line naming the range."""
@@ -231,7 +248,7 @@ class Backend(Protocol):
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False,
+        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
     ) -> Run:
         """One batched forward. ``logits_to_keep=k`` computes logits for the last k
         positions only (0 = all), as Hugging Face's argument of that name. ``past`` (the
@@ -239,7 +256,8 @@ class Backend(Protocol):
         continuation of that run: positions and edit positions then count within ``tokens``.
         ``keep_past`` returns the key/value cache as ``Run.past``. ``grad`` runs with autograd
         (not in inference mode): the logits keep their graph back to edit values that
-        require grad."""
+        require grad. ``splice`` cuts edges: chosen readers see chosen writers as another
+        run had them (``backends.splice``)."""
         ...
 
     def unembed(self, hidden: Tensor) -> Tensor: ...
@@ -267,7 +285,11 @@ def check_sites(info: ModelInfo, sites: Collection[Site]) -> None:
 def check_edits(info: ModelInfo, tokens: Tokens, edits: Sequence[Edit]) -> None:
     check_sites(info, [e.site for e in edits])
     for edit in edits:
-        if edit.head is not None:
+        if edit.head is not None and edit.site.component in HEAD_INPUTS:
+            check_index(edit.head, info.heads_of(edit.site.component), what="head",
+                        owner=info.name,
+                        unit="heads" if edit.site.component == "q_input" else "key/value heads")
+        elif edit.head is not None:
             info.check_head(edit.head)
         for pos in edit.positions or ():
             check_position(pos, tokens.length, what="edit position")

@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ..errors import InterpError
-from .architectures import family_of
+from ..sites import HEAD_INPUTS
+from .architectures import Layout, family_of
 from .base import Component, Edit, ModelInfo, Site, Tokens, apply_edits, resid_mid_as_attn_out
+from .splice import Splice, SpliceRun
 from .loading import LoadedHF
 
 
@@ -98,6 +100,8 @@ def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
         family=family.name,
         parallel=family.parallel and bool(getattr(config, "use_parallel_residual", True)),
         logit_softcap=getattr(config, "final_logit_softcapping", None) or None,
+        n_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+        post_norm=family.layout.post_norm,
     )
 
 
@@ -135,37 +139,42 @@ class LayerPlan:
 
     reads: set[Component] = field(default_factory=set)
     edits: dict[Component, list[Edit]] = field(default_factory=lambda: defaultdict(list))
+    spliced: set[Component] = field(default_factory=set)
 
     def touches(self, component: Component) -> bool:
-        return component in self.reads or bool(self.edits.get(component))
+        return (component in self.reads or bool(self.edits.get(component))
+                or component in self.spliced)
 
 
-POINTS = ("resid_pre", "z", "attn_pattern", "attn_raw", "attn_out", "resid_mid", "mlp_in",
-          "mlp_out", "resid_post")
+POINTS = ("resid_pre", "qkv", "z", "attn_pattern", "attn_raw", "attn_out", "resid_mid",
+          "mlp_input", "mlp_in", "mlp_out", "resid_post")
 """The points of a block, in execution order."""
 
 
 class BlockHooks:
     """Read and edit one block, called by an adapter at each point in execution order.
 
-    The points (``POINTS``): ``resid_pre`` (block input), ``z`` (attention heads' mixed values
+    The points (``POINTS``): ``resid_pre`` (block input), ``qkv`` (the q, k and v projections'
+    outputs [B, P, n, Dh], each passed to ``proj``), ``z`` (attention heads' mixed values
     [B, P, H, Dh], before the output projection), ``attn_pattern``, ``attn_raw`` (the
     attention module's output), ``attn_out`` (what attention adds to the residual stream: the
     same tensor, or its post-attention norm in Gemma 2/3 and OLMo-2), ``resid_mid`` (read
-    only), ``mlp_in`` (the MLP's normalised input), ``mlp_out``, ``resid_post``. Methods that
+    only), ``mlp_input`` (the MLP norm's input, which only the MLP reads), ``mlp_in`` (the MLP's
+    normalised input), ``mlp_out``, ``resid_post``. Methods that
     return a tensor return the value that must flow on. head_out edits act through attn_raw,
     resid_mid edits through attn_out, exactly: where nothing is edited the run is
     bit-identical.
     """
 
     def __init__(
-        self, layer: int, plan: LayerPlan, w_o: Callable[[int], Tensor],
-        saved: dict[Site, Tensor],
+        self, layer: int, plan: LayerPlan, model: BlockWeights, saved: dict[Site, Tensor],
+        splice: SpliceRun | None = None,
     ) -> None:
         self.layer = layer
         self.plan = plan
-        self.w_o = w_o  # layer -> [H, Dh, D]
+        self.model = model
         self.saved = saved
+        self.splice = splice
         self._resid_pre: Tensor | None = None
         self._head_delta: Tensor | None = None
 
@@ -174,15 +183,19 @@ class BlockHooks:
         """The points this block needs an adapter to call, in execution order."""
         plan, points = self.plan, set()
         mid = bool(plan.edits.get("resid_mid"))
-        if plan.touches("resid_pre") or mid:
+        heads_in = any(plan.touches(c) for c in HEAD_INPUTS)
+        if plan.touches("resid_pre") or mid or heads_in:
             points.add("resid_pre")
+        if heads_in:
+            points.add("qkv")
         if plan.touches("head_out"):
             points.add("z")
         if plan.edits.get("head_out"):
             points.add("attn_raw")
         if plan.touches("attn_out") or mid:
             points.add("attn_out")
-        for name in ("attn_pattern", "resid_mid", "mlp_in", "mlp_out", "resid_post"):
+        for name in ("attn_pattern", "resid_mid", "mlp_input", "mlp_in", "mlp_out",
+                     "resid_post"):
             if plan.touches(name):
                 points.add(name)
         return [p for p in POINTS if p in points]
@@ -193,6 +206,11 @@ class BlockHooks:
 
     def _edit(self, component: Component, x: Tensor) -> Tensor:
         out = apply_edits(x, self.plan.edits.get(component, ()))
+        if self.splice is not None:
+            site = Site(self.layer, component)
+            more = self.splice.correction(site, out)
+            out = out if more is None else out + more
+            self.splice.write(site, out)
         self._keep(component, out)
         return out
 
@@ -202,11 +220,13 @@ class BlockHooks:
         return out
 
     def z(self, z: Tensor) -> None:
-        per_head = torch.einsum("bphd,hdm->bphm", z, self.w_o(self.layer).to(z.dtype))
+        per_head = torch.einsum("bphd,hdm->bphm", z, self.model.w_o(self.layer).to(z.dtype))
         edits = self.plan.edits.get("head_out", ())
         new = apply_edits(per_head, edits, per_head=True)
         if edits:
             self._head_delta = new.sum(2) - per_head.sum(2)  # exactly 0 where unedited
+        if self.splice is not None:
+            self.splice.write(Site(self.layer, "head_out"), new)
         self._keep("head_out", new)
 
     def attn_pattern(self, pattern: Tensor) -> None:
@@ -221,11 +241,36 @@ class BlockHooks:
         if mid:
             assert self._resid_pre is not None
             x = resid_mid_as_attn_out(x, self._resid_pre, mid)
+        if self.splice is not None:
+            self.splice.write(Site(self.layer, "attn_out"), x)
         self._keep("attn_out", x)
         return x
 
     def resid_mid(self, x: Tensor) -> None:
         self._keep("resid_mid", x)
+
+    def proj(self, kind: str, out: Tensor) -> Tensor:
+        """One of the q, k, v projections' outputs [B, P, n, Dh], with the edits of its input
+        site applied: each edited head's rows of the projection see its own edited copy of
+        the residual stream (through the attention's norm). Exactly ``out`` where unedited."""
+        component: Component = f"{kind}_input"  # type: ignore[assignment]
+        assert self._resid_pre is not None
+        x = self._resid_pre.unsqueeze(2).expand(-1, -1, out.shape[2], -1)
+        edits = self.plan.edits.get(component, ())
+        new = x
+        for edit in edits:
+            new = apply_edits(new, [edit], per_head=edit.head is not None)
+        more = self.splice.correction(Site(self.layer, component), x) if self.splice else None
+        new = new if more is None else new + more
+        self._keep(component, new)
+        if new is x:
+            return out
+        norm, weight = self.model.qkv(self.layer, kind)
+        change = (norm(new) - norm(x)).to(out.dtype)
+        return out + torch.einsum("bpnd,nkd->bpnk", change, weight.to(out.dtype))
+
+    def mlp_input(self, x: Tensor) -> Tensor:
+        return self._edit("mlp_input", x)
 
     def mlp_in(self, x: Tensor) -> Tensor:
         return self._edit("mlp_in", x)
@@ -238,8 +283,8 @@ class BlockHooks:
 
 
 def plan_blocks(
-    read: Collection[Site], edits: Sequence[Edit], w_o: Callable[[int], Tensor],
-    saved: dict[Site, Tensor],
+    read: Collection[Site], edits: Sequence[Edit], model: BlockWeights,
+    saved: dict[Site, Tensor], splice: Splice | None = None,
 ) -> dict[int, BlockHooks]:
     """Group reads and edits by layer (edits keep their given order) into BlockHooks."""
     plans: dict[int, LayerPlan] = defaultdict(LayerPlan)
@@ -247,4 +292,84 @@ def plan_blocks(
         plans[site.layer].reads.add(site.component)
     for edit in edits:
         plans[edit.site.layer].edits[edit.site.component].append(edit)
-    return {layer: BlockHooks(layer, plans[layer], w_o, saved) for layer in sorted(plans)}
+    for site in splice.sites if splice is not None else ():
+        plans[site.layer].spliced.add(site.component)
+    live = SpliceRun(splice) if splice is not None else None
+    return {layer: BlockHooks(layer, plans[layer], model, saved, live)
+            for layer in sorted(plans)}
+
+
+class BlockWeights(Protocol):
+    """What BlockHooks needs of the model's weights, per layer."""
+
+    def w_o(self, layer: int) -> Tensor:
+        """The output projection per head, [H, Dh, D]."""
+        ...
+
+    def qkv(self, layer: int, kind: str) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+        """The attention's input norm, and the ``kind`` ("q", "k", "v") projection's rows per
+        head [n, Dh, D]."""
+        ...
+
+
+class HFWeights:
+    """BlockWeights read from the Hugging Face modules (both adapters wrap one)."""
+
+    def __init__(self, model: Any, info: ModelInfo, w_o: Callable[[int], Tensor]) -> None:
+        self._layout = family_of(info.architecture).layout
+        self._blocks = _get(model, self._layout.blocks)
+        self._info, self._w_o = info, w_o
+        self._qkv: dict[tuple[int, str], Tensor] = {}
+
+    def w_o(self, layer: int) -> Tensor:
+        return self._w_o(layer)
+
+    def qkv(self, layer: int, kind: str) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+        layout, block = self._layout, self._blocks[layer]
+        if (layer, kind) not in self._qkv:
+            attn = _get(block, layout.attn)
+            weights = [module_weight(_get(attn, path)) for path in layout.qkv]
+            if layout.qkv_in_out:
+                weights = [w.T for w in weights]
+            index = qkv_index(layout, self._info, weights[0].shape[0])
+            for k in "qkv":
+                rows = weights["qkv".index(k)] if len(weights) == 3 else weights[0][index[k]]
+                self._qkv[layer, k] = rows.reshape(self._info.heads_of(f"{k}_input"), -1,
+                                                   rows.shape[-1])
+        norm = _get(block, layout.attn_norm) if layout.attn_norm else _identity
+        return norm, self._qkv[layer, kind]
+
+
+def qkv_index(layout: Layout, info: ModelInfo, width: int) -> dict[str, Tensor]:
+    """Where q, k and v lie in a fused projection's ``width`` outputs, as index tensors
+    (each head's Dh outputs in turn); for separate projections, each one's outputs."""
+    q_heads, kv_heads = info.n_heads, info.n_kv_heads
+    if not layout.qkv_fused:
+        return {k: torch.arange(width) for k in "qkv"}
+    if layout.qkv_fused == "per_head":  # [H, 3, Dh]: GPT-NeoX
+        dh = width // (3 * q_heads)
+        grid = torch.arange(width).reshape(q_heads, 3, dh)
+        return {k: grid[:, i].reshape(-1) for i, k in enumerate("qkv")}
+    dh = width // (q_heads + 2 * kv_heads)  # [q | k | v]: GPT-2, Phi-3
+    sizes = [q_heads * dh, kv_heads * dh, kv_heads * dh]
+    return dict(zip("qkv", torch.arange(width).split(sizes), strict=True))
+
+
+def module_weight(module: Any) -> Tensor:
+    """A module's weight; for a module accelerate offloaded (meta device), the offloaded copy
+    its hook loads before each forward."""
+    weight = module.weight.detach()
+    hook = getattr(module, "_hf_hook", None)
+    if weight.is_meta and hook is not None and getattr(hook, "weights_map", None) is not None:
+        weight = hook.weights_map["weight"].detach().to(getattr(hook, "execution_device", "cpu"))
+    return weight
+
+
+def _get(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x

@@ -30,13 +30,17 @@ from .base import (
 from .common import (
     BlockHooks,
     HFTokens,
+    HFWeights,
     check_context,
     contiguous_unembedding,
     model_info,
+    module_weight,
     plan_blocks,
+    qkv_index,
     softcap,
 )
 from .loading import LoadedHF
+from .splice import Splice
 
 
 def _get(root: Any, path: str) -> Any:
@@ -105,6 +109,7 @@ class NNsightBackend(HFTokens):
         self._w_o_cache: dict[int, Tensor] = {}
         self._hf_o_proj = [_get(b, f"{self._layout.attn}.{self._layout.o_proj}") for b in hf_blocks]
         self._final_norm = _get(self._hf, self._layout.final_norm)
+        self._weights = HFWeights(self._hf, self.info, self._w_o)
         self.remote = remote
         self._input_device = "cpu" if remote else self.info.device
         if remote:
@@ -123,7 +128,7 @@ class NNsightBackend(HFTokens):
     def _w_o(self, layer: int) -> Tensor:
         """The output projection per head, [H, Dh, D]."""
         if layer not in self._w_o_cache:
-            weight = _weight(self._hf_o_proj[layer])
+            weight = module_weight(self._hf_o_proj[layer])
             if not self._layout.o_proj_in_out:
                 weight = weight.T  # nn.Linear stores [out, in]
             self._w_o_cache[layer] = weight.reshape(self.info.n_heads, -1, self.info.d_model)
@@ -132,24 +137,25 @@ class NNsightBackend(HFTokens):
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False,
+        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
     ) -> Run:
         if grad and self.remote:
             raise InterpError("grad=True needs a local model: remote (NDIF) runs send back "
                               "values without their autograd graph")
         with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
-            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
+            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad,
+                             splice)
 
     def _run(
         self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
-        logits_to_keep: int, past: object, keep_past: bool, grad: bool,
+        logits_to_keep: int, past: object, keep_past: bool, grad: bool, splice: Splice | None,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
         edits = start_edits(self.info, tokens, start, read, edits)
         check_edits(self.info, tokens, edits)
         saved: dict[Site, Tensor] = {}
-        blocks = plan_blocks(read, edits, self._w_o, saved)
+        blocks = plan_blocks(read, edits, self._weights, saved, splice)
         skipped = range(start.layer if start is not None else 0)
         kwargs: dict[str, Any] = {"logits_to_keep": logits_to_keep}
         if keep_past or past is not None:
@@ -178,6 +184,8 @@ class NNsightBackend(HFTokens):
             if point == "resid_pre":
                 x = envoy.input
                 _write(x, block.resid_pre(x))
+            elif point == "qkv":
+                self._visit_qkv(attn, block)
             elif point == "z":
                 z = _get(attn, layout.o_proj).input
                 block.z(z.reshape(*z.shape[:2], n_heads, -1))
@@ -192,6 +200,12 @@ class NNsightBackend(HFTokens):
             elif point == "resid_mid":
                 assert layout.mid is not None  # parallel blocks refuse resid_mid earlier
                 block.resid_mid(_get(envoy, layout.mid).input)
+            elif point == "mlp_input":  # replaced, not written: it is resid_mid itself
+                reader = _get(envoy, layout.mlp_norm or layout.mlp)
+                x = reader.input
+                new = block.mlp_input(x)
+                if new is not x:
+                    reader.input = new
             elif point == "mlp_in":  # replaced, not written: it may be resid_mid itself
                 mlp = _get(envoy, layout.mlp)
                 x = mlp.input
@@ -204,6 +218,33 @@ class NNsightBackend(HFTokens):
             elif point == "resid_post":
                 out = _first(envoy.output)
                 _write(out, block.resid_post(out))
+
+    def _visit_qkv(self, attn: Any, block: BlockHooks) -> None:
+        """Pass each of the q, k, v projections' outputs, as [B, P, n, Dh], through the block,
+        in the order they run. An edited output is replaced, not written in place: a q/k
+        norm may read it next."""
+        layout, info = self._layout, self.info
+        if len(layout.qkv) == 3:
+            for kind, path in zip("qkv", layout.qkv, strict=True):
+                module = _get(attn, path)
+                out = module.output
+                heads = out.reshape(*out.shape[:2], info.heads_of(f"{kind}_input"), -1)
+                new = block.proj(kind, heads)
+                if new is not heads:
+                    module.output = new.reshape(out.shape)
+            return
+        module = _get(attn, layout.qkv[0])
+        out = fused = module.output
+        index = qkv_index(layout, info, out.shape[-1])
+        for kind in "qkv":
+            view = out[..., index[kind]]
+            heads = view.reshape(*view.shape[:2], info.heads_of(f"{kind}_input"), -1)
+            new = block.proj(kind, heads)
+            if new is not heads:
+                fused = fused.clone() if fused is out else fused
+                fused[..., index[kind]] = new.reshape(view.shape)
+        if fused is not out:
+            module.output = fused
 
     def unembed(self, hidden: Tensor) -> Tensor:
         """Final norm + unembedding (+ soft-capping) of residual vectors [..., D] -> [..., V]."""
@@ -224,16 +265,6 @@ def _canonical_hub_id(name: str) -> None:
     cache = getattr(huggingface, "_ID_CACHE", None)
     if isinstance(cache, dict):
         cache.setdefault(name, name)
-
-
-def _weight(module: Any) -> Tensor:
-    """A module's weight; for a module accelerate offloaded (meta device), the offloaded copy
-    its hook loads before each forward."""
-    weight = module.weight.detach()
-    hook = getattr(module, "_hf_hook", None)
-    if weight.is_meta and hook is not None and getattr(hook, "weights_map", None) is not None:
-        weight = hook.weights_map["weight"].detach().to(getattr(hook, "execution_device", "cpu"))
-    return weight
 
 
 def _first(value: Any) -> Any:

@@ -7,6 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -24,8 +25,10 @@ from .base import (
     check_sites,
     start_edits,
 )
+from .architectures import family_of
 from .common import (
     HFTokens,
+    HFWeights,
     check_context,
     contiguous_unembedding,
     model_info,
@@ -33,6 +36,7 @@ from .common import (
     softcap,
 )
 from .loading import LoadedHF
+from .splice import Splice
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
 
@@ -43,6 +47,8 @@ _HOOK = {
     "attn_raw": "blocks.{}.attn.hook_out",  # the attention module's output (before a post-norm)
     "attn_out": "blocks.{}.hook_attn_out",
     "resid_mid": "blocks.{}.hook_resid_mid",
+    "qkv": "blocks.{}.attn.{}.hook_out",  # q, k, v projections' outputs [B, P, n, Dh]
+    "mlp_input": "blocks.{}.ln2.hook_in",  # the MLP's norm's input (only the MLP reads it)
     "mlp_in": "blocks.{}.mlp.hook_in",  # the MLP module's input: after its norm
     "mlp_out": "blocks.{}.hook_mlp_out",
     "resid_post": "blocks.{}.hook_resid_post",
@@ -60,18 +66,21 @@ class TransformerLensBackend(HFTokens):
         self.bridge.eval()
         contiguous_unembedding(loaded.model)
         self.info: ModelInfo = model_info(loaded, "transformer_lens")
+        self._weights = HFWeights(loaded.model, self.info, self._w_o)
+        self._mlp_norm = family_of(self.info.architecture).layout.mlp_norm is not None
 
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False,
+        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
     ) -> Run:
         with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
-            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
+            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad,
+                             splice)
 
     def _run(
         self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
-        logits_to_keep: int, past: object, keep_past: bool, grad: bool,
+        logits_to_keep: int, past: object, keep_past: bool, grad: bool, splice: Splice | None,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
@@ -79,9 +88,14 @@ class TransformerLensBackend(HFTokens):
         check_edits(self.info, tokens, edits)
         saved: dict[Site, Tensor] = {}
         hooks: list[Hook] = []
-        for layer, block in plan_blocks(read, edits, self._w_o, saved).items():
+        for layer, block in plan_blocks(read, edits, self._weights, saved, splice).items():
             for point in block.points:
-                hooks.append((_HOOK[point].format(layer), _as_hook(getattr(block, point))))
+                if point == "qkv":
+                    hooks += [(_HOOK[point].format(layer, kind), _as_hook(partial(block.proj, kind)))
+                              for kind in "qkv"]
+                    continue
+                name = _HOOK["mlp_in" if point == "mlp_input" and not self._mlp_norm else point]
+                hooks.append((name.format(layer), _as_hook(getattr(block, point))))
         ids = tokens.tensor(self.info.device)
         kwargs: dict[str, Any] = {"logits_to_keep": logits_to_keep, "return_type": "logits"}
         if keep_past or past is not None:

@@ -1,0 +1,79 @@
+"""backends layer: splices: one forward pass in which chosen readers (a head's q/k/v input, an
+MLP's input, the logits) see some writers (the embeddings, a head, an attention layer, an
+MLP) as another run had them: edge ablation, as a circuit's faithfulness needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import InterpError
+from ..sites import Site
+
+Writer = tuple[Site, "int | None"]
+
+
+@dataclass(frozen=True, eq=False)
+class Splice:
+    """Cut edges: each reader site's input gets, for each writer it cuts, that writer's
+    ``reference`` output in place of this run's own.
+
+    ``writers`` name the columns of ``reference`` [B, P, U, D] in the order the model runs
+    them: (resid_pre@0, None) for the embeddings, (head_out@L, h) per head, (attn_out@L, None),
+    (mlp_out@L, None). ``cut`` maps a reader site (q/k/v_input@L, mlp_input@L, the last
+    layer's resid_post for the logits) to weights [n, U] (per head) or [U]: 1 cuts the edge
+    from that writer, 0 keeps it. Only writers that run before a reader may be cut.
+    """
+
+    writers: tuple[Writer, ...]
+    reference: Tensor
+    cut: Mapping[Site, Tensor]
+
+    def __post_init__(self) -> None:
+        if self.reference.dim() != 4 or self.reference.shape[2] != len(self.writers):
+            raise InterpError(f"splice reference has shape {tuple(self.reference.shape)}: it "
+                              f"must be [batch, positions, {len(self.writers)} writers, d_model]")
+
+    @property
+    def sites(self) -> set[Site]:
+        """Every site the splice writes from or reads into."""
+        return {site for site, _ in self.writers} | set(self.cut)
+
+
+class SpliceRun:
+    """One run's live writer outputs, filled as the blocks run, and each reader's correction."""
+
+    def __init__(self, splice: Splice) -> None:
+        self.splice = splice
+        self.columns: dict[Site, list[int]] = {}
+        for i, (site, _) in enumerate(splice.writers):
+            self.columns.setdefault(site, []).append(i)
+        self.live = torch.zeros_like(splice.reference)
+        self.filled = 0
+
+    def write(self, site: Site, value: Tensor) -> None:
+        """Record a writer's output: [B, P, D], or [B, P, H, D] for head_out."""
+        cols = self.columns.get(site)
+        if cols is None:
+            return
+        self.live[:, :, cols[0]:cols[-1] + 1] = (value if value.dim() == 4 else
+                                                 value.unsqueeze(2)).to(self.live.dtype)
+        self.filled = max(self.filled, cols[-1] + 1)
+
+    def correction(self, site: Site, like: Tensor) -> Tensor | None:
+        """What ``site``'s input gains from its cut edges ([B, P, n, D] or [B, P, D])."""
+        weights = self.splice.cut.get(site)
+        if weights is None:
+            return None
+        n = self.filled
+        if bool(weights[..., n:].any()):
+            raise InterpError(f"the splice cuts an edge into {site} from a writer that runs "
+                              "after it: cut only edges from earlier writers")
+        diff = self.splice.reference[:, :, :n] - self.live[:, :, :n]
+        w = weights[..., :n].to(diff.dtype)
+        out = (torch.einsum("bpud,nu->bpnd", diff, w) if w.dim() == 2
+               else torch.einsum("bpud,u->bpd", diff, w))
+        return out.to(like.dtype)
