@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .backends.base import Backend, Edit, ModelInfo, Run, Start, Tokens
-    from .backends.splice import Splice
     from .dictionaries.dictionary import Dictionary
     from .lenses import Lens
     from .probes.ablation import Ablation, AblationSweep
@@ -172,14 +171,14 @@ class InterpModel(DictionaryProbes):
     def forward(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
         """One batched forward pass, not memoised (for rows used once, e.g. sweep rows);
-        ``grad`` runs it with autograd, ``splice`` cuts edges (see ``Backend.run``)."""
+        ``grad`` runs it with autograd (see ``Backend.run``)."""
         self.memo.stats.passes += 1
         return self.backend.run(tokens, read=read, edits=edits, start=start,
                                 logits_to_keep=logits_to_keep, past=past, keep_past=keep_past,
-                                grad=grad, splice=splice)
+                                grad=grad)
 
     def rows_per_pass(self, positions: int, wanted: int, cap: int, *, logits: int = 1) -> int:
         """Rows per forward pass within ``--interp-memory`` (see the Runner)."""

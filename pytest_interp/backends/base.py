@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -19,8 +19,6 @@ from torch import Tensor
 from ..checks import index as check_index
 from ..checks import position as check_position
 from ..errors import InterpError, SiteError
-if TYPE_CHECKING:
-    from .splice import Splice
 from ..sites import COMPONENTS, HEAD_INPUTS, INPUT_SITES, Component, Site, all_sites
 
 __all__ = ["COMPONENTS", "Backend", "Component", "Edit", "ModelInfo", "Run", "Site", "Start",
@@ -191,7 +189,7 @@ class ModelInfo:
         if not self.n_kv_heads:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
 
-    def heads_of(self, component: Component) -> int:
+    def heads_of(self, component: str) -> int:
         """How many heads an input site has: n_heads for q_input, n_kv_heads for k/v."""
         return self.n_heads if component == "q_input" else self.n_kv_heads
 
@@ -248,7 +246,7 @@ class Backend(Protocol):
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
         """One batched forward. ``logits_to_keep=k`` computes logits for the last k
         positions only (0 = all), as Hugging Face's argument of that name. ``past`` (the
@@ -256,8 +254,8 @@ class Backend(Protocol):
         continuation of that run: positions and edit positions then count within ``tokens``.
         ``keep_past`` returns the key/value cache as ``Run.past``. ``grad`` runs with autograd
         (not in inference mode): the logits keep their graph back to edit values that
-        require grad. ``splice`` cuts edges: chosen readers see chosen writers as another
-        run had them (``backends.splice``)."""
+        require grad. A ``Splice`` among the edits cuts edges: chosen readers see chosen
+        writers as another run had them (``backends.splice``)."""
         ...
 
     def unembed(self, hidden: Tensor) -> Tensor: ...

@@ -15,8 +15,8 @@ from ..errors import InterpError
 from ..sites import HEAD_INPUTS
 from .architectures import Layout, family_of
 from .base import Component, Edit, ModelInfo, Site, Tokens, apply_edits, resid_mid_as_attn_out
-from .splice import Splice, SpliceRun
 from .loading import LoadedHF
+from .splice import Splice, SpliceRun
 
 
 def hf_tokenize(tokenizer: Any, text: str, prepend_bos: bool | None) -> Tokens:

@@ -40,7 +40,7 @@ from .common import (
     softcap,
 )
 from .loading import LoadedHF
-from .splice import Splice
+from .splice import split_splice
 
 
 def _get(root: Any, path: str) -> Any:
@@ -137,21 +137,21 @@ class NNsightBackend(HFTokens):
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
         if grad and self.remote:
             raise InterpError("grad=True needs a local model: remote (NDIF) runs send back "
                               "values without their autograd graph")
         with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
-            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad,
-                             splice)
+            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
 
     def _run(
         self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
-        logits_to_keep: int, past: object, keep_past: bool, grad: bool, splice: Splice | None,
+        logits_to_keep: int, past: object, keep_past: bool, grad: bool,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
+        edits, splice = split_splice(edits)
         edits = start_edits(self.info, tokens, start, read, edits)
         check_edits(self.info, tokens, edits)
         saved: dict[Site, Tensor] = {}

@@ -4,8 +4,10 @@ MLP) as another run had them: edge ablation, as a circuit's faithfulness needs."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,12 +16,13 @@ from ..errors import InterpError
 from ..sites import Site
 
 Writer = tuple[Site, "int | None"]
+_SPLICES = itertools.count()
 
 
 @dataclass(frozen=True, eq=False)
 class Splice:
-    """Cut edges: each reader site's input gets, for each writer it cuts, that writer's
-    ``reference`` output in place of this run's own.
+    """Cut edges (passed among a run's edits): each reader site's input gets, for each
+    writer it cuts, that writer's ``reference`` output in place of this run's own.
 
     ``writers`` name the columns of ``reference`` [B, P, U, D] in the order the model runs
     them: (resid_pre@0, None) for the embeddings, (head_out@L, h) per head, (attn_out@L, None),
@@ -32,15 +35,31 @@ class Splice:
     reference: Tensor
     cut: Mapping[Site, Tensor]
 
+    _key: str = field(default="", repr=False)
+
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", f"splice:{next(_SPLICES)}")  # each one its own run
         if self.reference.dim() != 4 or self.reference.shape[2] != len(self.writers):
             raise InterpError(f"splice reference has shape {tuple(self.reference.shape)}: it "
                               f"must be [batch, positions, {len(self.writers)} writers, d_model]")
 
     @property
+    def key(self) -> str:
+        """Unique per splice: runs with different splices are never taken for each other."""
+        return self._key
+
+    @property
     def sites(self) -> set[Site]:
         """Every site the splice writes from or reads into."""
         return {site for site, _ in self.writers} | set(self.cut)
+
+
+def split_splice(edits: Sequence[Any]) -> tuple[list[Any], Splice | None]:
+    """The edits without their splice, and the splice (at most one)."""
+    splices = [e for e in edits if isinstance(e, Splice)]
+    if len(splices) > 1:
+        raise InterpError("a run takes at most one splice: merge their cuts into one")
+    return [e for e in edits if not isinstance(e, Splice)], (splices[0] if splices else None)
 
 
 class SpliceRun:

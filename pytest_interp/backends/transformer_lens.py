@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .architectures import family_of
 from .base import (
     Edit,
     ModelInfo,
@@ -25,7 +26,6 @@ from .base import (
     check_sites,
     start_edits,
 )
-from .architectures import family_of
 from .common import (
     HFTokens,
     HFWeights,
@@ -36,7 +36,7 @@ from .common import (
     softcap,
 )
 from .loading import LoadedHF
-from .splice import Splice
+from .splice import split_splice
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
 
@@ -72,18 +72,18 @@ class TransformerLensBackend(HFTokens):
     def run(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
         with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
-            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad,
-                             splice)
+            return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
 
     def _run(
         self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
-        logits_to_keep: int, past: object, keep_past: bool, grad: bool, splice: Splice | None,
+        logits_to_keep: int, past: object, keep_past: bool, grad: bool,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))
         check_sites(self.info, read)
+        edits, splice = split_splice(edits)
         edits = start_edits(self.info, tokens, start, read, edits)
         check_edits(self.info, tokens, edits)
         saved: dict[Site, Tensor] = {}
@@ -91,8 +91,8 @@ class TransformerLensBackend(HFTokens):
         for layer, block in plan_blocks(read, edits, self._weights, saved, splice).items():
             for point in block.points:
                 if point == "qkv":
-                    hooks += [(_HOOK[point].format(layer, kind), _as_hook(partial(block.proj, kind)))
-                              for kind in "qkv"]
+                    hooks += [(_HOOK[point].format(layer, kind),
+                               _as_hook(partial(block.proj, kind))) for kind in "qkv"]
                     continue
                 name = _HOOK["mlp_in" if point == "mlp_input" and not self._mlp_norm else point]
                 hooks.append((name.format(layer), _as_hook(getattr(block, point))))

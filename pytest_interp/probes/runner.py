@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from ..backends.base import Edit, ModelInfo, Run, Start, Tokens
-    from ..backends.splice import Splice
     from ..sites import Site
     from ..vocab import Vocab
 
@@ -43,7 +42,7 @@ class Runner(Protocol):
     def forward(
         self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
-        keep_past: bool = False, grad: bool = False, splice: Splice | None = None,
+        keep_past: bool = False, grad: bool = False,
     ) -> Run:
         """One batched forward pass, not memoised (``Backend.run``'s arguments)."""
         ...
