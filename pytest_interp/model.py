@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from .backends.base import Backend, Edit, ModelInfo, Run, Start, Tokens
+    from .backends.splice import Splice
     from .dictionaries.dictionary import Dictionary
     from .lenses import Lens
     from .probes.ablation import Ablation, AblationSweep
@@ -169,7 +170,7 @@ class InterpModel(DictionaryProbes):
         return run
 
     def forward(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit | Splice] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
         keep_past: bool = False, grad: bool = False,
     ) -> Run:

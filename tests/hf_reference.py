@@ -215,3 +215,65 @@ def hf_input_edit(model: nn.Module, ids: torch.Tensor, *, layer: int, component:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def hf_input_grad(model: nn.Module, ids: torch.Tensor, *, layer: int, component: str,
+                  head: int | None, metric) -> torch.Tensor:
+    """d metric(last-position logits) / d one reader's input [B, P, D], by plain autograd:
+    a zero added to the residual stream as only that reader sees it (one head's q/k/v
+    projection rows through the norm, the MLP norm's input, or the final norm's input for
+    ``component="logits"``)."""
+    layout = _parts(model)
+    config = model.config
+    delta = torch.zeros(*ids.shape, config.hidden_size, requires_grad=True)
+    handles, seen = [], {}
+
+    def add(args, kwargs):
+        if args:
+            return (args[0] + delta, *args[1:]), kwargs
+        key = next(iter(kwargs))
+        return args, {**kwargs, key: kwargs[key] + delta}
+
+    if component == "logits":
+        final = _get(model, layout.final_norm)
+        handles.append(final.register_forward_pre_hook(lambda m, a, k: add(a, k),
+                                                       with_kwargs=True))
+    elif component == "mlp_input":
+        block = _get(model, layout.blocks)[layer]
+        reader = _get(block, layout.mlp_norm or layout.mlp)
+        handles.append(reader.register_forward_pre_hook(lambda m, a, k: add(a, k),
+                                                        with_kwargs=True))
+    else:
+        block = _get(model, layout.blocks)[layer]
+        attn = _get(block, layout.attn)
+        kind = component[0]
+        norm = _get(block, layout.attn_norm) if layout.attn_norm else (lambda x: x)
+        proj = _get(attn, layout.qkv[0] if layout.qkv_fused else layout.qkv["qkv".index(kind)])
+        n_q = config.num_attention_heads
+        n_kv = getattr(config, "num_key_value_heads", None) or n_q
+        width = proj.weight.shape[1 if layout.qkv_in_out else 0]
+        dh = width // (3 * n_q if layout.qkv_fused == "per_head" else
+                       (n_q + 2 * n_kv) if layout.qkv_fused else (n_q if kind == "q" else n_kv))
+
+        def block_pre(module, args, kwargs):
+            seen["x"] = args[0] if args else kwargs["hidden_states"]
+
+        def proj_post(module, args, output):
+            weight = module.weight if layout.qkv_in_out else module.weight.T
+            bias = module.bias if module.bias is not None else 0
+            cut = _head_slice(layout, config, kind, head, dh)
+            other = norm(seen["x"] + delta) @ weight + bias
+            same = norm(seen["x"]) @ weight + bias
+            out = output.clone()
+            out[..., cut] = output[..., cut] + (other - same)[..., cut]
+            return out
+
+        handles += [block.register_forward_pre_hook(block_pre, with_kwargs=True),
+                    proj.register_forward_hook(proj_post)]
+    try:
+        value = metric(model(ids).logits[:, -1]).sum()
+    finally:
+        for handle in handles:
+            handle.remove()
+    (grad,) = torch.autograd.grad(value, [delta])
+    return grad

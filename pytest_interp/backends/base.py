@@ -20,6 +20,7 @@ from ..checks import index as check_index
 from ..checks import position as check_position
 from ..errors import InterpError, SiteError
 from ..sites import COMPONENTS, HEAD_INPUTS, INPUT_SITES, Component, Site, all_sites
+from .splice import Splice
 
 __all__ = ["COMPONENTS", "Backend", "Component", "Edit", "ModelInfo", "Run", "Site", "Start",
            "Tokens", "all_sites"]
@@ -160,6 +161,15 @@ def start_edits(
     return [Edit(Site(start.layer, "resid_pre"), start.resid), *edits]
 
 
+def split_splice(edits: Sequence[Edit | Splice]) -> tuple[list[Edit], Splice | None]:
+    """The edits without their splice, and the splice (at most one)."""
+    splices = [e for e in edits if isinstance(e, Splice)]
+    if len(splices) > 1:
+        raise InterpError("a run takes at most one splice: merge their cuts into one")
+    plain = [e for e in edits if isinstance(e, Edit)]
+    return plain, (splices[0] if splices else None)
+
+
 def edits_key(edits: Sequence[Edit]) -> tuple[str, ...]:
     return tuple(e.key for e in edits)
 
@@ -244,7 +254,7 @@ class Backend(Protocol):
         ...
 
     def run(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit | Splice] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
         keep_past: bool = False, grad: bool = False,
     ) -> Run:

@@ -25,6 +25,7 @@ from .base import (
     check_edits,
     check_past,
     check_sites,
+    split_splice,
     start_edits,
 )
 from .common import (
@@ -40,7 +41,7 @@ from .common import (
     softcap,
 )
 from .loading import LoadedHF
-from .splice import split_splice
+from .splice import Splice
 
 
 def _get(root: Any, path: str) -> Any:
@@ -135,7 +136,7 @@ class NNsightBackend(HFTokens):
         return self._w_o_cache[layer]
 
     def run(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit | Splice] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
         keep_past: bool = False, grad: bool = False,
     ) -> Run:
@@ -146,7 +147,8 @@ class NNsightBackend(HFTokens):
             return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
 
     def _run(
-        self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
+        self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit | Splice],
+        start: Start | None,
         logits_to_keep: int, past: object, keep_past: bool, grad: bool,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))

@@ -5,9 +5,8 @@ MLP) as another run had them: edge ablation, as a circuit's faithfulness needs."
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,14 +51,6 @@ class Splice:
     def sites(self) -> set[Site]:
         """Every site the splice writes from or reads into."""
         return {site for site, _ in self.writers} | set(self.cut)
-
-
-def split_splice(edits: Sequence[Any]) -> tuple[list[Any], Splice | None]:
-    """The edits without their splice, and the splice (at most one)."""
-    splices = [e for e in edits if isinstance(e, Splice)]
-    if len(splices) > 1:
-        raise InterpError("a run takes at most one splice: merge their cuts into one")
-    return [e for e in edits if not isinstance(e, Splice)], (splices[0] if splices else None)
 
 
 class SpliceRun:

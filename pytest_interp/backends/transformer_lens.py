@@ -24,6 +24,7 @@ from .base import (
     check_edits,
     check_past,
     check_sites,
+    split_splice,
     start_edits,
 )
 from .common import (
@@ -36,7 +37,7 @@ from .common import (
     softcap,
 )
 from .loading import LoadedHF
-from .splice import split_splice
+from .splice import Splice
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
 
@@ -70,7 +71,7 @@ class TransformerLensBackend(HFTokens):
         self._mlp_norm = family_of(self.info.architecture).layout.mlp_norm is not None
 
     def run(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit | Splice] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
         keep_past: bool = False, grad: bool = False,
     ) -> Run:
@@ -78,7 +79,8 @@ class TransformerLensBackend(HFTokens):
             return self._run(tokens, read, edits, start, logits_to_keep, past, keep_past, grad)
 
     def _run(
-        self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit], start: Start | None,
+        self, tokens: Tokens, read: Collection[Site], edits: Sequence[Edit | Splice],
+        start: Start | None,
         logits_to_keep: int, past: object, keep_past: bool, grad: bool,
     ) -> Run:
         check_context(self.info, tokens, check_past(start, past))

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from ..backends.base import Edit, ModelInfo, Run, Start, Tokens
+    from ..backends.splice import Splice
     from ..sites import Site
     from ..vocab import Vocab
 
@@ -40,7 +41,7 @@ class Runner(Protocol):
         ...
 
     def forward(
-        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit] = (),
+        self, tokens: Tokens, *, read: Collection[Site] = (), edits: Sequence[Edit | Splice] = (),
         start: Start | None = None, logits_to_keep: int = 0, past: object = None,
         keep_past: bool = False, grad: bool = False,
     ) -> Run:
