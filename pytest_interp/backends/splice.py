@@ -54,14 +54,15 @@ class Splice:
 
 
 class SpliceRun:
-    """One run's live writer outputs, filled as the blocks run, and each reader's correction."""
+    """One run's writer outputs, kept as their distance to the reference as the blocks run,
+    and each reader's correction."""
 
     def __init__(self, splice: Splice) -> None:
         self.splice = splice
         self.columns: dict[Site, list[int]] = {}
         for i, (site, _) in enumerate(splice.writers):
             self.columns.setdefault(site, []).append(i)
-        self.live = torch.zeros_like(splice.reference)
+        self.diff = torch.zeros_like(splice.reference)  # reference - live, per writer
         self.filled = 0
 
     def write(self, site: Site, value: Tensor) -> None:
@@ -69,9 +70,10 @@ class SpliceRun:
         cols = self.columns.get(site)
         if cols is None:
             return
-        self.live[:, :, cols[0]:cols[-1] + 1] = (value if value.dim() == 4 else
-                                                 value.unsqueeze(2)).to(self.live.dtype)
-        self.filled = max(self.filled, cols[-1] + 1)
+        span = slice(cols[0], cols[-1] + 1)
+        live = value if value.dim() == 4 else value.unsqueeze(2)
+        self.diff[:, :, span] = self.splice.reference[:, :, span] - live.to(self.diff.dtype)
+        self.filled = max(self.filled, span.stop)
 
     def correction(self, site: Site, like: Tensor) -> Tensor | None:
         """What ``site``'s input gains from its cut edges ([B, P, n, D] or [B, P, D])."""
@@ -82,8 +84,7 @@ class SpliceRun:
         if bool(weights[..., n:].any()):
             raise InterpError(f"the splice cuts an edge into {site} from a writer that runs "
                               "after it: cut only edges from earlier writers")
-        diff = self.splice.reference[:, :, :n] - self.live[:, :, :n]
-        w = weights[..., :n].to(diff.dtype)
-        out = (torch.einsum("bpud,nu->bpnd", diff, w) if w.dim() == 2
-               else torch.einsum("bpud,u->bpd", diff, w))
-        return out.to(like.dtype)
+        w = weights[..., :n].to(self.diff)
+        if w.dim() == 1:
+            return torch.matmul(w, self.diff[:, :, :n]).to(like.dtype)  # [B, P, D]
+        return torch.matmul(w, self.diff[:, :, :n]).to(like.dtype)  # [B, P, n, D]
