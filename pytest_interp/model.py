@@ -16,6 +16,7 @@ from .dictionaries import LATENT_VECTOR
 from .errors import InterpError
 from .lenses import TunedLens, loaded_lens
 from .memo import ActivationCache, Counted, RunMemo
+from .model_circuits import CircuitProbes
 from .model_dictionaries import DictionaryProbes
 from .record import BatchSplit, record, remember_origin
 from .settings import DEFAULT_MEMO_BYTES, ModelRequest
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class InterpModel(DictionaryProbes):
+class InterpModel(DictionaryProbes, CircuitProbes):
     """A loaded model as tests see it: tokenize, memoised runs, activations, generation, and
     the probes as methods (each result memoised per argument set and recorded for the report).
 

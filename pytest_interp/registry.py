@@ -88,6 +88,7 @@ def _builtin() -> tuple[AnyKind, ...]:
     from .kinds import (
         ablation,
         attention,
+        circuit,
         features,
         generation,
         lens,
@@ -102,7 +103,7 @@ def _builtin() -> tuple[AnyKind, ...]:
 
     return (lens.KIND, logit_diff.KIND, patching.KIND, patchscope.KIND, steering.KIND,
             attention.KIND, generation.KIND, next_token.KIND, perplexity.KIND, ablation.KIND,
-            features.KIND, sae_fidelity.KIND)
+            features.KIND, sae_fidelity.KIND, circuit.KIND)
 
 
 KINDS = KindRegistry(_builtin())

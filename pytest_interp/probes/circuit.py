@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import metrics
+from .. import checks, metrics
 from ..backends.base import Edit, Run, Tokens
 from ..backends.splice import Splice
 from ..errors import InterpError
-from ..results.circuit import Circuit, EdgeScores, FaithfulnessResult, bootstrap
+from ..results.circuit import Circuit, CircuitResult, EdgeScores, FaithfulnessResult, bootstrap
 from ..sites import Site
 from .ablation import Case
 from .batching import by_length, paired_tokens
@@ -48,6 +48,11 @@ class EdgeAttribution:
     method: Method = "eap"
     steps: int = 5
 
+    def __post_init__(self) -> None:
+        checks.choice("method", self.method, METHODS)
+        checks.required_int("steps", self.steps, minimum=1)
+        metrics.check(self.metric, self.cases[0].foil if self.cases else None)
+
 
 @dataclass(frozen=True)
 class Faithfulness:
@@ -60,6 +65,49 @@ class Faithfulness:
     ablation: str = "patch"
     control: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks.choice("ablation", self.ablation, ABLATIONS)
+        checks.required_int("control", self.control, minimum=0)
+        checks.required_int("seed", self.seed)
+        metrics.check(self.metric, self.cases[0].foil if self.cases else None)
+
+
+@dataclass(frozen=True)
+class CircuitSearch:
+    """A circuit found on ``cases`` (the ``circuit`` marker's and ``find_circuit``'s spec):
+    edge scores by ``method``, the top ``top_n`` edges, and (``faithful``) their
+    faithfulness with ``control`` random circuits of the same size."""
+
+    cases: tuple[Case, ...]
+    metric: metrics.Metric = "logit_diff"
+    method: Method = "eap"
+    steps: int = 5
+    top_n: int = 100
+    faithful: bool = True
+    ablation: str = "patch"
+    control: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks.required_int("top_n", self.top_n, minimum=1)
+        self.attribution()
+
+    def attribution(self) -> EdgeAttribution:
+        return EdgeAttribution(self.cases, self.metric, self.method, self.steps)
+
+    def run_alone(self, edges: tuple[str, ...]) -> Faithfulness:
+        return Faithfulness(self.cases, edges, self.metric, self.ablation, self.control,
+                            self.seed)
+
+
+def find_circuit(model: Runner, spec: CircuitSearch) -> CircuitResult:
+    """``spec``'s circuit: its edge scores, top edges and (if asked) faithfulness."""
+    scores = edge_scores(model, spec.attribution())
+    found = None
+    if spec.faithful:
+        found = faithfulness(model, spec.run_alone(scores.top(spec.top_n).edges))
+    return CircuitResult(scores, spec.top_n, tuple(c.prompt for c in spec.cases), found)
 
 
 @dataclass
@@ -141,11 +189,7 @@ def _gradients(model: Runner, graph: Graph, group: _Group, rows: slice,
 
 def edge_scores(model: Runner, spec: EdgeAttribution) -> EdgeScores:
     """Every edge's score on ``spec.cases`` (see the module docstring)."""
-    if spec.method not in METHODS:
-        raise InterpError(f"method {spec.method!r} is not one of {', '.join(METHODS)}")
     steps = 1 if spec.method == "eap" else spec.steps
-    if steps < 1:
-        raise InterpError(f"steps must be at least 1, got {steps}")
     graph = Graph(model.info)
     total = torch.zeros(len(graph.writers), len(graph.readers), dtype=torch.float64)
     clean_sum = corrupted_sum = 0.0
@@ -187,8 +231,6 @@ def _run(model: Runner, graph: Graph, tokens: Tokens, rows: slice) -> Run:
 def faithfulness(model: Runner, spec: Faithfulness) -> FaithfulnessResult:
     """``spec.edges`` run alone on ``spec.cases`` (see the module docstring), with random
     circuits of the same size as controls."""
-    if spec.ablation not in ABLATIONS:
-        raise InterpError(f"ablation {spec.ablation!r} is not one of {', '.join(ABLATIONS)}")
     graph = Graph(model.info)
     kept = [graph.locate(spec.edges)]
     rng = np.random.default_rng(spec.seed)
@@ -223,4 +265,5 @@ def faithfulness(model: Runner, spec: Faithfulness) -> FaithfulnessResult:
     return FaithfulnessResult(
         model=model.info.name, circuit=Circuit(spec.edges), metric=metrics.label(
             spec.metric), ablation=spec.ablation, clean=clean, corrupted=corrupted,
-        patched=patched[0], low=low, high=high, controls=controls)
+        patched=patched[0], low=low, high=high, controls=controls,
+        control_patched=patched[1:])

@@ -85,7 +85,8 @@ class FaithfulnessResult:
     low: float
     high: float
     controls: tuple[float, ...] = ()
-    curve: tuple[tuple[int, float], ...] = field(default=())
+    control_patched: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # [C, rows]
+    curve: tuple[tuple[int, float], ...] = ()
 
     @property
     def value(self) -> float:
@@ -125,6 +126,50 @@ def bootstrap(clean: np.ndarray, corrupted: np.ndarray, patched: np.ndarray, *,
     return float(np.percentile(shares, tail)), float(np.percentile(shares, 100 - tail))
 
 
+@dataclass(frozen=True, eq=False)
+class CircuitResult:
+    """A circuit found on rows: every edge's ``scores``, the top ``top_n`` edges as
+    ``circuit`` and, when asked, its ``faithfulness`` over the rows. A dataset marker's row
+    also names its ``row``: ``value`` is then that row's recovered share."""
+
+    scores: EdgeScores
+    top_n: int
+    prompts: tuple[str, ...]
+    faithfulness: FaithfulnessResult | None = None
+    row: int | None = None
+    drift: CircuitDrift | None = None  # against the baseline model's circuit, when compared
+
+    @property
+    def model(self) -> str:
+        return self.scores.model
+
+    @property
+    def circuit(self) -> Circuit:
+        return self.scores.top(self.top_n)
+
+    def top(self, n: int) -> Circuit:
+        return self.scores.top(n)
+
+    @property
+    def value(self) -> float:
+        """The recovered share: this row's, or pooled over the rows (NaN: not measured)."""
+        f = self.faithfulness
+        if f is None:
+            return float("nan")
+        return float(f.per_row[self.row]) if self.row is not None else f.value
+
+    @property
+    def control_values(self) -> np.ndarray:
+        """The random circuits' recovered shares: this row's, or pooled."""
+        f = self.faithfulness
+        if f is None or not len(f.controls):
+            return np.zeros(0)
+        if self.row is None:
+            return np.asarray(f.controls)
+        gap = f.clean[self.row] - f.corrupted[self.row]
+        return (f.control_patched[:, self.row] - f.corrupted[self.row]) / (gap or np.nan)
+
+
 @dataclass(frozen=True)
 class CircuitDrift:
     """How the top-n circuit on ``model`` differs from the one on ``baseline``."""
@@ -137,6 +182,7 @@ class CircuitDrift:
     entered: tuple[str, ...]  # nodes in this circuit, not the baseline's
     left: tuple[str, ...]  # nodes in the baseline's circuit, not this one
     baseline_faithfulness: float | None = None  # the baseline's circuit run on this model
+    baseline_edges: tuple[str, ...] = ()
 
 
 def jaccard(a: Circuit, b: Circuit) -> float:
