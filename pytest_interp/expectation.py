@@ -41,6 +41,18 @@ class Inconclusive(str):
     has no effect to divide by."""
 
 
+@dataclass(frozen=True)
+class Drift(Generic[R]):
+    """An expectation's result against the baseline model's: the result to show (with the
+    comparison in it), trend points (``{"name", "value", "low", "high"}``), one line for
+    JUnit XML and the summary, and a failure text (None: within its bounds)."""
+
+    result: R
+    points: tuple[dict[str, Any], ...]
+    line: str
+    failure: str | None = None
+
+
 class Expectation(Generic[R]):
     """Base of the frozen expectation dataclasses: a claim about a model's result ``R``.
 
@@ -124,6 +136,13 @@ class Expectation(Generic[R]):
         """Why a ratio has nothing to divide by, and what to do."""
         return (f"no effect to divide by: {effect:+.3f}, below min_effect={self.effect_floor:g}; "
                 "pick inputs on which the model behaves differently, or lower min_effect=")
+
+    def drift(self, model: Any, result: R, old: R,
+              rows: Sequence[Expectation[R]]) -> Drift[R] | None:
+        """This result compared with the same expectation's on the baseline model
+        (``--interp-baseline``, ``old``), over ``rows`` (this expectation, or a dataset's):
+        None when the kind has no such comparison."""
+        return None
 
     def judge_rows(self, results: Sequence[R]) -> str | None:
         """Over a dataset whose statistic passed: a further check of all rows' results

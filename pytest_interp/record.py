@@ -100,6 +100,16 @@ def record(item: Any) -> Any:
     return item
 
 
+def swap(old: Any, new: Any) -> None:
+    """Show ``new`` in the running test's report entry where ``old`` was recorded."""
+    if _current is not None:
+        for i, seen in enumerate(_current):
+            if seen is old:
+                _current[i] = new
+                return
+        _current.append(new)
+
+
 @contextmanager
 def recording() -> Iterator[list[Any]]:
     """Collect what ``record`` sees inside the block."""

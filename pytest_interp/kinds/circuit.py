@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, replace
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ from ..codec import (
     schema,
 )
 from ..errors import InterpError
-from ..expectation import Expectation, ExpectationKind
+from ..expectation import Drift, Expectation, ExpectationKind
+from ..record import derived
 from ..report.draw import esc
 from ..results import beaten
 from ..results.circuit import CircuitDrift, CircuitResult, jaccard, node_of, spearman
@@ -43,7 +45,9 @@ class CircuitExpectation(Expectation[CircuitResult]):
     ``ablation="patch"`` or ``"mean"``), holds every edge of ``edges`` and touches every node
     of ``nodes``, and (``control=N``) recovers more than ``percentile``% of N random circuits
     of its size. Over a dataset the circuit is found on all rows at once and the mean
-    recovered share is held to ``min_faithfulness`` with its interval."""
+    recovered share is held to ``min_faithfulness`` with its interval. Against
+    ``--interp-baseline``, the top-n edges share at least ``min_jaccard`` with the baseline
+    model's (the drift numbers are reported either way)."""
 
     prompt: str
     _: KW_ONLY
@@ -61,6 +65,7 @@ class CircuitExpectation(Expectation[CircuitResult]):
     percentile: float = 95.0
     ablation: str = "patch"
     seed: int = 0
+    min_jaccard: float | None = None
 
     row_fields = ("prompt", "corrupted", "answer", "foil")
     bound_fields = ("min_faithfulness", "")
@@ -81,14 +86,15 @@ class CircuitExpectation(Expectation[CircuitResult]):
             raise InterpError(f"edge {bad[0]!r} is not written writer->reader (e.g. "
                               "'L5H1->L9H6.q', 'L9.mlp->logits')")
         checks.number("min_faithfulness", self.min_faithfulness)
+        checks.number("min_jaccard", self.min_jaccard)
         checks.number("percentile", self.percentile)
         if not 0 < self.percentile <= 100:
             raise InterpError(f"percentile must be in (0, 100], got {self.percentile!r}")
         self.search()  # method, steps, top_n, ablation, control and metric, checked there
         if self.min_faithfulness is None and not self.edges and not self.nodes \
-                and not self.control:
+                and not self.control and self.min_jaccard is None:
             raise InterpError("no claim given: pass min_faithfulness=, edges=[...], "
-                              "nodes=[...] and/or control=N")
+                              "nodes=[...], control=N and/or min_jaccard=")
 
     def search(self, cases: tuple[Any, ...] | None = None) -> Any:
         """The probe's spec for these rows (this expectation's row alone by default)."""
@@ -123,7 +129,8 @@ class CircuitExpectation(Expectation[CircuitResult]):
             spec = rows[0].search(cases)
             found: CircuitResult = model.remember(spec, _recipe(spec))
             for row, i in enumerate(members):
-                out[i] = replace(found, row=row) if len(members) > 1 else found
+                out[i] = found if len(members) == 1 else \
+                    derived(replace(found, row=row), found, partial(replace, row=row))
         return [out[i] for i in range(len(expectations))]
 
     def value_name(self) -> str:
@@ -195,10 +202,44 @@ class CircuitExpectation(Expectation[CircuitResult]):
                 f"circuits of {self.top_n} edges, expected {self.percentile:g}%: their "
                 f"{self.percentile:g}th percentile is {edge:.1%}"]
 
+    def drift(self, model: Any, result: CircuitResult, old: CircuitResult,
+              rows: Sequence[Expectation[CircuitResult]]) -> Drift[CircuitResult]:
+        """Jaccard of the top-n edges, rank correlation of all scores, nodes entered and
+        left, and the baseline's circuit run alone on this model."""
+        from ..probes.circuit import faithfulness
+
+        new, old = replace(result, row=None), replace(old, row=None)
+        cases = self.search(tuple(_case(r) for r in rows)).run_alone(old.circuit.edges)
+        theirs = model.remember(cases, lambda m: faithfulness(m, cases)).value
+        found = drift(new, old, theirs)
+        line = (f"vs {found.baseline}: Jaccard {found.jaccard:.2f} of the top {found.n}, rank "
+                f"correlation {found.rank_correlation:.2f}, the baseline's circuit recovers "
+                f"{theirs:.1%}; nodes entered {list(found.entered) or 'none'}, left "
+                f"{list(found.left) or 'none'}")
+        failure = None
+        if self.min_jaccard is not None and found.jaccard < self.min_jaccard:
+            failure = (f"circuit: the top-{self.top_n} circuit drifted from {found.baseline}'s: "
+                       f"Jaccard {found.jaccard:.2f}, below min_jaccard={self.min_jaccard:g}\n"
+                       f"  {line}")
+        points = ({"name": "Jaccard vs baseline", "value": found.jaccard,
+                   "low": self.min_jaccard, "high": None},
+                  {"name": "rank correlation vs baseline", "value": found.rank_correlation,
+                   "low": None, "high": None},
+                  {"name": "baseline circuit's faithfulness", "value": theirs, "low": None,
+                   "high": None})
+        return Drift(replace(new, drift=found), points, line, failure)
+
     def point(self, result: CircuitResult) -> dict[str, Any] | None:
         if result.faithfulness is None:
             return None
         return super().point(result)
+
+
+def _case(e: Expectation[CircuitResult]) -> Any:
+    from ..probes.ablation import Case
+
+    assert isinstance(e, CircuitExpectation)
+    return Case(e.prompt, e.answer, e.foil, e.corrupted)
 
 
 def _recipe(spec: Any) -> Any:

@@ -16,10 +16,10 @@ from ..errors import InterpError
 from ..expectation import Expectation, ExpectationKind, Inconclusive
 from ..model import InterpModel
 from ..record import recording
+from .drift import MEASURED, against_baseline
 from .items import EXPECT_KEY, MARKED_KEY, POINTS_KEY, POOL_KEY, model_for, request_for
 from .options import CONFIG_KEY
 
-MEASURED = "interp_measured"  # the JUnit property of what an expectation measured
 VACUOUS = "interp_vacuous"  # the JUnit property of a vacuous test's note
 
 Expectations = tuple[tuple[ExpectationKind[Any, Any], Expectation[Any]], ...]
@@ -81,7 +81,8 @@ def check(kind: ExpectationKind[Any, Any], expectation: Expectation[Any],
     points = item.stash.setdefault(POINTS_KEY, [])
     points.append({"kind": kind.name, "label": label, "index": len(points),
                    "verdict": verdict, **(expectation.point(result) or {})})
-    return text
+    drifted = against_baseline(kind, expectation, result, model, item)
+    return text if drifted is None else drifted if text is None else f"{text}\n\n{drifted}"
 
 
 def _control(item: pytest.Function, expectations: Expectations) -> None:
