@@ -4,10 +4,11 @@
         --interp-baseline=CKPT/step_00000 --interp-report=report.html
 
 Each test runs on each checkpoint (in step order). The markers fail until an induction head
-and the small circuit that carries it have formed; the attention summary fails on every checkpoint whose heads changed from the
-baseline's beyond the noise floor, naming the heads and their new labels. The report's trend
-chart shows the induction score per step, and its grid which checkpoints fail. To find the
-step where the head formed without running them all:
+and the small circuit that carries it have formed; the attention summary fails on every
+checkpoint whose heads changed from the baseline's beyond the noise floor, naming the heads
+and their new labels. The report's trend chart shows the induction score per step, and its
+grid which checkpoints fail. To find the step where the head formed without running them
+all:
 
     python -m pytest_interp bisect --models 'CKPT/step_*' --find pass -- \\
         example_suites/induction_checkpoints -k induction_head
