@@ -114,16 +114,18 @@ class Edit:
             if got is not None:
                 object.__setattr__(self, name, tuple(int(i) for i in got))
         value = self.value if self.value.requires_grad else self.value.detach()
-        plain = value.detach()  # a value that requires grad keeps its graph (gradients)
-        digest = hashlib.sha1(plain.to(torch.float32).contiguous().cpu().numpy().tobytes())
-        digest.update(repr((self.site, self.mode, self.positions, self.rows, self.head,
-                            tuple(value.shape), str(value.dtype))).encode())
-        object.__setattr__(self, "value", value)
-        object.__setattr__(self, "_key", digest.hexdigest())
+        object.__setattr__(self, "value", value)  # one that requires grad keeps its graph
 
     @property
     def key(self) -> str:
-        """A content hash: two edits with equal keys change a run identically."""
+        """A content hash: two edits with equal keys change a run identically (made when
+        first asked: runs that are not memoised never hash their edits)."""
+        if not self._key:
+            digest = hashlib.sha1(
+                self.value.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+            digest.update(repr((self.site, self.mode, self.positions, self.rows, self.head,
+                                tuple(self.value.shape), str(self.value.dtype))).encode())
+            object.__setattr__(self, "_key", digest.hexdigest())
         return self._key
 
 

@@ -266,8 +266,16 @@ class BlockHooks:
         if new is x:
             return out
         norm, weight = self.model.qkv(self.layer, kind)
-        change = (norm(new) - norm(x)).to(out.dtype)
-        return out + torch.einsum("bpnd,nkd->bpnk", change, weight.to(out.dtype))
+        at = _edited_positions(edits, out.shape[1])
+        if at is not None and more is not None:  # a splice changes where it differs
+            at = sorted({*at, *more.abs().amax((0, 2, 3)).nonzero()[:, 0].tolist()})
+        if at is not None:  # only these positions change: project them alone
+            new, x = new[:, at], x[:, at]
+        change = torch.einsum("bpnd,nkd->bpnk", (norm(new) - norm(x)).to(out.dtype),
+                              weight.to(out.dtype))
+        if at is None:
+            return out + change
+        return out.index_add(1, torch.tensor(at, dtype=torch.long, device=out.device), change)
 
     def mlp_input(self, x: Tensor) -> Tensor:
         return self._edit("mlp_input", x)
@@ -280,6 +288,13 @@ class BlockHooks:
 
     def resid_post(self, x: Tensor) -> Tensor:
         return self._edit("resid_post", x)
+
+
+def _edited_positions(edits: Sequence[Edit], length: int) -> list[int] | None:
+    """The positions some edit touches, sorted; None when one touches them all."""
+    if any(edit.positions is None for edit in edits):
+        return None
+    return sorted({p % length for edit in edits for p in edit.positions or ()})
 
 
 def plan_blocks(

@@ -55,7 +55,10 @@ class Splice:
 
 class SpliceRun:
     """One run's writer outputs, kept as their distance to the reference as the blocks run,
-    and each reader's correction."""
+    and each reader's correction.
+
+    A reader usually cuts nearly every earlier writer: its correction is then the running
+    sum of all distances less the few it keeps, not a product with every weight."""
 
     def __init__(self, splice: Splice) -> None:
         self.splice = splice
@@ -63,6 +66,7 @@ class SpliceRun:
         for i, (site, _) in enumerate(splice.writers):
             self.columns.setdefault(site, []).append(i)
         self.diff = torch.zeros_like(splice.reference)  # reference - live, per writer
+        self.total = torch.zeros_like(splice.reference[:, :, 0])  # their sum so far
         self.filled = 0
 
     def write(self, site: Site, value: Tensor) -> None:
@@ -73,6 +77,7 @@ class SpliceRun:
         span = slice(cols[0], cols[-1] + 1)
         live = value if value.dim() == 4 else value.unsqueeze(2)
         self.diff[:, :, span] = self.splice.reference[:, :, span] - live.to(self.diff.dtype)
+        self.total += self.diff[:, :, span].sum(2)
         self.filled = max(self.filled, span.stop)
 
     def correction(self, site: Site, like: Tensor) -> Tensor | None:
@@ -85,6 +90,12 @@ class SpliceRun:
             raise InterpError(f"the splice cuts an edge into {site} from a writer that runs "
                               "after it: cut only edges from earlier writers")
         w = weights[..., :n].to(self.diff)
-        if w.dim() == 1:
-            return torch.matmul(w, self.diff[:, :, :n]).to(like.dtype)  # [B, P, D]
-        return torch.matmul(w, self.diff[:, :, :n]).to(like.dtype)  # [B, P, n, D]
+        rows = w if w.dim() == 2 else w.unsqueeze(0)
+        if not bool(((rows == 0) | (rows == 1)).all()):  # general weights: one product
+            out = torch.matmul(rows, self.diff[:, :, :n])
+        else:  # all of them, less those not cut
+            out = self.total.unsqueeze(2).repeat(1, 1, rows.shape[0], 1)
+            row, col = (rows == 0).nonzero(as_tuple=True)
+            if len(col):
+                out.index_add_(2, row, self.diff[:, :, col], alpha=-1)
+        return (out if w.dim() == 2 else out[:, :, 0]).to(like.dtype)

@@ -36,7 +36,7 @@ from .runner import Runner
 Method = Literal["eap", "eap-ig"]
 METHODS: tuple[Method, ...] = ("eap", "eap-ig")
 ABLATIONS = ("patch", "mean")
-ROWS = 16  # rows per gradient pass at most
+ROWS = 32  # rows per gradient pass at most
 
 
 @dataclass(frozen=True)
@@ -161,30 +161,42 @@ def _reader_grads(graph: Graph, zeros: dict[Site, Tensor], grads: Sequence[Tenso
     return torch.cat(cols, 2)
 
 
-def _gradients(model: Runner, graph: Graph, group: _Group, rows: slice,
-               embed: Tensor | None) -> Tensor:
-    """d metric / d each reader's input on the clean rows (summed over rows), [B, P, V, D];
-    ``embed`` replaces the embeddings (EAP-IG's interpolation)."""
+def _gradients(model: Runner, graph: Graph, group: _Group, rows: slice, first: int,
+               embed: Tensor | None) -> tuple[Tensor, Run]:
+    """d metric / d each reader's input on the clean rows at positions ``first:`` (before
+    them no writer differs, so no edge score needs them), [B, P - first, V, D], and the run,
+    which reads every writer; ``embed`` replaces the embeddings (EAP-IG's interpolation)."""
     info = model.info
     tokens = Tokens(group.clean.ids[rows], group.clean.strs[rows])
-    b, p = tokens.batch, tokens.length
+    b, p = tokens.batch, tokens.length - first
+    positions = tuple(range(first, tokens.length))
     with torch.inference_mode(False), torch.enable_grad():
         zeros: dict[Site, Tensor] = {}
         for site in graph.reader_sites_in_order:
-            n = info.heads_of(site.component)
-            shape = (b, p, n, info.d_model) if site.component.endswith(
-                ("q_input", "k_input", "v_input")) else (b, p, info.d_model)
+            heads = site.component in ("q_input", "k_input", "v_input")
+            shape = (b, p, info.heads_of(site.component), info.d_model) if heads else \
+                (b, p, info.d_model)
             zeros[site] = torch.zeros(shape, device=info.device, requires_grad=True)
-        edits = [Edit(site, zero, mode="add") for site, zero in zeros.items()]
+        edits = [Edit(site, zero, mode="add", positions=positions)
+                 for site, zero in zeros.items()]
         if embed is not None:
             edits.insert(0, Edit(Site(0, "resid_pre"), embed))
-        run = model.forward(tokens, edits=edits, logits_to_keep=1, grad=True)
+        run = model.forward(tokens, read=graph.writer_sites_in_order, edits=edits,
+                            logits_to_keep=1, grad=True)
         measured = _measure(group, rows, run.logits[:, -1])
         if not measured.requires_grad:
             raise InterpError("the metric has no gradient: edge attribution needs a "
                               "differentiable metric (logit_diff, logprob, prob)")
         grads = torch.autograd.grad(measured.sum(), list(zeros.values()))
-    return _reader_grads(graph, zeros, grads).detach()
+    return _reader_grads(graph, zeros, grads).detach(), run
+
+
+def _first_difference(group: _Group) -> int:
+    """The first position where some row's clean and corrupted tokens differ."""
+    for p in range(group.clean.length):
+        if any(a[p] != c[p] for a, c in zip(group.clean.ids, group.corrupted.ids, strict=True)):
+            return p
+    return group.clean.length - 1  # identical prompts: every score is zero
 
 
 def edge_scores(model: Runner, spec: EdgeAttribution) -> EdgeScores:
@@ -193,26 +205,29 @@ def edge_scores(model: Runner, spec: EdgeAttribution) -> EdgeScores:
     graph = Graph(model.info)
     total = torch.zeros(len(graph.writers), len(graph.readers), dtype=torch.float64)
     clean_sum = corrupted_sum = 0.0
-    groups = _groups(model, spec.cases, spec.metric)
-    for group in groups:
+    for group in _groups(model, spec.cases, spec.metric):
+        first = _first_difference(group)
         per_pass = model.rows_per_pass(group.clean.length, len(group.rows), ROWS)
         for lo in range(0, len(group.rows), per_pass):
             rows = slice(lo, lo + per_pass)
-            clean = _run(model, graph, group.clean, rows)
             corrupted = _run(model, graph, group.corrupted, rows)
-            clean_sum += float(_measure(group, rows, clean.logits[:, -1]).sum())
-            corrupted_sum += float(_measure(group, rows, corrupted.logits[:, -1]).sum())
-            a_clean, a_corr = _writers(graph, clean.acts), _writers(graph, corrupted.acts)
-            grad = torch.zeros(*a_clean.shape[:2], len(graph.readers), a_clean.shape[-1])
+            clean = _run(model, graph, group.clean, rows) if steps > 1 else None
+            grad: Tensor | int = 0
             for k in range(1, steps + 1):
                 embed = None
-                if steps > 1:
+                if clean is not None:
                     e_clean = clean.acts[Site(0, "resid_pre")]
                     e_corr = corrupted.acts[Site(0, "resid_pre")]
                     embed = e_corr + (k / steps) * (e_clean - e_corr)
-                grad += _gradients(model, graph, group, rows, embed)
-            delta = (a_corr - a_clean).flatten(0, 1).transpose(0, 1)  # [U, B*P, D]
-            g = (grad / steps).flatten(0, 1).transpose(0, 1)  # [V, B*P, D]
+                more, run = _gradients(model, graph, group, rows, first, embed)
+                grad = grad + more
+                clean = clean if clean is not None else run  # EAP: the gradient run is clean
+            assert clean is not None and isinstance(grad, Tensor)
+            clean_sum += float(_measure(group, rows, clean.logits[:, -1].detach()).sum())
+            corrupted_sum += float(_measure(group, rows, corrupted.logits[:, -1]).sum())
+            delta = (_writers(graph, corrupted.acts) - _writers(graph, clean.acts))[:, first:]
+            delta = delta.flatten(0, 1).transpose(0, 1)  # [U, B*P', D]
+            g = (grad / steps).flatten(0, 1).transpose(0, 1)  # [V, B*P', D]
             total += (delta.flatten(1) @ g.flatten(1).T).double()
     valid = torch.from_numpy(graph.valid)
     n = len(spec.cases)
@@ -246,7 +261,9 @@ def faithfulness(model: Runner, spec: Faithfulness) -> FaithfulnessResult:
         for lo in range(0, len(group.rows), per_pass):
             rows = slice(lo, lo + per_pass)
             where = group.rows[rows]
-            clean_run = _run(model, graph, group.clean, rows)
+            clean_run = _run(model, graph, group.clean, rows) if spec.ablation == "mean" \
+                else model.run(Tokens(group.clean.ids[rows], group.clean.strs[rows]),
+                               logits_to_keep=1)
             corrupted_run = _run(model, graph, group.corrupted, rows)
             clean[where] = _measure(group, rows, clean_run.logits[:, -1]).float().numpy()
             corrupted[where] = _measure(group, rows, corrupted_run.logits[:, -1]).float().numpy()
