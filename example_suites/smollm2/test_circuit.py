@@ -14,7 +14,8 @@ import pytest
 
 
 @pytest.mark.circuit(prompts="ioi:16", top_n=800, min_faithfulness=0.25,
-                     nodes=["L23H3", "L20H0"], control=3)
+                     nodes=["L23H3", "L20H0"])
 def test_a_sparse_circuit_carries_ioi():
-    """800 edges (1.1% of them) alone recover at least a quarter of the IOI logit difference,
-    beat three random circuits of their size, and run through L23H3 and L20H0."""
+    """800 edges (1.1% of them) alone recover at least a quarter of the IOI logit difference
+    and run through L23H3 and L20H0 (add control=N to hold them to N random circuits of
+    their size: on SmolLM2 those recover nothing)."""
