@@ -4,6 +4,7 @@ a test names, and beats random circuits of its size; with a baseline model, how 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from functools import partial
@@ -47,7 +48,9 @@ class CircuitExpectation(Expectation[CircuitResult]):
     of its size. Over a dataset the circuit is found on all rows at once and the mean
     recovered share is held to ``min_faithfulness`` with its interval. Against
     ``--interp-baseline``, the top-n edges share at least ``min_jaccard`` with the baseline
-    model's (the drift numbers are reported either way)."""
+    model's (the drift numbers are reported either way). Below ``min_effect`` (the
+    metric's default) of clean-vs-corrupted difference there is nothing to recover:
+    INCONCLUSIVE."""
 
     prompt: str
     _: KW_ONLY
@@ -66,6 +69,7 @@ class CircuitExpectation(Expectation[CircuitResult]):
     ablation: str = "patch"
     seed: int = 0
     min_jaccard: float | None = None
+    min_effect: float | None = None
 
     row_fields = ("prompt", "corrupted", "answer", "foil")
     bound_fields = ("min_faithfulness", "")
@@ -87,6 +91,7 @@ class CircuitExpectation(Expectation[CircuitResult]):
                               "'L5H1->L9H6.q', 'L9.mlp->logits')")
         checks.number("min_faithfulness", self.min_faithfulness)
         checks.number("min_jaccard", self.min_jaccard)
+        checks.number("min_effect", self.min_effect)
         checks.number("percentile", self.percentile)
         if not 0 < self.percentile <= 100:
             raise InterpError(f"percentile must be in (0, 100], got {self.percentile!r}")
@@ -149,13 +154,13 @@ class CircuitExpectation(Expectation[CircuitResult]):
 
     @property
     def effect_floor(self) -> float:
-        return metrics.min_effect(self.metric, None)
+        return metrics.min_effect(self.metric, self.min_effect)
 
     def effect_text(self, result: CircuitResult, effect: float) -> str:
         return (f"circuit: no behaviour to carry: the {result.scores.metric} on {self.prompt!r} "
                 f"differs by {effect:+.3f} between clean and corrupted, below "
-                f"{self.effect_floor:g}: faithfulness would divide by it; pick prompts whose "
-                "corruption changes the answer")
+                f"min_effect={self.effect_floor:g}: faithfulness would divide by it; pick "
+                "prompts whose corruption changes the answer, or lower min_effect=")
 
     def judge(self, result: CircuitResult) -> str | None:
         none = self.no_effect(result)
@@ -394,11 +399,11 @@ def circuit_figure(result: CircuitResult) -> str:
 
 
 def _layer(node: str) -> int:
-    if node == "embed":
-        return -1
+    """Where a node sits, top to bottom: the embeddings, its block, the logits."""
     if node == "logits":
         return 10**6
-    return int(node[1:].split("H")[0].split("K")[0].split(".")[0])
+    found = re.match(r"L(\d+)", node)
+    return int(found.group(1)) if found else -1
 
 
 def _order(node: str) -> tuple[int, int, str]:

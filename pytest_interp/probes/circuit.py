@@ -92,6 +92,7 @@ class CircuitSearch:
     def __post_init__(self) -> None:
         checks.required_int("top_n", self.top_n, minimum=1)
         self.attribution()
+        self.run_alone(())
 
     def attribution(self) -> EdgeAttribution:
         return EdgeAttribution(self.cases, self.metric, self.method, self.steps)
