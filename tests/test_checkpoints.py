@@ -113,7 +113,7 @@ def _drawn_in_chromium(report: Path, passing: list[bool]) -> None:
         assert xs == sorted(xs) and ys[-1] < ys[0]  # SVG y grows downwards: the score rose
         assert [c.get_attribute("fill") == "rgb(58,157,74)" for c in circles] == passing
         grid = driver.find_element(By.ID, "grid")
-        assert len(grid.find_elements(By.CSS_SELECTOR, "td a")) == 2 * len(passing)
+        assert len(grid.find_elements(By.CSS_SELECTOR, "td a")) == 3 * len(passing)  # 3 tests
     finally:
         driver.quit()
 
@@ -140,7 +140,7 @@ def test_bisect_finds_where_the_head_formed_and_the_first_change(suite, series):
     assert lines[0] == (f"bisect: 9 models, step_00000 ... step_00400: the first that passes, "
                         f"in at most {budget} sessions")
     assert lines[1].startswith(f"bisect: [1/{budget}] step_00400: passes (1 passed, "
-                               "1 deselected")
+                               "2 deselected")
     assert 2 <= len(lines) - 2 <= budget  # one line per session, then the answer
     previous = STEPS[STEPS.index(formed) - 1]
     assert lines[-1] == (f"bisect: first model that passes: {series / formed} ({previous} "
@@ -246,3 +246,22 @@ def _the_sharded_recipe_merges_into_the_same(suite: pytest.Pytester, series: Pat
     part = subprocess.run(shlex.split(merge), cwd=cwd, env=env, capture_output=True, text=True)
     assert part.returncode == 1 and "merge: shard 2/3 is missing" in part.stderr.splitlines()
     assert "MERGE PROBLEM: shard 2/3 is missing" in (cwd / "interp-report.html").read_text()
+
+
+@pytest.mark.slow
+def test_the_circuit_drifts_towards_the_final_checkpoints(suite, series):
+    """Against the final checkpoint as baseline, each step's ten-edge induction circuit is
+    charted by its Jaccard with the final one: low before the circuit forms, high after."""
+    report = suite.path / "drift.html"
+    result = suite.runpytest(f"--interp-model={series}/step_*", "-k", "circuit",
+                             f"--interp-baseline={series / 'step_00400'}",
+                             f"--interp-report={report}")
+    page = report.read_text()
+    chart = next(f for f in page.split('<figure class="trend">')
+                 if "test_ten_edges_carry_induction" in f and "Jaccard vs baseline" in f)
+    trend = re.findall(r"<title>(step_\d+): ([-\d.e]+) \((passed|failed)\)</title>", chart)
+    jaccard = {step: float(value) for step, value, _ in trend}
+    assert list(jaccard) == STEPS[:-1], jaccard  # the baseline is not compared with itself
+    assert jaccard["step_00000"] < 0.5 < 0.8 <= jaccard["step_00350"], jaccard
+    assert "vs step_00400: Jaccard " in page  # the figure of each step names the comparison
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # early steps have no circuit yet
