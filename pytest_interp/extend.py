@@ -26,10 +26,10 @@ from .codec import (
     top_changes,
 )
 from .errors import InterpError
-from .expectation import Expectation, ExpectationKind, Inconclusive
+from .expectation import Drift, Expectation, ExpectationKind, Inconclusive
 from .sites import Component, Site
 
-__all__ = ["Change", "Component", "Expectation", "ExpectationKind", "Inconclusive",
+__all__ = ["Change", "Component", "Drift", "Expectation", "ExpectationKind", "Inconclusive",
            "InterpError", "Site", "SnapshotCodec", "SnapshotFormatError", "Tolerances", "fmt",
            "is_int", "is_number", "is_numbers", "is_opt_str", "is_str", "is_strs", "is_top",
            "number_change", "rounded", "schema", "text_change", "top_changes"]

@@ -311,9 +311,14 @@ def check_edits(info: ModelInfo, tokens: Tokens, edits: Sequence[Edit]) -> None:
                 )
 
 
-def _index(edit: Edit, batch: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    rows = range(batch) if edit.rows is None else edit.rows
+def _index(edit: Edit, batch: int, length: int,
+           device: torch.device) -> tuple[Tensor | slice, Tensor | slice]:
+    """Where an edit lands: slices when it takes every row and a run of positions (cheap to
+    write and to differentiate through), else index tensors [rows, 1] and [1, positions]."""
     positions = range(length) if edit.positions is None else [p % length for p in edit.positions]
+    if edit.rows is None and list(positions) == list(range(positions[0], positions[-1] + 1)):
+        return slice(None), slice(positions[0], positions[-1] + 1)
+    rows = range(batch) if edit.rows is None else edit.rows
     r = torch.tensor(list(rows), dtype=torch.long, device=device)
     p = torch.tensor(list(positions), dtype=torch.long, device=device)
     return r[:, None], p[None, :]
@@ -331,7 +336,8 @@ def apply_edits(x: Tensor, edits: Iterable[Edit], *, per_head: bool = False) -> 
     batch, length = x.shape[0], x.shape[1]
     for edit in edits:
         r, p = _index(edit, batch, length, x.device)
-        target = out[r, p, edit.head] if per_head else out[r, p]
+        where = (r, p, edit.head) if per_head else (r, p)
+        target = out[where]
         value = edit.value.to(device=x.device, dtype=x.dtype)
         try:
             new = value.expand_as(target) if edit.mode == "replace" else target + value
@@ -340,10 +346,7 @@ def apply_edits(x: Tensor, edits: Iterable[Edit], *, per_head: bool = False) -> 
                 f"edit value of shape {tuple(value.shape)} does not fit {edit.site}: "
                 f"it must broadcast to [rows, positions, d_model] = {list(target.shape)}"
             ) from None
-        if per_head:
-            out[r, p, edit.head] = new
-        else:
-            out[r, p] = new
+        out[where] = new
     return out
 
 

@@ -269,12 +269,17 @@ class BlockHooks:
         at = _edited_positions(edits, out.shape[1])
         if at is not None and more is not None:  # a splice changes where it differs
             at = sorted({*at, *more.abs().amax((0, 2, 3)).nonzero()[:, 0].tolist()})
-        if at is not None:  # only these positions change: project them alone
-            new, x = new[:, at], x[:, at]
+        if at == []:
+            return out  # a splice that differs nowhere
+        where: slice | list[int] = slice(None) if at is None else \
+            slice(at[0], at[-1] + 1) if at == list(range(at[0], at[-1] + 1)) else at
+        new, x = new[:, where], x[:, where]  # only these positions change: project them alone
         change = torch.einsum("bpnd,nkd->bpnk", (norm(new) - norm(x)).to(out.dtype),
                               weight.to(out.dtype))
-        if at is None:
-            return out + change
+        if isinstance(where, slice):
+            out = out.clone()
+            out[:, where] += change
+            return out
         return out.index_add(1, torch.tensor(at, dtype=torch.long, device=out.device), change)
 
     def mlp_input(self, x: Tensor) -> Tensor:
