@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from pytest_interp.codec import Tolerances
-from pytest_interp.kinds.circuit import CircuitCodec, CircuitExpectation, circuit_figure, drift
+from pytest_interp.kinds.circuit import CircuitCodec, CircuitExpectation, circuit_figure
 from pytest_interp.model import InterpModel
-from pytest_interp.results.circuit import CircuitResult, EdgeScores
+from pytest_interp.results.circuit import CircuitResult, EdgeScores, drift
 
 from .pytester_helpers import assert_collection_error, assert_fails_when_run, ini
 

@@ -4,7 +4,6 @@ a test names, and beats random circuits of its size; with a baseline model, how 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from functools import partial
@@ -32,7 +31,7 @@ from ..expectation import Drift, Expectation, ExpectationKind
 from ..record import derived
 from ..report.draw import esc
 from ..results import beaten
-from ..results.circuit import CircuitDrift, CircuitResult, jaccard, node_of, spearman
+from ..results.circuit import CircuitResult, drift, layer_of, node_of
 
 if TYPE_CHECKING:
     from ..model import InterpModel
@@ -93,7 +92,7 @@ class CircuitExpectation(Expectation[CircuitResult]):
         checks.number("min_jaccard", self.min_jaccard)
         checks.number("min_effect", self.min_effect)
         checks.number("percentile", self.percentile)
-        if not 0 < self.percentile <= 100:
+        if self.percentile is None or not 0 < self.percentile <= 100:
             raise InterpError(f"percentile must be in (0, 100], got {self.percentile!r}")
         self.search()  # method, steps, top_n, ablation, control and metric, checked there
         if self.min_faithfulness is None and not self.edges and not self.nodes \
@@ -272,20 +271,6 @@ def _table(result: CircuitResult, shown: int = 8) -> str:
     return "\n".join(lines)
 
 
-def drift(result: CircuitResult, baseline: CircuitResult,
-          baseline_faithfulness: float | None = None) -> CircuitDrift:
-    """How ``result``'s top-n circuit differs from ``baseline``'s."""
-    new, old = result.circuit, baseline.circuit
-    same = result.scores.edges == baseline.scores.edges
-    rho = spearman(result.scores.scores, baseline.scores.scores) if same else float("nan")
-    return CircuitDrift(
-        model=result.model, baseline=baseline.model, n=result.top_n,
-        jaccard=jaccard(new, old), rank_correlation=rho,
-        entered=tuple(sorted(set(new.nodes) - set(old.nodes))),
-        left=tuple(sorted(set(old.nodes) - set(new.nodes))),
-        baseline_faithfulness=baseline_faithfulness, baseline_edges=old.edges)
-
-
 class CircuitCodec(SnapshotCodec[CircuitResult]):
     """The top-n edges with their scores as a share of the strongest, and the faithfulness:
     an edge that leaves or enters at the n-th place within the tolerance is a near-tie."""
@@ -366,11 +351,11 @@ def circuit_figure(result: CircuitResult) -> str:
     gone = [(e, 0.0) for e in (drifted.baseline_edges if drifted else ())
             if e not in circuit.edges]
     ends = {node_of(x) for e, _ in edges + gone for x in e.split("->")}
-    layers = sorted({_layer(n) for n in ends})
+    layers = sorted({layer_of(n) for n in ends})
     row = {layer: i for i, layer in enumerate(layers)}
     cols: dict[int, list[str]] = {}
-    for n in sorted(ends, key=_order):
-        cols.setdefault(_layer(n), []).append(n)
+    for n in sorted(ends, key=lambda n: (layer_of(n), n.endswith(".mlp"), n)):
+        cols.setdefault(layer_of(n), []).append(n)
     width = max(360, 60 * max(len(v) for v in cols.values()) + 40) if cols else 360
     height = 50 * len(layers) + 30
     pos = {n: (30 + (width - 60) * (j + 0.5) / len(names), 25 + 50 * row[layer])
@@ -396,18 +381,6 @@ def circuit_figure(result: CircuitResult) -> str:
         f"; vs {drifted.baseline}: Jaccard {drifted.jaccard:.2f}" if drifted else "")
     return (f"<h4>{esc(title)}</h4><svg width='{width}' height='{height}' "
             f"xmlns='http://www.w3.org/2000/svg'>{''.join(lines)}{''.join(dots)}</svg>")
-
-
-def _layer(node: str) -> int:
-    """Where a node sits, top to bottom: the embeddings, its block, the logits."""
-    if node == "logits":
-        return 10**6
-    found = re.match(r"L(\d+)", node)
-    return int(found.group(1)) if found else -1
-
-
-def _order(node: str) -> tuple[int, int, str]:
-    return (_layer(node), node.endswith(".mlp"), node)
 
 
 KIND = ExpectationKind(

@@ -3,6 +3,7 @@ faithfulness over rows, and the drift of a circuit between two models."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +14,14 @@ HEAD_INPUT_ENDS = (".q", ".k", ".v")
 def node_of(name: str) -> str:
     """The node an edge end belongs to: ``L9H6.q`` -> ``L9H6``; other names are their own."""
     return name.rsplit(".", 1)[0] if name.endswith(HEAD_INPUT_ENDS) else name
+
+
+def layer_of(node: str) -> int:
+    """Where a node sits, top to bottom: the embeddings (-1), its block, the logits."""
+    if node == "logits":
+        return 10**6
+    found = re.match(r"L(\d+)", node)
+    return int(found.group(1)) if found else -1
 
 
 @dataclass(frozen=True)
@@ -197,3 +206,17 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
+
+
+def drift(result: CircuitResult, baseline: CircuitResult,
+          baseline_faithfulness: float | None = None) -> CircuitDrift:
+    """How ``result``'s top-n circuit differs from ``baseline``'s."""
+    new, old = result.circuit, baseline.circuit
+    same = result.scores.edges == baseline.scores.edges
+    rho = spearman(result.scores.scores, baseline.scores.scores) if same else float("nan")
+    return CircuitDrift(
+        model=result.model, baseline=baseline.model, n=result.top_n,
+        jaccard=jaccard(new, old), rank_correlation=rho,
+        entered=tuple(sorted(set(new.nodes) - set(old.nodes))),
+        left=tuple(sorted(set(old.nodes) - set(new.nodes))),
+        baseline_faithfulness=baseline_faithfulness, baseline_edges=old.edges)
