@@ -10,6 +10,11 @@ the answer: ceil(log2 N) + 1 sessions at most. ``--find pass`` finds the first m
 passes instead (when did the induction head form?). The sessions write no HTML report (an ini
 ``interp_report`` included) unless ``--report PATH`` asks for one: each session rewrites it, so
 it ends as the last session's.
+
+With ``--results FILE...`` instead of ``--models`` it runs no session: the results files of a
+whole series (``--interp-results``, one session's or its shards') already hold each model's
+outcome, and the answer is read from them (``--select`` keeps the tests whose id contains
+it, as ``-k`` would have).
 """
 
 from __future__ import annotations
@@ -97,14 +102,58 @@ def bisect(specs: Sequence[str], find: Outcome, session: Callable[[str], Probe],
     return specs[high], probes
 
 
+def from_results(paths: Sequence[Path], find: Outcome, select: str,
+                 say: Callable[[str], None]) -> str:
+    """The first model whose selected tests have outcome ``find`` in the results files (a
+    model fails when one of its tests fails, is INCONCLUSIVE or drifted), from no session."""
+    from .merge import expanded, read
+
+    merged = read(expanded(list(paths)))
+    if not merged.sessions:
+        raise BisectError("no readable results file: " + "; ".join(merged.problems))
+    order = max((s.get("models") or [] for s in merged.sessions), key=len)
+    failing: dict[str, bool] = {}
+    for row in merged.rows:
+        model = (row.get("record") or {}).get("model")
+        if row.get("when") == "call" and model and select in row["nodeid"]:
+            failing[model] = failing.get(model, False) or row["outcome"] in (
+                "failed", "inconclusive", "drift")
+    missing = [m for m in order if m not in failing]
+    if len(order) < 2 or missing:
+        raise BisectError(f"the results files hold no selected test of {', '.join(missing)}: "
+                          f"give every shard's file (a series of {len(order)} models)"
+                          if missing else "the results files hold one model: nothing to bisect")
+    outcomes = ["fail" if failing[m] else "pass" for m in order]
+    say(f"bisect: {len(order)} models in {len(merged.sessions)} results files, {order[0]} ... "
+        f"{order[-1]}: the first that {VERB[find]} (no session run)")
+    say("bisect: " + ", ".join(f"{m} {VERB[o]}" for m, o in zip(order, outcomes, strict=True)))
+    if outcomes[-1] != find:
+        raise BisectError(f"the last model, {order[-1]}, does not {find}: nothing to bisect")
+    first = next(i for i, o in enumerate(outcomes) if o == find)
+    if any(o != find for o in outcomes[first:]):
+        raise BisectError(f"the outcome flips more than once along the series: "
+                          f"{order[first]} {VERB[find]}, a later model does not")
+    other = VERB["pass" if find == "fail" else "fail"]
+    say(f"bisect: first model that {VERB[find]}: {order[first]}"
+        + (f" ({order[first - 1]} {other})" if first else " (the first model)"))
+    return order[first]
+
+
 HELP = "find the first model of an ordered series on which the selected tests fail (or pass)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``bisect``'s options (pytest's follow ``--``)."""
-    parser.add_argument("--models", nargs="+", required=True, metavar="SPEC",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--models", nargs="+", metavar="SPEC",
                         help="models in the order given (a glob's matches sort by trailing "
                              "number)")
+    source.add_argument("--results", nargs="+", metavar="FILE", type=Path,
+                        help="read the outcomes from these results files of the whole "
+                             "series (--interp-results; one session's or every shard's) "
+                             "instead of running sessions")
+    parser.add_argument("--select", default="", metavar="TEXT",
+                        help="with --results: only the tests whose id contains TEXT")
     parser.add_argument("--find", choices=("fail", "pass"), default="fail",
                         help="the outcome to find the first model of (default fail)")
     parser.add_argument("--report", metavar="PATH", default="",
@@ -122,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``bisect --models M... [--find fail|pass] -- PYTEST ARGS``; exit 0 when found."""
     pytest_args = options.pytest_args
+    if options.results:
+        try:
+            from_results(options.results, options.find, options.select, print)
+        except BisectError as exc:
+            print(f"bisect: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         specs = ordered(options.models)
     except InterpError as exc:

@@ -92,6 +92,11 @@ def test_one_session_runs_the_suite_on_every_checkpoint(suite, series):
         "interp: step_00050 rev * (LlamaForCausalLM, 2 layers) via transformer_lens: *released "
         "after its tests",
     ])
+    # The session's results file already answers bisect, with no session run.
+    read = _bisect(suite.path, "--results", "whole.jsonl", "--find", "pass", "--select",
+                   "induction_head_exists")
+    assert read.stdout.splitlines()[-1].startswith(
+        f"bisect: first model that passes: {formed} ("), read.stdout + read.stderr
     _the_sharded_recipe_merges_into_the_same(suite, series, report)
 
 

@@ -126,3 +126,23 @@ def test_random_circuits_are_controls_of_the_same_size(load_backend):
     again = faithfulness(model, Faithfulness(CASES, top.edges, control=5, seed=1))
     assert again.controls == result.controls
     assert torch.isfinite(torch.tensor(result.controls)).all()
+
+
+def test_mean_ablation_cuts_to_each_writers_mean_over_the_rows(load_backend):
+    """ablation="mean": every edge kept is the clean run; a head whose every outgoing edge is
+    cut writes its mean output over the rows (position by position)."""
+    from pytest_interp.backends.base import Edit, Site
+
+    model = InterpModel(load_backend("tiny-random-llama"))
+    graph = Graph(model.info)
+    everything = faithfulness(model, Faithfulness(CASES, graph.edges, ablation="mean"))
+    assert np.abs(everything.patched - everything.clean).max() < 1e-4
+    kept = tuple(e for e in graph.edges if not e.startswith("L1H2->"))
+    got = faithfulness(model, Faithfulness(CASES, kept, ablation="mean")).patched
+    prompts = [c.prompt for c in CASES]
+    heads = model.run(prompts, read=[Site(1, "head_out")]).acts[Site(1, "head_out")]
+    mean = heads[:, :, 2].mean(0, keepdim=True).expand(len(CASES), -1, -1)
+    patched = model.run(prompts, edits=[Edit(Site(1, "head_out"), mean, head=2)])
+    for i, case in enumerate(CASES):
+        measure = metrics.build("logit_diff", model.vocab, case.answer, case.foil)
+        assert got[i] == pytest.approx(float(measure(patched.logits[i:i + 1, -1])[0]), abs=1e-4)

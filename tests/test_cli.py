@@ -26,7 +26,7 @@ def test_the_command_lists_its_subcommands(capsys):
 
 @pytest.mark.parametrize(("argv", "usage"), [
     (["init", "--help"], "usage: python -m pytest_interp init [-h] --model MODEL --out OUT"),
-    (["bisect", "--help"], "usage: python -m pytest_interp bisect [-h] --models SPEC [SPEC ...]"),
+    (["bisect", "--help"], "usage: python -m pytest_interp bisect [-h]"),
     (["lens", "train", "--help"], "usage: python -m pytest_interp lens train [-h] --model MODEL"),
 ])
 def test_each_subcommand_has_help(capsys, argv, usage):

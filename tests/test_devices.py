@@ -124,3 +124,16 @@ def test_bfloat16_run_passes_float32_snapshots_within_scaled_tolerance(pytester)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*dtype bfloat16*", "2 snapshots passed."])
     assert stored.read_bytes() == text
+
+
+def test_xdist_workers_take_a_gpu_each():
+    """With several GPUs, worker gwN holds its models on GPU N mod count; one GPU, no xdist or
+    another device: the device as asked."""
+    from pytest_interp.backends.load import worker_device
+
+    assert [worker_device("cuda", f"gw{i}", 4) for i in range(6)] == [
+        "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert worker_device("cuda", "gw3", 1) == "cuda"
+    assert worker_device("cuda", None, 4) == "cuda"
+    assert worker_device("cuda", "master", 4) == "cuda"
+    assert worker_device("cpu", "gw1", 4) == "cpu"

@@ -144,3 +144,49 @@ def test_a_previous_results_files_durations_balance_the_shards(pytester, tmp_pat
         counted.append(sorted(line.split()[1] for line in result.stdout.lines
                               if line.startswith("interp: tiny-random-")))
     assert counted == [["tiny-random-llama", "tiny-random-qwen2"], ["tiny-random-gpt2"]]
+
+
+def _results_file(path: Path, models: list[str], outcomes: dict[str, str],
+                  shard: list[int] | None = None) -> Path:
+    """A results file with one test per model of ``outcomes`` (model -> outcome)."""
+    rows = [{"schema": "pytest-interp-results/1", "type": "session", "models": models,
+             "shard": shard}]
+    rows += [{"schema": "pytest-interp-results/1", "type": "test",
+              "nodeid": f"test_m.py::test_head[{m}]", "when": "call", "outcome": o,
+              "duration": 0.1, "failure": "", "record": {"model": m}}
+             for m, o in outcomes.items()]
+    rows.append({"schema": "pytest-interp-results/1", "type": "end", "exitstatus": 1})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_bisect_reads_the_answer_from_results_files(tmp_path):
+    """The shards' results files of a whole series hold every model's outcome: bisect
+    answers from them without a session."""
+    from pytest_interp.bisect import BisectError, from_results
+
+    models = ["step_0", "step_1", "step_2", "step_3"]
+    files = [_results_file(tmp_path / "a.jsonl", models,
+                           {"step_0": "failed", "step_2": "passed"}, [1, 2]),
+             _results_file(tmp_path / "b.jsonl", models,
+                           {"step_1": "inconclusive", "step_3": "passed"}, [2, 2])]
+    said: list[str] = []
+    assert from_results(files, "pass", "", said.append) == "step_2"
+    assert said == [
+        "bisect: 4 models in 2 results files, step_0 ... step_3: the first that passes (no "
+        "session run)",
+        "bisect: step_0 fails, step_1 fails, step_2 passes, step_3 passes",
+        "bisect: first model that passes: step_2 (step_1 fails)"]
+    with pytest.raises(BisectError, match="the results files hold no selected test of step_1, "
+                                          "step_3: give every shard's file"):
+        from_results(files[:1], "pass", "", said.append)
+    with pytest.raises(BisectError, match="the last model, step_3, does not fail"):
+        from_results(files, "fail", "", said.append)
+    with pytest.raises(BisectError, match="no selected test of step_0, step_1, step_2, step_3"):
+        from_results(files, "pass", "test_other", said.append)
+    done = subprocess.run([sys.executable, "-m", "pytest_interp", "bisect", "--results",
+                           str(tmp_path / "*.jsonl"), "--find", "pass"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "bisect: first model that passes: step_2 (step_1 " \
+                                           "fails)"

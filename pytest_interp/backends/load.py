@@ -61,6 +61,9 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
             "--interp-device cuda, but torch sees no CUDA device here: "
             "use --interp-device cpu (or auto)"
         )
+    if device == "cuda":
+        device = worker_device(device, os.environ.get("PYTEST_XDIST_WORKER"),
+                               torch.cuda.device_count())
     loaded = load_hf(resolve_spec(request.spec), device=device, dtype=request.dtype)
     if request.perturbation == "reinit":
         loaded = dataclasses.replace(loaded, model=reinitialised(loaded.model))
@@ -73,6 +76,16 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
     from .transformer_lens import TransformerLensBackend
 
     return TransformerLensBackend(loaded, prepend_bos=request.prepend_bos)
+
+
+def worker_device(device: str, worker: str | None, count: int) -> str:
+    """``cuda`` under xdist on a machine with ``count`` > 1 GPUs: worker gwN takes GPU N mod
+    count, so the workers of a series hold their models on devices of their own; else
+    ``device`` as it is."""
+    if device != "cuda" or count < 2 or not worker or not worker.startswith("gw") \
+            or not worker[2:].isdigit():
+        return device
+    return f"cuda:{int(worker[2:]) % count}"
 
 
 def reinitialised(model: Any, seed: int = 20240601) -> Any:
