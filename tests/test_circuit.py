@@ -146,3 +146,17 @@ def test_mean_ablation_cuts_to_each_writers_mean_over_the_rows(load_backend):
     for i, case in enumerate(CASES):
         measure = metrics.build("logit_diff", model.vocab, case.answer, case.foil)
         assert got[i] == pytest.approx(float(measure(patched.logits[i:i + 1, -1])[0]), abs=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weights_read_in_an_inference_run_serve_a_gradient_run(load_backend, backend):
+    """The per-head weights a plain run caches (a fused q/k/v projection's rows, the output
+    projection per head) are plain tensors: a later gradient run can save them."""
+    from pytest_interp.backends.base import Edit, Site
+
+    model = InterpModel(load_backend("tiny-random-gpt2", backend, dtype="float32"))
+    value = torch.ones(model.info.d_model)
+    model.run(CASES[0].prompt, read=[Site(1, "head_out")],
+              edits=[Edit(Site(1, "q_input"), value, mode="add", head=0)])
+    scores = edge_scores(model, EdgeAttribution(CASES))
+    assert np.isfinite(scores.scores).all()

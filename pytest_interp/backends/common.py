@@ -347,17 +347,22 @@ class HFWeights:
     def qkv(self, layer: int, kind: str) -> tuple[Callable[[Tensor], Tensor], Tensor]:
         layout, block = self._layout, self._blocks[layer]
         if (layer, kind) not in self._qkv:
-            attn = _get(block, layout.attn)
-            weights = [module_weight(_get(attn, path)) for path in layout.qkv]
-            if layout.qkv_in_out:
-                weights = [w.T for w in weights]
-            index = qkv_index(layout, self._info, weights[0].shape[0])
-            for k in "qkv":
-                rows = weights["qkv".index(k)] if len(weights) == 3 else weights[0][index[k]]
-                self._qkv[layer, k] = rows.reshape(self._info.heads_of(f"{k}_input"), -1,
-                                                   rows.shape[-1])
+            self._read_qkv(layer)
         norm = _get(block, layout.attn_norm) if layout.attn_norm else _identity
         return norm, self._qkv[layer, kind]
+
+    @torch.inference_mode(False)  # plain tensors: a gradient run may use them later
+    def _read_qkv(self, layer: int) -> None:
+        layout = self._layout
+        attn = _get(self._blocks[layer], layout.attn)
+        weights = [module_weight(_get(attn, path)) for path in layout.qkv]
+        if layout.qkv_in_out:
+            weights = [w.T for w in weights]
+        index = qkv_index(layout, self._info, weights[0].shape[0])
+        for k in "qkv":
+            rows = weights["qkv".index(k)] if len(weights) == 3 else weights[0][index[k]]
+            self._qkv[layer, k] = rows.reshape(self._info.heads_of(f"{k}_input"), -1,
+                                               rows.shape[-1])
 
 
 def qkv_index(layout: Layout, info: ModelInfo, width: int) -> dict[str, Tensor]:

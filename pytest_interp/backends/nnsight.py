@@ -126,6 +126,7 @@ class NNsightBackend(HFTokens):
             kwargs.update({"backend": backend} if backend is not None else {"remote": True})
         return self.lm.trace(tokens, **kwargs)
 
+    @torch.inference_mode(False)  # a plain tensor: a gradient run may use it later
     def _w_o(self, layer: int) -> Tensor:
         """The output projection per head, [H, Dh, D]."""
         if layer not in self._w_o_cache:
