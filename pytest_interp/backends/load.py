@@ -53,7 +53,7 @@ def load_backend(request: ModelRequest, provided: object = None) -> Backend:
         loaded = load_hf(resolve_spec(request.spec, remote=True), dtype=request.dtype,
                          weights=False)
         return NNsightBackend(loaded, prepend_bos=request.prepend_bos, remote=True)
-    device = request.device
+    device: str = request.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
