@@ -31,17 +31,15 @@ from .base import (
 from .common import (
     BlockHooks,
     HFTokens,
-    HFWeights,
     check_context,
     contiguous_unembedding,
     model_info,
-    module_weight,
     plan_blocks,
-    qkv_index,
     softcap,
 )
 from .loading import LoadedHF
 from .splice import Splice
+from .weights import HFWeights, qkv_index
 
 
 def _get(root: Any, path: str) -> Any:
@@ -126,14 +124,16 @@ class NNsightBackend(HFTokens):
             kwargs.update({"backend": backend} if backend is not None else {"remote": True})
         return self.lm.trace(tokens, **kwargs)
 
-    @torch.inference_mode(False)  # a plain tensor: a gradient run may use it later
     def _w_o(self, layer: int) -> Tensor:
-        """The output projection per head, [H, Dh, D]."""
+        """The output projection per head, [H, Dh, D] (a plain tensor, made outside inference
+        mode: a gradient run may use it later)."""
         if layer not in self._w_o_cache:
-            weight = module_weight(self._hf_o_proj[layer])
-            if not self._layout.o_proj_in_out:
-                weight = weight.T  # nn.Linear stores [out, in]
-            self._w_o_cache[layer] = weight.reshape(self.info.n_heads, -1, self.info.d_model)
+            with torch.inference_mode(False):
+                weight = _weight(self._hf_o_proj[layer])
+                if not self._layout.o_proj_in_out:
+                    weight = weight.T  # nn.Linear stores [out, in]
+                self._w_o_cache[layer] = weight.reshape(self.info.n_heads, -1,
+                                                        self.info.d_model)
         return self._w_o_cache[layer]
 
     def run(
@@ -268,6 +268,16 @@ def _canonical_hub_id(name: str) -> None:
     cache = getattr(huggingface, "_ID_CACHE", None)
     if isinstance(cache, dict):
         cache.setdefault(name, name)
+
+
+def _weight(module: Any) -> Tensor:
+    """``common.module_weight``, here again: remote (NDIF) traces ship this module's own
+    functions to the server, not those it imports."""
+    weight = module.weight.detach()
+    hook = getattr(module, "_hf_hook", None)
+    if weight.is_meta and hook is not None and getattr(hook, "weights_map", None) is not None:
+        weight = hook.weights_map["weight"].detach().to(getattr(hook, "execution_device", "cpu"))
+    return weight
 
 
 def _first(value: Any) -> Any:

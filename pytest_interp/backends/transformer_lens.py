@@ -29,7 +29,6 @@ from .base import (
 )
 from .common import (
     HFTokens,
-    HFWeights,
     check_context,
     contiguous_unembedding,
     model_info,
@@ -38,6 +37,7 @@ from .common import (
 )
 from .loading import LoadedHF
 from .splice import Splice
+from .weights import HFWeights
 
 Hook = tuple[str, Callable[[Tensor, Any], Tensor | None]]
 
