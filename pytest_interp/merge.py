@@ -62,6 +62,8 @@ def read(paths: list[Path]) -> Merged:
                 seen[row["nodeid"]] = path
             merged.rows.append(row)
     merged.problems += _shard_problems(merged.sessions)
+    if merged.rows and all("order" in row for row in merged.rows):
+        merged.rows.sort(key=lambda row: row["order"])  # the whole session's order
     return merged
 
 

@@ -57,6 +57,7 @@ def test_a_series_in_three_shards_merges_into_one_sessions_results(pytester, tmp
     pytester.makepyfile(test_series=SUITE)
     models = [f"--interp-model={m}" for m in MODELS]
     whole = pytester.runpytest(*models, f"--interp-results={tmp_path / 'whole.jsonl'}",
+                               f"--interp-report={tmp_path / 'whole.html'}",
                                "-p", "no:cacheprovider")
     whole.assert_outcomes(passed=7)
     loaded = []
@@ -87,6 +88,11 @@ def test_a_series_in_three_shards_merges_into_one_sessions_results(pytester, tmp
     assert len(measured) == 3 and all("logit diff" in m for m in measured)  # one per model
     page = (tmp_path / "merged.html").read_text()
     assert page.count('<section class="test passed"') == 7
+    # The merged report is the one session's, byte for byte, less timings and the line
+    # that names the files it was merged from.
+    assert _less_timings(page) == _less_timings((tmp_path / "whole.html").read_text())
+    assert "<div>interp: merged from 3 results files: shard1.jsonl, shard2.jsonl, " \
+           "shard3.jsonl</div>" in page
     summary = (tmp_path / "summary.md").read_text()
     assert all(model.removeprefix("tiny-random-") in summary for model in MODELS)
     missing = subprocess.run([sys.executable, "-m", "pytest_interp", "merge", str(shards[0]),
@@ -95,6 +101,16 @@ def test_a_series_in_three_shards_merges_into_one_sessions_results(pytester, tmp
     assert missing.returncode == 1
     assert "merge: shard 2/3 is missing" in missing.stderr.splitlines()
     assert "MERGE PROBLEM: shard 2/3 is missing" in (tmp_path / "part.html").read_text()
+
+
+def _less_timings(page: str) -> str:
+    """A report without its timings (each test's, the session's, when it was written) and
+    without the line naming the results files a merge read."""
+    import re
+
+    page = re.sub(r"<small>\([\d.]+s\)</small>", "", page)
+    page = re.sub(r" in [\d.]+s, written [\d-]+ [\d:]+", "", page)
+    return re.sub(r"<div>interp: merged from .*?</div>\n?", "", page)
 
 
 def test_the_results_file_is_written_line_by_line_with_a_versioned_schema(pytester, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from .channel import test_row
 from .options import CONFIG_KEY
 from .session import header
+from .shards import ORDER_KEY
 from .specs import model_ids
 
 SCHEMA = "pytest-interp-results/1"
@@ -29,13 +30,14 @@ class ResultsFile:
         self.path = path
         self.start = time.perf_counter()
         self.out: IO[str] | None = None
+        self.config: pytest.Config | None = None
 
     def _write(self, row: dict[str, Any]) -> None:
         if self.out is not None:
             self.out.write(json.dumps({"schema": SCHEMA, **row}, ensure_ascii=False) + "\n")
             self.out.flush()
 
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
+    def _start(self, session: pytest.Session) -> None:
         interp = session.config.stash[CONFIG_KEY]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.out = open(self.path, "w", encoding="utf-8")  # closed at the session.s end
@@ -44,10 +46,16 @@ class ResultsFile:
                      "backend": interp.backend, "baseline": interp.baseline,
                      "shard": interp.shard, "started": time.time()})
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.config = session.config
+        self._start(session)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         row = test_row(report)
         if row is not None:
-            self._write(row)
+            orders = self.config.stash.get(ORDER_KEY, {}) if self.config is not None else {}
+            order = orders.get(report.nodeid)
+            self._write(row if order is None else {**row, "order": order})
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self._write({"type": "end", "exitstatus": int(exitstatus),

@@ -59,11 +59,18 @@ def group_of(item: pytest.Item) -> str:
     return f"model:{spec}" if spec is not None else f"file:{item.path}"
 
 
+ORDER_KEY = pytest.StashKey[dict[str, int]]()
+"""Each test's place in the whole session's order (before shards deselect): a merge of the
+shards' results files puts the tests back in it."""
+
+
 class Shards:
     """Deselects the tests of the other shards."""
 
+    @pytest.hookimpl(trylast=True)  # after pytest groups a series' tests by model
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
+        config.stash[ORDER_KEY] = {item.nodeid: i for i, item in enumerate(items)}
         shard = config.stash[CONFIG_KEY].shard
         if shard is None:
             return
