@@ -30,7 +30,7 @@ from ..results.circuit import Circuit, CircuitResult, EdgeScores, FaithfulnessRe
 from ..sites import Site
 from .ablation import Case
 from .batching import by_length, paired_tokens
-from .graph import Graph
+from .graph import Graph, graph_of
 from .runner import Runner
 
 Method = Literal["eap", "eap-ig"]
@@ -203,7 +203,7 @@ def _first_difference(group: _Group) -> int:
 def edge_scores(model: Runner, spec: EdgeAttribution) -> EdgeScores:
     """Every edge's score on ``spec.cases`` (see the module docstring)."""
     steps = 1 if spec.method == "eap" else spec.steps
-    graph = Graph(model.info)
+    graph = graph_of(model.info)
     total = torch.zeros(len(graph.writers), len(graph.readers), dtype=torch.float64)
     clean_sum = corrupted_sum = 0.0
     for group in _groups(model, spec.cases, spec.metric):
@@ -247,7 +247,7 @@ def _run(model: Runner, graph: Graph, tokens: Tokens, rows: slice) -> Run:
 def faithfulness(model: Runner, spec: Faithfulness) -> FaithfulnessResult:
     """``spec.edges`` run alone on ``spec.cases`` (see the module docstring), with random
     circuits of the same size as controls."""
-    graph = Graph(model.info)
+    graph = graph_of(model.info)
     kept = [graph.locate(spec.edges)]
     rng = np.random.default_rng(spec.seed)
     size = len(set(spec.edges))

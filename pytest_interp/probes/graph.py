@@ -11,7 +11,7 @@ follows attention and heads do not write separately: Gemma 2/3, OLMo-2), ``L9.ml
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -154,3 +154,9 @@ def unknown_edge(edge: str, graph: Graph) -> str:
         why = f"{writer} runs after {reader} reads the residual stream"
     return (f"edge {edge!r}: {why}: write edges as writer->reader, e.g. "
             f"{graph.edges[0]!r} or {graph.edges[-1]!r}")
+
+
+@lru_cache(maxsize=8)
+def graph_of(info: ModelInfo) -> Graph:
+    """A model's graph, built once per model (70,651 edge names for SmolLM2: 0.1 s)."""
+    return Graph(info)
