@@ -137,3 +137,44 @@ def test_xdist_workers_take_a_gpu_each():
     assert worker_device("cuda", None, 4) == "cuda"
     assert worker_device("cuda", "master", 4) == "cuda"
     assert worker_device("cpu", "gw1", 4) == "cpu"
+
+
+FAKE_GPUS = """
+    import os
+
+    import torch
+
+    from pytest_interp.backends import loading
+
+    torch.cuda.is_available = lambda: True  # two GPUs, as far as the plugin can tell
+    torch.cuda.device_count = lambda: 2
+    real_load = loading.load_hf
+
+    def load_hf(resolved, device="cpu", **kwargs):
+        with open(os.path.join(os.environ["LOADS"], "loads.txt"), "a") as log:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            log.write(f"{worker} {resolved.spec} {device}\\n")
+        return real_load(resolved, device="cpu", **kwargs)  # the weights stay where they can
+
+    loading.load_hf = load_hf
+"""
+
+
+@pytest.mark.slow
+def test_a_series_under_xdist_loads_each_workers_models_on_its_own_gpu(pytester, monkeypatch):
+    """The whole path from ``--interp-device cuda -n 2`` to the loader, in real xdist workers
+    on a machine that (faked) has two GPUs: gw0 loads on cuda:0, gw1 on cuda:1."""
+    monkeypatch.setenv("LOADS", str(pytester.path))
+    pytester.makeconftest(FAKE_GPUS)
+    pytester.makepyfile(test_m="""
+        def test_info(interp_model):
+            assert interp_model.info.n_layers == 3
+    """)
+    models = ("tiny-random-llama", "tiny-random-gpt2", "tiny-random-olmo", "tiny-random-phi3")
+    result = pytester.runpytest_subprocess("-n", "2", "--interp-device=cuda",
+                                           *(f"--interp-model={m}" for m in models))
+    result.assert_outcomes(passed=4)
+    loads = [line.split() for line in (pytester.path / "loads.txt").read_text().splitlines()]
+    assert sorted(spec for _, spec, _ in loads) == sorted(models)  # each once, in all
+    assert {(worker, device) for worker, _, device in loads} == {("gw0", "cuda:0"),
+                                                                 ("gw1", "cuda:1")}
