@@ -51,8 +51,8 @@ class DictionaryProbes:
             found = load_dictionary(sae, self._model.root)
             if labels is not None:
                 found = replace(found, labels=read_labels(Path(labels), sae))
-            found.check_fits(self._model.info)
-            found = self._model.dictionaries[key] = found.to(self._model.info.device)
+            found = found.fitted(self._model.info).to(self._model.info.device)
+            self._model.dictionaries[key] = found
         return found
 
     def latent_vector(self, spec: str) -> Tensor:

@@ -95,11 +95,11 @@ CASES = {
     "constant norm rescale": ("standard", STANDARD,
                               {"normalize_activations": "constant_norm_rescale"}),
     "layer norm": ("topk", STANDARD, {"k": 6, "normalize_activations": "layer_norm"}),
-    "transcoder": ("transcoder", STANDARD, {"hook": "blocks.1.ln2.hook_normalized"}),
+    "transcoder": ("transcoder", STANDARD, {"hook": "blocks.1.mlp.hook_in"}),
     "skip transcoder": ("skip_transcoder", {**STANDARD, "W_skip": (D, D)},
                         {"hook": "blocks.1.hook_mlp_in"}),
     "jumprelu transcoder": ("jumprelu_transcoder", {**STANDARD, "threshold": (N,)},
-                            {"hook": "blocks.1.ln2.hook_normalized"}),
+                            {"hook": "blocks.1.mlp.hook_in"}),
 }
 
 
@@ -118,7 +118,7 @@ def test_saelens_encode_and_decode_are_its_formulas(case, tmp_path):
     assert np.abs(sae.decode(latents, x).numpy() - want_y).max() <= 1e-6 * np.abs(want_y).max()
     assert (latents > 0).any()
     if "transcoder" in arch:
-        assert (sae.site.component, sae.out_site.component) == ("mlp_in", "mlp_out")
+        assert sae.out_site.component == "mlp_out" and sae.transcoder
     else:
         assert sae.site == sae.out_site
 
@@ -266,6 +266,41 @@ def test_a_hub_path_with_a_revision_loads_offline_from_the_hugging_face_cache(tm
         "revision and HF_TOKEN)"]
 
 
+def test_hook_names_read_what_transformer_lens_and_hugging_face_mean_by_them():
+    """TransformerLens's hook_mlp_in fires on resid_mid, before the norm (mlp.hook_in after
+    it); ln2.hook_normalized is that norm without its weight; mlp.hook_out and HF's mlp are
+    the MLP module's own output, which is mlp_out only where no norm follows it."""
+    from pytest_interp.dictionaries.formats import Hook, hook_of
+    from pytest_interp.sites import Site
+
+    assert {hook: hook_of(hook, "s") for hook in (
+        "blocks.3.hook_mlp_in", "blocks.3.ln2.hook_normalized", "blocks.3.mlp.hook_in",
+        "blocks.3.hook_mlp_out", "blocks.3.mlp.hook_out", "model.layers.3.mlp",
+        "model.layers.3.post_feedforward_layernorm.output", "layers.3.mlp.input",
+        "h.3")} == {
+        "blocks.3.hook_mlp_in": Hook(Site(3, "resid_mid")),
+        "blocks.3.ln2.hook_normalized": Hook(Site(3, "resid_mid"), unit_norm=True),
+        "blocks.3.mlp.hook_in": Hook(Site(3, "mlp_in")),
+        "blocks.3.hook_mlp_out": Hook(Site(3, "mlp_out")),
+        "blocks.3.mlp.hook_out": Hook(Site(3, "mlp_out"), raw_mlp=True),
+        "model.layers.3.mlp": Hook(Site(3, "mlp_out"), raw_mlp=True),
+        "model.layers.3.post_feedforward_layernorm.output": Hook(Site(3, "mlp_out")),
+        "layers.3.mlp.input": Hook(Site(3, "mlp_in")),
+        "h.3": Hook(Site(3, "resid_post")),
+    }
+
+
+def test_an_sae_on_a_normalized_hook_is_refused_in_one_line(tmp_path):
+    folder = _saelens(tmp_path / "n", "standard", _random(9, STANDARD),
+                      hook="blocks.2.ln2.hook_normalized")
+    with pytest.raises(InterpError) as err:
+        load_dictionary(str(folder))
+    assert str(err.value) == (
+        f"sae '{folder}' writes ln2.hook_normalized, the norm before the MLP without its "
+        "weight, which no module outputs: pytest-interp cannot splice its reconstruction in "
+        "(it reads transcoders from there to the MLP's output)")
+
+
 def test_unknown_hooks_missing_files_and_bad_labels_are_one_line_each(tmp_path):
     params = _random(7, STANDARD)
     with pytest.raises(InterpError) as err:
@@ -275,8 +310,8 @@ def test_unknown_hooks_missing_files_and_bad_labels_are_one_line_each(tmp_path):
         f"sae '{tmp_path / 'z'}' reads 'blocks.4.attn.hook_z', a hook we do not read: "
         "pytest-interp reads blocks.L.hook_resid_pre, blocks.L.hook_resid_mid, "
         "blocks.L.hook_resid_post, blocks.L.hook_attn_out, blocks.L.hook_mlp_out, "
-        "blocks.L.hook_mlp_in, blocks.L.ln2.hook_normalized, blocks.L.mlp.hook_in (and the "
-        "Hugging Face paths layers.L, layers.L.mlp)")
+        "blocks.L.hook_mlp_in, blocks.L.ln2.hook_normalized, blocks.L.mlp.hook_in, "
+        "blocks.L.mlp.hook_out (and the Hugging Face paths layers.L, layers.L.mlp)")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InterpError, match=r"holds no dictionary: expected SAELens's cfg\.json"):
         load_dictionary(str(tmp_path / "empty"))

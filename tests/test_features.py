@@ -5,6 +5,7 @@ computed with plain autograd; then the markers, through pytester."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 from pytest_interp.dictionaries.formats import load_dictionary
+from pytest_interp.errors import InterpError
 from pytest_interp.model import InterpModel
+from pytest_interp.sites import Site
 
 from .hf_reference import _get, _parts
 
@@ -82,7 +85,7 @@ def test_the_spliced_loss_equals_a_raw_hf_hook_splice(kind, backend, load_backen
     raw = load_raw_hf("tiny-random-llama").model
     d = model.info.d_model
     folder = write_sae(tmp_path / kind, d, hook="blocks.1.hook_resid_post" if kind == "sae"
-                       else "blocks.1.ln2.hook_normalized",
+                       else "blocks.1.mlp.hook_in",
                        arch="topk" if kind == "sae" else "skip_transcoder")
     sae = load_dictionary(str(folder))
     for skip in (0, 1):
@@ -99,6 +102,75 @@ def test_the_spliced_loss_equals_a_raw_hf_hook_splice(kind, backend, load_backen
     assert both.sse == pytest.approx(sum(p.sse for p in parts))
     assert both.ce_spliced == pytest.approx(
         sum(p.ce_spliced * p.positions for p in parts) / both.positions)
+
+
+def _norms_randomised(spec: str, folder: Path) -> Path:
+    """``spec`` saved to ``folder`` with every norm's weight (and bias) seeded random, so a
+    norm's output is not its unweighted value."""
+    from pytest_interp.backends.loading import load_hf, resolve_spec
+
+    loaded = load_hf(resolve_spec(spec))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in loaded.model.named_parameters():
+            if "norm" in name or ".ln" in name:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.5 + ("bias" not in name))
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3", "gpt-neox"])
+def test_transformer_lens_hook_names_read_transformer_lens_s_own_values(family, load_backend,
+                                                                         tmp_path):
+    """A transcoder on ``blocks.1.ln2.hook_normalized`` and an SAE on ``blocks.1.hook_mlp_in``
+    encode the very tensors a TransformerBridge caches under those names (LayerNorm, RMSNorm,
+    Gemma's 1 + w, parallel blocks), on both backends, with every norm's weight random."""
+    folder = _norms_randomised(f"tiny-random-{family}", tmp_path / "m")
+    bridge = load_backend(str(folder)).bridge
+    bridge.set_use_hook_mlp_in(True)
+    models = {b: InterpModel(load_backend(str(folder), b))
+              for b in ("transformer_lens", "nnsight")}
+    d = models["nnsight"].info.d_model
+    hooks = {"blocks.1.ln2.hook_normalized": "skip_transcoder", "blocks.1.hook_mlp_in": "topk"}
+    if family == "gpt-neox":  # the MLP reads resid_pre: there is no resid_mid to read
+        del hooks["blocks.1.hook_mlp_in"]
+    for text in TEXTS:
+        ids = models["nnsight"].tokens(text).tensor()
+        _, cache = bridge.run_with_cache(ids, names_filter=list(hooks))
+        for hook, arch in hooks.items():
+            sae = load_dictionary(str(write_sae(tmp_path / arch, d, hook=hook, arch=arch)))
+            want = replace(sae, unit_norm=False).encode(cache[hook][0]).numpy()
+            assert (want > 0).any()
+            for backend, model in models.items():
+                got = model.features(text, sae=str(tmp_path / arch)).dense()
+                assert np.abs(got - want).max() <= 1e-4, (hook, backend)
+        model = models["nnsight"]  # mlp_in, which these hooks were once read as, differs
+        mlp_in = model.run(model.tokens(text), read={Site(1, "mlp_in")}).acts[Site(1, "mlp_in")]
+        assert (mlp_in[0] - cache["blocks.1.ln2.hook_normalized"][0]).abs().max() > 0.1
+
+
+def test_a_dictionary_of_the_mlp_modules_own_output_is_refused_after_a_post_norm(
+        load_backend, tmp_path):
+    """sparsify's ``layers.1.mlp`` is the MLP's output before Gemma's post-feedforward norm,
+    not the mlp_out the residual stream adds."""
+    model = InterpModel(load_backend("tiny-random-gemma3"))
+    d = model.info.d_model
+    folder = tmp_path / "layers.1.mlp"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(0)
+    save_file({"encoder.weight": torch.randn(32, d, generator=g),
+               "encoder.bias": torch.zeros(32), "W_dec": torch.randn(32, d, generator=g),
+               "b_dec": torch.zeros(d)}, folder / "sae.safetensors")
+    (folder / "cfg.json").write_text(json.dumps({"k": 4, "transcode": True}))
+    with pytest.raises(InterpError) as err:
+        model.features(TEXTS[0], sae=str(folder))
+    assert str(err.value) == (
+        f"transcoder '{folder}' (topk k=4, 32 latents at mlp_in@1 -> mlp_out@1) does not fit "
+        f"{model.info.name}: it reads the MLP module's own output, and the model normalises "
+        "that before adding it, where pytest-interp's mlp_out is: use a dictionary of "
+        "post_feedforward_layernorm.output (TransformerLens's blocks.L.hook_mlp_out)")
+    assert model.memo.stats.passes == 0
 
 
 def test_fvu_and_l0_are_their_definitions(load_backend, tmp_path):

@@ -56,6 +56,7 @@ class Family:
     gguf: tuple[str, ...]  # GGUF general.architecture values transformers loads as it
     layout: Layout
     parallel: bool = False  # attention and MLP both read resid_pre (GPT-NeoX, Pythia)
+    rms_norm: bool = True  # its norms are RMSNorms; else LayerNorms (they centre first)
 
 
 _LLAMA_LAYOUT = Layout("model.layers", "self_attn", "o_proj", "self_attn", "mlp",
@@ -69,7 +70,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("GPT-2", "gpt2", ("GPT2LMHeadModel",), ("gpt2",),
            Layout("transformer.h", "attn", "c_proj", "attn", "mlp", "ln_2", "transformer.ln_f",
                   o_proj_in_out=True, attn_norm="ln_1", mlp_norm="ln_2", qkv=("c_attn",),
-                  qkv_fused="concat", qkv_in_out=True)),
+                  qkv_fused="concat", qkv_in_out=True), rms_norm=False),
     Family("Mistral", "mistral", ("MistralForCausalLM",), ("mistral",), _LLAMA_LAYOUT),
     Family("Qwen2", "qwen2", ("Qwen2ForCausalLM",), ("qwen2",), _LLAMA_LAYOUT),
     Family("Qwen3", "qwen3", ("Qwen3ForCausalLM",), ("qwen3",), _LLAMA_LAYOUT),
@@ -78,8 +79,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("GPT-NeoX / Pythia", "gpt-neox", ("GPTNeoXForCausalLM",), (),
            Layout("gpt_neox.layers", "attention", "dense", "attention", "mlp", None,
                   "gpt_neox.final_layer_norm", qkv=("query_key_value",), qkv_fused="per_head"),
-           parallel=True),
-    Family("OLMo", "olmo", ("OlmoForCausalLM",), (), _LLAMA_LAYOUT),
+           parallel=True, rms_norm=False),
+    Family("OLMo", "olmo", ("OlmoForCausalLM",), (), _LLAMA_LAYOUT, rms_norm=False),
     Family("OLMo-2", "olmo2", ("Olmo2ForCausalLM",), (),
            Layout("model.layers", "self_attn", "o_proj", "post_attention_layernorm",
                   "post_feedforward_layernorm", "mlp", "model.norm", attn_norm=None,

@@ -196,6 +196,8 @@ class ModelInfo:
     logit_softcap: float | None = None  # final logits are cap * tanh(logits / cap)
     n_kv_heads: int = 0  # key/value heads (grouped-query attention); 0 = n_heads
     post_norm: bool = False  # a norm follows attention: heads do not write separately
+    mlp_norm_eps: float | None = None  # the epsilon of the norm before the MLP (None: no norm)
+    mlp_norm_centred: bool = False  # that norm is a LayerNorm (centres), not an RMSNorm
 
     def __post_init__(self) -> None:
         if not self.n_kv_heads:

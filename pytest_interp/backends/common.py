@@ -102,7 +102,19 @@ def model_info(loaded: LoadedHF, backend: str) -> ModelInfo:
         logit_softcap=getattr(config, "final_logit_softcapping", None) or None,
         n_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
         post_norm=family.layout.post_norm,
+        mlp_norm_eps=_mlp_norm_eps(loaded.model, family.layout.blocks, family.layout.mlp_norm),
+        mlp_norm_centred=not family.rms_norm,
     )
+
+
+def _mlp_norm_eps(model: Any, blocks: str, mlp_norm: str | None) -> float | None:
+    """The epsilon of the first block's norm before the MLP (None: it has none). OLMo's
+    LayerNorm keeps it in its code, as torch's default 1e-5."""
+    if mlp_norm is None:
+        return None
+    norm = model.get_submodule(blocks)[0].get_submodule(mlp_norm)
+    return float(next((getattr(norm, name) for name in ("eps", "variance_epsilon")
+                       if isinstance(getattr(norm, name, None), float)), 1e-5))
 
 
 def contiguous_unembedding(model: Any) -> None:

@@ -58,6 +58,15 @@ class Dictionary:
     normalize: Normalization = "none"
     scale: float = 1.0
     model_name: str | None = None
+    unit_norm: bool = False
+    """It reads TransformerLens's ``ln2.hook_normalized``: the residual the MLP's norm reads
+    (``site``), normalised without the norm's weight and bias, as no module outputs it;
+    ``fitted`` binds the model's norm (``norm_eps``, ``norm_centred``)."""
+    raw_mlp: bool = False
+    """Its output is the MLP module's own (``layers.L.mlp``): ``mlp_out`` only on a model
+    with no norm after the MLP."""
+    norm_eps: float | None = None
+    norm_centred: bool = False
     labels: dict[int, str] = field(default_factory=dict)
     """Labels of latents: a ``labels.json`` beside the dictionary, or the file a test names."""
     decoder_labels: dict[int, str] = field(default_factory=dict, repr=False)
@@ -104,10 +113,17 @@ class Dictionary:
         k = f" k={self.k}" if self.k else ""
         return f"{kind} {self.name!r} ({self.activation}{k}, {self.n_latents} latents at {where})"
 
-    def check_fits(self, info: ModelInfo) -> None:
-        """One line naming the dictionary, the model and what differs, before any pass."""
+    def fitted(self, info: ModelInfo) -> Dictionary:
+        """This dictionary on ``info``'s model: its norm bound where it reads
+        ``ln2.hook_normalized``, or one line naming the dictionary, the model and what
+        differs, before any pass."""
+        found = self
+        if self.unit_norm and self.norm_eps is None and info.mlp_norm_eps is not None:
+            found = replace(self, site=Site(self.site.layer,
+                                            "resid_pre" if info.parallel else "resid_mid"),
+                            norm_eps=info.mlp_norm_eps, norm_centred=info.mlp_norm_centred)
         problems = []
-        for site in dict.fromkeys((self.site, self.out_site)):
+        for site in dict.fromkeys((found.site, found.out_site)):
             if not 0 <= site.layer < info.n_layers:
                 problems.append(f"its site {site} is beyond the model's {info.n_layers} layers")
             elif site.component not in info.components:
@@ -115,13 +131,36 @@ class Dictionary:
         for name, width in (("d_in", self.d_in), ("d_out", self.d_out)):
             if width != info.d_model:
                 problems.append(f"its {name} is {width}, the model's d_model {info.d_model}")
+        if self.unit_norm and info.mlp_norm_eps is None:
+            problems.append("it reads ln2.hook_normalized, and the model has no norm before "
+                            "its MLP")
+        if self.raw_mlp and info.post_norm:
+            problems.append("it reads the MLP module's own output, and the model normalises "
+                            "that before adding it, where pytest-interp's mlp_out is: use a "
+                            "dictionary of post_feedforward_layernorm.output (TransformerLens's "
+                            "blocks.L.hook_mlp_out)")
         if problems:
             raise InterpError(f"{self} does not fit {info.name}: {'; '.join(problems)}")
+        return found
 
     # -- the formulas ----------------------------------------------------------------------
 
+    def _input(self, x: Tensor) -> Tensor:
+        """``x`` as the dictionary reads it: for ``unit_norm``, the model's MLP norm without
+        its weight and bias, in float32 as TransformerLens computes it."""
+        if not self.unit_norm:
+            return x.float()
+        if self.norm_eps is None:
+            raise InterpError(f"{self} reads ln2.hook_normalized: bind a model's norm first "
+                              "(Dictionary.fitted(info))")
+        x = x.float()
+        if self.norm_centred:
+            x = x - x.mean(-1, keepdim=True)
+        return x / (x.pow(2).mean(-1, keepdim=True) + self.norm_eps).sqrt()
+
     def _normalized(self, x: Tensor) -> Tensor:
-        x = x.float() * self.scale if self.scale != 1.0 else x.float()
+        x = self._input(x)
+        x = x * self.scale if self.scale != 1.0 else x
         if self.normalize == "constant_norm_rescale":
             return x * (math.sqrt(self.d_in) / x.norm(dim=-1, keepdim=True))
         if self.normalize == "layer_norm":
@@ -174,7 +213,7 @@ class Dictionary:
             y = y / self.scale
         if "W_skip" in w:
             assert x is not None
-            y = y + x.float() @ w["W_skip"]
+            y = y + self._input(x) @ w["W_skip"]
         return y
 
     def direction(self, latent: int) -> Tensor:

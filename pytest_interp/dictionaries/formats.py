@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -29,17 +29,23 @@ SAELENS_ARCHITECTURES: dict[str, tuple[ActivationName, bool]] = {  # -> (activat
     "jumprelu_transcoder": ("jumprelu", True), "jumprelu_skip_transcoder": ("jumprelu", True),
 }
 # TransformerLens hook names (blocks.L.<point>) and Hugging Face module paths
-# (model.layers.L.<point>, sparsify's layers.L.<point>) -> our components.
+# (model.layers.L.<point>, sparsify's layers.L.<point>) -> our components. TransformerLens's
+# hook_mlp_in fires on resid_mid, before the norm (mlp.hook_in is after it); its
+# ln2.hook_normalized is that norm without its weight (UNIT_NORM); hook_mlp_out is after a
+# post-MLP norm where there is one, mlp.hook_out and HF's mlp before it (RAW_MLP).
 TL_POINTS: dict[str, Component] = {
     "hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid",
     "hook_resid_post": "resid_post", "hook_attn_out": "attn_out", "hook_mlp_out": "mlp_out",
-    "hook_mlp_in": "mlp_in", "ln2.hook_normalized": "mlp_in", "mlp.hook_in": "mlp_in",
+    "hook_mlp_in": "resid_mid", "ln2.hook_normalized": "resid_mid", "mlp.hook_in": "mlp_in",
+    "mlp.hook_out": "mlp_out",
 }
 HF_POINTS: dict[str, Component] = {
     "": "resid_post", "output": "resid_post", "mlp": "mlp_out", "mlp.output": "mlp_out",
     "mlp.input": "mlp_in", "pre_feedforward_layernorm.output": "mlp_in",
     "post_feedforward_layernorm.output": "mlp_out",
 }
+UNIT_NORM = ("ln2.hook_normalized",)
+RAW_MLP = ("mlp.hook_out", "mlp", "mlp.output")
 GEMMA_SCOPE_GROUPS: dict[str, tuple[Component, Component]] = {
     "resid_post": ("resid_post", "resid_post"), "res": ("resid_post", "resid_post"),
     "mlp_out": ("mlp_out", "mlp_out"), "mlp": ("mlp_out", "mlp_out"),
@@ -47,17 +53,39 @@ GEMMA_SCOPE_GROUPS: dict[str, tuple[Component, Component]] = {
 }
 
 
-def site_of(hook: str, name: str) -> Site:
-    """The site a hook name or module path names, or one line naming the ones we read."""
-    found = re.fullmatch(r"blocks\.(\d+)\.(.+)", hook)
-    if found and found.group(2) in TL_POINTS:
-        return Site(int(found.group(1)), TL_POINTS[found.group(2)])
-    found = re.fullmatch(r"(?:model\.)?(?:layers|h)\.(\d+)\.?(.*)", hook)
-    if found and found.group(2) in HF_POINTS:
-        return Site(int(found.group(1)), HF_POINTS[found.group(2)])
+class Hook(NamedTuple):
+    """Where a hook name reads, as our site, and how (``Dictionary.unit_norm``,
+    ``Dictionary.raw_mlp``)."""
+
+    site: Site
+    unit_norm: bool = False
+    raw_mlp: bool = False
+
+
+def hook_of(hook: str, name: str) -> Hook:
+    """What a hook name or module path reads, or one line naming the ones we read."""
+    for pattern, points in ((r"blocks\.(\d+)\.(.+)", TL_POINTS),
+                            (r"(?:model\.)?(?:layers|h)\.(\d+)\.?(.*)", HF_POINTS)):
+        found = re.fullmatch(pattern, hook)
+        if found and found.group(2) in points:
+            point = found.group(2)
+            return Hook(Site(int(found.group(1)), points[point]), point in UNIT_NORM,
+                        point in RAW_MLP)
     known = ", ".join(f"blocks.L.{p}" for p in TL_POINTS)
     raise InterpError(f"sae {name!r} reads {hook!r}, a hook we do not read: pytest-interp reads "
                       f"{known} (and the Hugging Face paths layers.L, layers.L.mlp)")
+
+
+def placed(hook_in: Hook, hook_out: Hook, name: str) -> dict[str, Any]:
+    """The ``Dictionary`` fields of where it reads and writes, or one line where no run
+    could take its output back."""
+    if hook_out.unit_norm:
+        raise InterpError(f"sae {name!r} writes ln2.hook_normalized, the norm before the MLP "
+                          "without its weight, which no module outputs: pytest-interp cannot "
+                          "splice its reconstruction in (it reads transcoders from there to "
+                          "the MLP's output)")
+    return {"site": hook_in.site, "out_site": hook_out.site, "unit_norm": hook_in.unit_norm,
+            "raw_mlp": hook_out.raw_mlp}
 
 
 # ---------------------------------------------------------------------------------------
@@ -81,10 +109,10 @@ def read_saelens(folder: Path, name: str) -> Dictionary:
     if not isinstance(hook, str):
         raise InterpError(f"sae {name!r}: cfg.json names no hook_name: add the site it reads, "
                           "e.g. \"hook_name\": \"blocks.12.hook_resid_post\"")
-    site = site_of(hook, name)
+    hook_in = hook_of(hook, name)
     out = meta.get("hook_name_out")
-    out_site = site_of(out, name) if isinstance(out, str) else \
-        Site(site.layer, "mlp_out") if transcoder else site
+    hook_out = hook_of(out, name) if isinstance(out, str) else \
+        Hook(Site(hook_in.site.layer, "mlp_out")) if transcoder else hook_in
     weights = _tensors(folder / "sae_weights.safetensors", name)
     if "W_skip" in weights:  # SAELens: x @ W_skip.T, W_skip [d_out, d_in]
         weights["W_skip"] = weights["W_skip"].T.contiguous()
@@ -102,9 +130,9 @@ def read_saelens(folder: Path, name: str) -> Dictionary:
         raise InterpError(f"sae {name!r}: normalize_activations={normalize!r} is not one "
                           "SAELens defines")
     center = bool(cfg.get("apply_b_dec_to_input", True)) and not transcoder
-    return Dictionary(name, "saelens", site, out_site, weights, activation,
+    return Dictionary(name, "saelens", weights=weights, activation=activation,
                       k=cfg.get("k"), center=center, normalize=normalize,
-                      model_name=meta.get("model_name"))
+                      model_name=meta.get("model_name"), **placed(hook_in, hook_out, name))
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,8 +152,9 @@ def read_gemma_scope(params: Path, name: str) -> Dictionary:
         raw = _tensors(params, name)
     weights = {_gemma_key(k): v.float() for k, v in raw.items()}
     config = params.parent / "config.json"
-    site, out_site = _gemma_sites(params, _json(config, name) if config.is_file() else {}, name)
-    return Dictionary(name, "gemma-scope", site, out_site, weights, "jumprelu")
+    hooks = _gemma_hooks(params, _json(config, name) if config.is_file() else {}, name)
+    return Dictionary(name, "gemma-scope", weights=weights, activation="jumprelu",
+                      **placed(*hooks, name))
 
 
 def _gemma_key(key: str) -> str:
@@ -135,12 +164,12 @@ def _gemma_key(key: str) -> str:
     return {"w_enc": "W_enc", "w_dec": "W_dec", "w_skip": "W_skip"}.get(lower, lower)
 
 
-def _gemma_sites(params: Path, config: dict[str, Any], name: str) -> tuple[Site, Site]:
-    hook_in = config.get("hf_hook_point_in")
-    if isinstance(hook_in, str):
-        site = site_of(hook_in, name)
-        hook_out = config.get("hf_hook_point_out")
-        return site, site_of(hook_out, name) if isinstance(hook_out, str) else site
+def _gemma_hooks(params: Path, config: dict[str, Any], name: str) -> tuple[Hook, Hook]:
+    point_in = config.get("hf_hook_point_in")
+    if isinstance(point_in, str):
+        hook_in = hook_of(point_in, name)
+        point_out = config.get("hf_hook_point_out")
+        return hook_in, hook_of(point_out, name) if isinstance(point_out, str) else hook_in
     layer = next((int(m.group(1)) for part in reversed(params.parts)
                   if (m := re.match(r"layer_(\d+)", part))), None)
     group = next((g for part in reversed(params.parts) for g in GEMMA_SCOPE_GROUPS
@@ -150,7 +179,7 @@ def _gemma_sites(params: Path, config: dict[str, Any], name: str) -> tuple[Site,
                           "Gemma Scope's folder names (resid_post/layer_12_...) or its "
                           "config.json with hf_hook_point_in")
     comp_in, comp_out = GEMMA_SCOPE_GROUPS[group]
-    return Site(layer, comp_in), Site(layer, comp_out)
+    return Hook(Site(layer, comp_in)), Hook(Site(layer, comp_out))
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,16 +197,16 @@ def read_sparsify(folder: Path, name: str) -> Dictionary:
     if "W_skip" in raw:  # x @ W_skip.T
         weights["W_skip"] = raw["W_skip"].T.contiguous()
     hook = folder.name if not re.fullmatch(r"seed\d+", folder.name) else folder.parent.name
-    site = site_of(hook, name)
-    out_site = site
-    if transcode:
-        site = Site(site.layer, "mlp_in") if site.component == "mlp_out" else site
+    hook_out = hook_of(hook, name)  # the module's output; its input, for a transcoder
+    hook_in = hook_out
+    if transcode and hook_out.site.component == "mlp_out":
+        hook_in = Hook(Site(hook_out.site.layer, "mlp_in"))
     activation = cfg.get("activation", "topk")
     if activation not in ("topk", "groupmax"):
         raise InterpError(f"sae {name!r}: sparsify activation {activation!r} is not topk or "
                           "groupmax")
-    return Dictionary(name, "sparsify", site, out_site, weights, activation, k=cfg.get("k"),
-                      center=not transcode)
+    return Dictionary(name, "sparsify", weights=weights, activation=activation,
+                      k=cfg.get("k"), center=not transcode, **placed(hook_in, hook_out, name))
 
 
 # ---------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def features(model: Runner, dictionary: Dictionary, prompts: Sequence[str],
              asked: Sequence[int] = ()) -> list[FeaturesResult]:
     """Each prompt's active latents (``Features``), batched; ``asked`` latents are labelled
     too."""
-    dictionary.check_fits(model.info)
+    dictionary = dictionary.fitted(model.info)
     results: list[FeaturesResult | None] = [None] * len(prompts)
     with torch.inference_mode():
         for chunk, batch, acts in site_batches(model, prompts, dictionary):
@@ -159,7 +159,7 @@ def features(model: Runner, dictionary: Dictionary, prompts: Sequence[str],
 def fidelity(model: Runner, dictionary: Dictionary, spec: Fidelity) -> list[FidelityResult]:
     """Each text's reconstruction error, L0, and loss with the reconstruction spliced in and
     with the error term kept (``Fidelity``): three forward passes per batch of one length."""
-    dictionary.check_fits(model.info)
+    dictionary = dictionary.fitted(model.info)
     tokens = [model.tokens(t) for t in spec.texts]
     short = [t for t, tok in zip(spec.texts, tokens, strict=True) if tok.length < spec.skip + 2]
     if short:
@@ -222,8 +222,7 @@ def feature_attribution(model: Runner, dictionary: Dictionary, spec: FeatureAttr
     term as one node per position (one forward and one backward pass, the reconstruction plus
     the error spliced in: the clean run itself), then the ``verify_top_k`` largest nodes each
     zeroed in an exact run (one batched forward)."""
-    sae = dictionary.to(model.info.device)
-    sae.check_fits(model.info)
+    sae = dictionary.fitted(model.info).to(model.info.device)
     tokens = model.tokens(spec.prompt)
     clean = model.run(tokens, read={sae.site, sae.out_site}, logits_to_keep=1)
     measure = metrics.build(spec.metric, model.vocab, spec.answer, spec.foil,
@@ -303,8 +302,7 @@ def latent_ablation(model: Runner, dictionary: Dictionary, spec: LatentAblation
                     ) -> list[AblationResult]:
     """The results ``spec`` asks for, one per case: one clean pass per token length (memoised)
     and one batched pass of every (case, set) row."""
-    sae = dictionary.to(model.info.device)
-    sae.check_fits(model.info)
+    sae = dictionary.fitted(model.info).to(model.info.device)
     chosen = sorted({sae.check_latent(i) for i in spec.latents})
     tokens = [model.tokens(c.prompt) for c in spec.cases]
     with torch.inference_mode():
