@@ -141,20 +141,46 @@ def test_a_released_model_is_freed_while_its_results_stay_in_the_report(pytester
         assert report.count(f"<h4>{figure}") == 2, figure
 
 
+FAKE_GPUS = """
+    import os
+
+    import torch
+
+    from pytest_interp.backends import loading
+
+    torch.cuda.is_available = lambda: True  # two GPUs, as far as the plugin can tell
+    torch.cuda.device_count = lambda: 2
+    real_load = loading.load_hf
+
+    def load_hf(resolved, device="cpu", **kwargs):
+        with open(os.path.join(os.environ["LOADS"], "loads.txt"), "a") as log:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            log.write(f"{worker} {resolved.spec} {device}\\n")
+        return real_load(resolved, device="cpu", **kwargs)  # the weights stay where they can
+
+    loading.load_hf = load_hf
+"""
+
+
 @pytest.mark.slow
-def test_under_xdist_each_model_of_a_series_loads_once_on_one_worker(pytester, monkeypatch):
+def test_under_xdist_each_model_of_a_series_loads_once_on_its_workers_gpu(pytester,
+                                                                         monkeypatch):
     """xdist schedules whole models (ModelScheduling): a 4-model series on 2 workers loads
-    each model exactly once in all, and both workers take a share."""
+    each model exactly once in all, and both workers take a share. On a machine (faked) with
+    two GPUs, under --interp-device cuda, gw0 loads its models on cuda:0 and gw1 on cuda:1:
+    the whole path from the options to the loader, in real workers."""
     monkeypatch.setenv("LOADS", str(pytester.path))
-    pytester.makeconftest(LOG_LOADS)
+    pytester.makeconftest(FAKE_GPUS)
     pytester.makepyfile(test_m=SUITE)
     models = ("tiny-random-llama", "tiny-random-gpt2", "tiny-random-olmo", "tiny-random-phi3")
-    result = pytester.runpytest_subprocess("-n", "2", *(f"--interp-model={m}" for m in models))
+    result = pytester.runpytest_subprocess("-n", "2", "--interp-device=cuda",
+                                           *(f"--interp-model={m}" for m in models))
     result.assert_outcomes(passed=10)  # 2 tests on each model, 2 that use none
     loads = [line.split() for line in (pytester.path / "loads.txt").read_text().splitlines()]
     # each once, in all (and qwen2 once, for the test pinned to it)
     assert sorted(spec for _, spec, _ in loads) == sorted([*models, "tiny-random-qwen2"])
-    assert {worker for worker, _, _ in loads} == {"gw0", "gw1"}
+    assert {(worker, device) for worker, _, device in loads} == {("gw0", "cuda:0"),
+                                                                 ("gw1", "cuda:1")}
 
 
 def test_a_test_ids_scope_under_xdist_is_its_series_model():
