@@ -173,6 +173,28 @@ def test_a_dictionary_of_the_mlp_modules_own_output_is_refused_after_a_post_norm
     assert model.memo.stats.passes == 0
 
 
+def test_a_normalized_hook_needs_a_norm_before_the_mlp_and_a_model_to_bind_it(load_backend,
+                                                                             tmp_path):
+    """OLMo-2 has no norm before its MLP (it normalises the MLP's output), so there is no
+    ln2.hook_normalized to read; and a dictionary read from that hook encodes only once a
+    model's norm is bound."""
+    model = InterpModel(load_backend("tiny-random-olmo2"))
+    folder = write_sae(tmp_path / "tc", model.info.d_model, hook="blocks.1.ln2.hook_normalized",
+                       arch="skip_transcoder")
+    with pytest.raises(InterpError) as err:
+        model.features(TEXTS[0], sae=str(folder))
+    assert str(err.value) == (
+        f"transcoder '{folder}' (relu k=8, 96 latents at resid_mid@1 -> mlp_out@1) does not fit "
+        f"{model.info.name}: it reads ln2.hook_normalized, and the model has no norm before "
+        "its MLP")
+    sae = load_dictionary(str(folder))
+    with pytest.raises(InterpError) as err:
+        sae.encode(torch.zeros(3, model.info.d_model))
+    assert str(err.value) == (
+        f"transcoder '{folder}' (relu k=8, 96 latents at resid_mid@1 -> mlp_out@1) reads "
+        "ln2.hook_normalized: bind a model's norm first (Dictionary.fitted(info))")
+
+
 def test_fvu_and_l0_are_their_definitions(load_backend, tmp_path):
     model = InterpModel(load_backend("tiny-random-llama"))
     folder = write_sae(tmp_path / "sae", model.info.d_model)
