@@ -44,6 +44,10 @@ class Probe:
     summary: str
 
 
+class BisectUsage(Exception):
+    """Bad input to bisect: one line, exit 2."""
+
+
 class BisectError(Exception):
     """The series cannot be bisected (a session errored, or the last model does not end the
     search): the message says why."""
@@ -108,9 +112,12 @@ def from_results(paths: Sequence[Path], find: Outcome, select: str,
     model fails when one of its tests fails, is INCONCLUSIVE or drifted), from no session."""
     from .merge import expanded, read
 
-    merged = read(expanded(list(paths)))
+    try:
+        merged = read(expanded(list(paths)))
+    except FileNotFoundError as exc:
+        raise BisectUsage(str(exc)) from None
     if not merged.sessions:
-        raise BisectError("no readable results file: " + "; ".join(merged.problems))
+        raise BisectUsage("no readable results file: " + "; ".join(merged.problems))
     order = max((s.get("models") or [] for s in merged.sessions), key=len)
     failing: dict[str, bool] = {}
     for row in merged.rows:
@@ -118,6 +125,11 @@ def from_results(paths: Sequence[Path], find: Outcome, select: str,
         if row.get("when") == "call" and model and select in row["nodeid"]:
             failing[model] = failing.get(model, False) or row["outcome"] in (
                 "failed", "inconclusive", "drift")
+    if select and not failing:
+        raise BisectUsage(f"--select {select!r} matches no test of a model in the results "
+                          "files: give part of a test id, e.g. --select test_induction")
+    if merged.unfinished:
+        raise BisectError(merged.unfinished[0])
     missing = [m for m in order if m not in failing]
     if len(order) < 2 or missing:
         raise BisectError(f"the results files hold no selected test of {', '.join(missing)}: "
@@ -172,8 +184,14 @@ def run(options: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``bisect --models M... [--find fail|pass] -- PYTEST ARGS``; exit 0 when found."""
     pytest_args = options.pytest_args
     if options.results:
+        if pytest_args or options.report:
+            parser.error("--results reads the outcomes and runs no session: pytest arguments "
+                         "and --report go with --models")
         try:
             from_results(options.results, options.find, options.select, print)
+        except BisectUsage as exc:
+            print(f"bisect: {exc}", file=sys.stderr)
+            return 2
         except BisectError as exc:
             print(f"bisect: {exc}", file=sys.stderr)
             return 1

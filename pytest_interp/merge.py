@@ -28,6 +28,16 @@ class Merged:
     sessions: list[dict[str, Any]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # those problems: sessions cut short
+    seconds: float = 0.0  # the sessions' time, summed
+
+    def absent(self) -> list[str]:
+        """The models of a series on which no test has a result (a missing shard's)."""
+        models = dict.fromkeys(m for s in self.sessions for m in s["models"])
+        if len(models) < 2:
+            return []
+        ran = {(row.get("record") or {}).get("model") for row in self.rows}
+        return [m for m in models if m not in ran]
 
 
 def read(paths: list[Path]) -> Merged:
@@ -47,9 +57,17 @@ def read(paths: list[Path]) -> Merged:
             merged.problems.append(f"{path}: not a {SCHEMA} file (its first line is no session)")
             continue
         merged.sessions.append({**lines[0], "path": str(path)})
-        if lines[-1].get("type") != "end":
-            merged.problems.append(f"{path}: the session did not finish (no end line): its "
-                                   "remaining tests are missing")
+        end, cut = lines[-1], ""
+        if end.get("type") != "end":
+            cut = f"{path}: the session did not finish (no end line)"
+        elif end.get("exitstatus") in ENDED_EARLY:
+            cut = (f"{path}: the session ended early (pytest exit status {end['exitstatus']}: "
+                   f"{ENDED_EARLY[end['exitstatus']]})")
+        else:
+            merged.seconds += float(end.get("seconds", 0.0))
+        if cut:
+            merged.unfinished.append(f"{cut}: its remaining tests are missing")
+            merged.problems.append(merged.unfinished[-1])
         for row in lines[1:]:
             if row.get("type") != "test":
                 continue
@@ -62,9 +80,15 @@ def read(paths: list[Path]) -> Merged:
                 seen[row["nodeid"]] = path
             merged.rows.append(row)
     merged.problems += _shard_problems(merged.sessions)
+    if merged.problems and merged.absent():
+        merged.problems.append(f"no test has a result on {', '.join(merged.absent())}")
     if merged.rows and all("order" in row for row in merged.rows):
         merged.rows.sort(key=lambda row: row["order"])  # the whole session's order
     return merged
+
+
+ENDED_EARLY = {2: "interrupted, or errors during collection", 3: "internal error",
+               4: "usage error"}
 
 
 def expanded(paths: list[Path]) -> list[Path]:
@@ -74,7 +98,10 @@ def expanded(paths: list[Path]) -> list[Path]:
     for path in paths:
         text = str(path)
         if not path.exists() and any(c in text for c in "*?["):
-            out += [Path(p) for p in sorted(glob.glob(text))] or [path]
+            found = sorted(glob.glob(text))
+            if not found:
+                raise FileNotFoundError(f"{text} matches no file")
+            out += [Path(p) for p in found]
         else:
             out.append(path)
     return out
@@ -87,6 +114,10 @@ def _shard_problems(sessions: list[dict[str, Any]]) -> list[str]:
         return []
     counts = {tuple(s) for s in shards}
     totals = {n for _, n in counts}
+    whole = [f"{s['path']} is a whole session, the others shards: merge the shards alone, "
+             "or the whole session alone" for s in sessions if not s.get("shard")]
+    if whole:
+        return whole
     problems = []
     if len(totals) > 1:
         problems.append(f"the files split the suite differently: {sorted(totals)} shards")
@@ -111,15 +142,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Merge; 0 when the set is whole and every test passed, 1 otherwise."""
+    """Merge; 0 when the set is whole and every test passed, 1 when a test failed or was
+    INCONCLUSIVE, 3 when the set of files is not whole (missing, repeated or unfinished)."""
     from .plugin.report import HtmlReport
     from .plugin.summary import StepSummary
 
-    merged = read(expanded(args.files))
+    try:
+        merged = read(expanded(args.files))
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
     if not merged.sessions:
         parser.error("no readable results file: " + "; ".join(merged.problems))
     for problem in merged.problems:
         print(f"merge: {problem}", file=sys.stderr)
+    written = []
     first = merged.sessions[0]
     models = list(dict.fromkeys(m for s in merged.sessions for m in s["models"]))
     every = list(dict.fromkeys(m for s in merged.sessions for m in s.get("specs", [])))
@@ -128,11 +164,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         report = HtmlReport(args.report)
         for row in merged.rows:
             report.add(row)
-        lines = [*first["header"], f"interp: merged from {len(merged.sessions)} results "
-                 f"files: {', '.join(Path(s['path']).name for s in merged.sessions)}",
+        n = len(merged.sessions)
+        lines = [*first["header"], f"interp: merged from {n} results "
+                 f"file{'s' if n > 1 else ''}: "
+                 f"{', '.join(Path(s['path']).name for s in merged.sessions)}",
                  *(f"MERGE PROBLEM: {p}" for p in merged.problems)]
-        report.write(lines, ids, 0.0)
-        print(f"merge: report written to {args.report}", file=sys.stderr)
+        report.write(lines, ids, merged.seconds)
+        written.append(f"report {args.report}")
     target = args.step_summary or os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
         summary = StepSummary(str(target))
@@ -141,11 +179,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         title = f"{', '.join(models) or 'no model'} via {first['backend']}"
         if first.get("baseline"):
             title += f", against baseline {first['baseline']}"
+        if merged.problems:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "a", encoding="utf-8") as out:
+                out.write("".join(f"> **merge problem:** {p}\n>\n" for p in merged.problems)
+                          + "\n")
         summary.write(title, models)
+        written.append(f"step summary {target}")
     if args.junitxml is not None:
         junit(merged, args.junitxml)
-    failed = any(r["outcome"] in ("failed", "inconclusive") for r in merged.rows)
-    return 1 if failed or merged.problems else 0
+        written.append(f"JUnit XML {args.junitxml}")
+    if written:
+        print(f"merge: wrote {', '.join(written)}", file=sys.stderr)
+    if merged.problems:
+        return 3
+    return 1 if any(r["outcome"] in ("failed", "inconclusive") for r in merged.rows) else 0
 
 
 def junit(merged: Merged, path: Path) -> None:
@@ -177,10 +225,12 @@ def junit(merged: Merged, path: Path) -> None:
                           if row["failure"] else "")
             counts["skipped"] += 1
         elif outcome in ("failed", "inconclusive") and when == "call":
-            ET.SubElement(case, "failure", message=outcome).text = row["failure"]
+            ET.SubElement(case, "failure", message=row.get("message") or outcome
+                          ).text = row["failure"]
             counts["failures"] += 1
         elif outcome == "failed":
-            ET.SubElement(case, "error", message=f"error at {when}").text = row["failure"]
+            ET.SubElement(case, "error", message=row.get("message") or f"error at {when}"
+                          ).text = row["failure"]
             counts["errors"] += 1
         record = row.get("record")
         if isinstance(record, dict):
@@ -189,6 +239,13 @@ def junit(merged: Merged, path: Path) -> None:
                 ET.SubElement(props, "property", name=MEASURED, value=value)
             if record.get("verdict"):
                 ET.SubElement(props, "property", name=VERDICT, value=record["verdict"])
+    if merged.problems:  # a CI's test view shows the set is not whole
+        case = ET.Element("testcase", classname="pytest-interp", name="merge", time="0")
+        ET.SubElement(case, "error", message=merged.problems[0]).text = \
+            "\n".join(merged.problems)
+        cases["pytest-interp merge"] = case
+        counts["tests"] += 1
+        counts["errors"] += 1
     suite = ET.Element("testsuite", {"name": "pytest-interp (merged)",
                                      **{k: str(v) for k, v in counts.items()}})
     suite.extend(cases.values())

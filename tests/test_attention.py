@@ -41,6 +41,15 @@ def test_labels_and_thresholds():
                               "self, first_token")
 
 
+def test_what_an_expectation_measured_for_junit_and_summaries():
+    """A head's score; "some head": the highest score, and whose."""
+    result = _result()
+    assert AttentionExpectation(kind="induction", head=(0, 0), min_score=0.5).measured(
+        result) == "induction score 0"
+    assert AttentionExpectation(kind="induction", min_score=0.5).measured(
+        result) == "highest induction score 0.7 (L0H1)"
+
+
 def test_expectation_failure_text():
     result = _result()
     assert AttentionExpectation(kind="induction", head=(0, 1), min_score=0.5).judge(result) is None

@@ -249,7 +249,7 @@ def _the_sharded_recipe_merges_into_the_same(suite: pytest.Pytester, series: Pat
     assert "step_00400" in (cwd / "summary.md").read_text()
     (cwd / "shard-2.jsonl").unlink()
     part = subprocess.run(shlex.split(merge), cwd=cwd, env=env, capture_output=True, text=True)
-    assert part.returncode == 1 and "merge: shard 2/3 is missing" in part.stderr.splitlines()
+    assert part.returncode == 3 and "merge: shard 2/3 is missing" in part.stderr.splitlines()
     assert "MERGE PROBLEM: shard 2/3 is missing" in (cwd / "interp-report.html").read_text()
 
 

@@ -73,6 +73,14 @@ class AttentionExpectation(Expectation[AttentionResult]):
         assert self.head is not None
         return float(result.score(self.kind, *result.head_index(*self.head)))
 
+    def measured(self, result: AttentionResult) -> str | None:
+        """Without ``head``: the highest score of the kind, and whose it is."""
+        if self.head is not None:
+            return super().measured(result)
+        scores = result.scores[self.kind]
+        layer, head = np.unravel_index(int(scores.argmax()), scores.shape)
+        return f"highest {self.kind} score {float(scores.max()):.4g} (L{layer}H{head})"
+
     def point(self, result: AttentionResult) -> dict[str, Any] | None:
         """Without ``head``: the highest score of the kind (the trend of "some head")."""
         if self.head is not None:

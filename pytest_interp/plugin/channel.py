@@ -56,8 +56,10 @@ def test_row(report: pytest.TestReport) -> dict[str, Any] | None:
                           if name.startswith(f"interp: {status}"))
     elif report.failed or report.skipped:
         failure = report.longreprtext
+    crash = getattr(report.longrepr, "reprcrash", None)
     return {"type": "test", "nodeid": report.nodeid, "when": report.when, "outcome": status,
             "duration": report.duration, "failure": failure,
+            "message": crash.message if crash is not None else "",  # as JUnit XML's
             "record": asdict(decode(report)) if report.when == "call" else None}
 
 

@@ -16,7 +16,7 @@ import pytest
 from .channel import test_row
 from .options import CONFIG_KEY
 from .session import header
-from .shards import ORDER_KEY
+from .shards import ORDER
 from .specs import model_ids
 
 SCHEMA = "pytest-interp-results/1"
@@ -30,7 +30,6 @@ class ResultsFile:
         self.path = path
         self.start = time.perf_counter()
         self.out: IO[str] | None = None
-        self.config: pytest.Config | None = None
 
     def _write(self, row: dict[str, Any]) -> None:
         if self.out is not None:
@@ -47,14 +46,12 @@ class ResultsFile:
                      "shard": interp.shard, "started": time.time()})
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        self.config = session.config
         self._start(session)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         row = test_row(report)
         if row is not None:
-            orders = self.config.stash.get(ORDER_KEY, {}) if self.config is not None else {}
-            order = orders.get(report.nodeid)
+            order = getattr(report, ORDER, None)  # set where the test ran (an xdist worker)
             self._write(row if order is None else {**row, "order": order})
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -8,6 +8,7 @@ the model's weights (in millions, from a local folder's safetensors headers) in 
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,13 @@ def assign(costs: dict[str, float], n: int) -> dict[str, int]:
 
 
 def past_durations(path: Path | None) -> dict[str, float]:
-    """Test id -> seconds its phases took, from a previous results file (empty: none, or
-    unreadable: then the shards fall back to counting tests)."""
-    if path is None or not path.is_file():
+    """Test id -> seconds its phases took, from a previous results file (empty: none given;
+    a usage error for a file that is not one)."""
+    if path is None:
         return {}
+    if not path.is_file():
+        raise pytest.UsageError(f"--interp-shard-durations {path}: no such file: give the "
+                                "results file (--interp-results) of an earlier run")
     out: dict[str, float] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -41,6 +45,9 @@ def past_durations(path: Path | None) -> dict[str, float]:
             continue
         if isinstance(row, dict) and row.get("type") == "test":
             out[row["nodeid"]] = out.get(row["nodeid"], 0.0) + float(row["duration"])
+    if not out:
+        raise pytest.UsageError(f"--interp-shard-durations {path} holds no test's duration: "
+                                "give the results file (--interp-results) of an earlier run")
     return out
 
 
@@ -59,13 +66,29 @@ def group_of(item: pytest.Item) -> str:
     return f"model:{spec}" if spec is not None else f"file:{item.path}"
 
 
+NOTE_KEY = pytest.StashKey[str]()  # what this shard runs, for the terminal
+EMPTY_KEY = pytest.StashKey[bool]()  # this shard has no tests
 ORDER_KEY = pytest.StashKey[dict[str, int]]()
 """Each test's place in the whole session's order (before shards deselect): a merge of the
 shards' results files puts the tests back in it."""
 
 
+ORDER = "interp_order"
+"""The report attribute carrying a test's place in that order (it survives xdist)."""
+
+
 class Shards:
-    """Deselects the tests of the other shards."""
+    """Deselects the tests of the other shards; marks each report with its test's place in
+    the whole session's order."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]
+                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        order = item.config.stash.get(ORDER_KEY, {}).get(item.nodeid)
+        if order is not None:
+            setattr(report, ORDER, order)
+        return report
 
     @pytest.hookimpl(trylast=True)  # after pytest groups a series' tests by model
     def pytest_collection_modifyitems(self, config: pytest.Config,
@@ -92,6 +115,26 @@ class Shards:
         for item in items:
             where = shards.get(group_of(item), 1)
             (keep if where == mine else drop).append(item)
+        groups = [g.removeprefix("model:").removeprefix("file:")
+                  for g, i in shards.items() if i == mine]
+        more = f" and {len(groups) - 8} more" if len(groups) > 8 else ""
+        config.stash[EMPTY_KEY] = not keep
+        config.stash[NOTE_KEY] = (
+            f"interp: shard {mine}/{n} runs {len(keep)} of {len(items)} tests: "
+            f"{', '.join(groups[:8])}{more}" if keep else
+            f"interp: shard {mine}/{n} has no tests: the suite splits into {len(shards)} "
+            f"group{'s' if len(shards) != 1 else ''} (whole models of a series, else whole "
+            f"test files), fewer than {n}; an empty shard passes")
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+
+    def pytest_report_collectionfinish(self, config: pytest.Config) -> str | None:
+        return config.stash.get(NOTE_KEY, None)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """An empty shard of a CI matrix passes: its siblings ran the suite."""
+        if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED \
+                and session.config.stash.get(EMPTY_KEY, False):
+            session.exitstatus = pytest.ExitCode.OK
