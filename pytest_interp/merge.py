@@ -65,6 +65,10 @@ def read(paths: list[Path]) -> Merged:
                    f"{ENDED_EARLY[end['exitstatus']]})")
         else:
             merged.seconds += float(end.get("seconds", 0.0))
+            ran = len({row["nodeid"] for row in lines if row.get("type") == "test"})
+            if ran < int(end.get("collected") or 0):
+                cut = (f"{path}: {end['collected'] - ran} of its {end['collected']} tests have "
+                       "no result (stopped early: -x, --maxfail?)")
         if cut:
             merged.unfinished.append(f"{cut}: its remaining tests are missing")
             merged.problems.append(merged.unfinished[-1])

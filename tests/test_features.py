@@ -123,18 +123,18 @@ def _norms_randomised(spec: str, folder: Path) -> Path:
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3", "gpt-neox"])
 def test_transformer_lens_hook_names_read_transformer_lens_s_own_values(family, load_backend,
                                                                          tmp_path):
-    """A transcoder on ``blocks.1.ln2.hook_normalized`` and an SAE on ``blocks.1.hook_mlp_in``
-    encode the very tensors a TransformerBridge caches under those names (LayerNorm, RMSNorm,
-    Gemma's 1 + w, parallel blocks), on both backends, with every norm's weight random."""
+    """Transcoders on ``blocks.1.ln2.hook_normalized`` and ``blocks.1.hook_mlp_in`` encode the
+    very tensors a TransformerBridge caches under those names (LayerNorm, RMSNorm, Gemma's
+    1 + w, parallel blocks, where both read resid_pre), on both backends, with every norm's
+    weight random."""
     folder = _norms_randomised(f"tiny-random-{family}", tmp_path / "m")
     bridge = load_backend(str(folder)).bridge
     bridge.set_use_hook_mlp_in(True)
     models = {b: InterpModel(load_backend(str(folder), b))
               for b in ("transformer_lens", "nnsight")}
     d = models["nnsight"].info.d_model
-    hooks = {"blocks.1.ln2.hook_normalized": "skip_transcoder", "blocks.1.hook_mlp_in": "topk"}
-    if family == "gpt-neox":  # the MLP reads resid_pre: there is no resid_mid to read
-        del hooks["blocks.1.hook_mlp_in"]
+    hooks = {"blocks.1.ln2.hook_normalized": "skip_transcoder",
+             "blocks.1.hook_mlp_in": "transcoder"}
     for text in TEXTS:
         ids = models["nnsight"].tokens(text).tensor()
         _, cache = bridge.run_with_cache(ids, names_filter=list(hooks))

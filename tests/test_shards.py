@@ -309,3 +309,17 @@ def test_an_empty_shard_passes_and_says_why(pytester, tmp_path):
         "results file (--interp-results) of an earlier run"])
     result = pytester.runpytest("--interp-shard=1/2", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["interp: shard 1/2 runs 3 of 3 tests: *test_one.py"])
+    result = pytester.runpytest_subprocess("--interp-shard=2/2", "-n", "2")  # workers choose
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["interp: shard 2/2 has no tests: *; an empty shard passes"])
+
+
+def test_a_session_stopped_early_by_maxfail_is_named(tmp_path):
+    """-x or --maxfail ends a session normally (exit status 1), with tests not run: its end
+    line's count of tests tells."""
+    path = _results_file(tmp_path / "x.jsonl", ["m"], {"m": "failed"}, [1, 1])
+    end = {"schema": "pytest-interp-results/1", "type": "end", "exitstatus": 1, "collected": 3}
+    path.write_text("\n".join([*path.read_text().splitlines()[:-1], json.dumps(end)]) + "\n")
+    assert read([path]).unfinished == [
+        f"{path}: 2 of its 3 tests have no result (stopped early: -x, --maxfail?): its "
+        "remaining tests are missing"]

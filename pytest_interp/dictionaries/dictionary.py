@@ -65,6 +65,9 @@ class Dictionary:
     raw_mlp: bool = False
     """Its output is the MLP module's own (``layers.L.mlp``): ``mlp_out`` only on a model
     with no norm after the MLP."""
+    mlp_branch: bool = False
+    """It reads the residual the MLP's norm reads (``hook_mlp_in``): ``resid_mid``, or
+    ``resid_pre`` in parallel blocks (``fitted`` moves it there)."""
     norm_eps: float | None = None
     norm_centred: bool = False
     labels: dict[int, str] = field(default_factory=dict)
@@ -118,10 +121,13 @@ class Dictionary:
         ``ln2.hook_normalized``, or one line naming the dictionary, the model and what
         differs, before any pass."""
         found = self
+        if self.mlp_branch and info.parallel:  # an SAE reads and writes there
+            pre = Site(self.site.layer, "resid_pre")
+            found = replace(found, site=pre,
+                            out_site=pre if self.out_site == self.site else self.out_site)
         if self.unit_norm and self.norm_eps is None and info.mlp_norm_eps is not None:
-            found = replace(self, site=Site(self.site.layer,
-                                            "resid_pre" if info.parallel else "resid_mid"),
-                            norm_eps=info.mlp_norm_eps, norm_centred=info.mlp_norm_centred)
+            found = replace(found, norm_eps=info.mlp_norm_eps,
+                            norm_centred=info.mlp_norm_centred)
         problems = []
         for site in dict.fromkeys((found.site, found.out_site)):
             if not 0 <= site.layer < info.n_layers:

@@ -45,6 +45,7 @@ HF_POINTS: dict[str, Component] = {
     "post_feedforward_layernorm.output": "mlp_out",
 }
 UNIT_NORM = ("ln2.hook_normalized",)
+MLP_BRANCH = ("hook_mlp_in", "ln2.hook_normalized")  # the residual the MLP's norm reads
 RAW_MLP = ("mlp.hook_out", "mlp", "mlp.output")
 GEMMA_SCOPE_GROUPS: dict[str, tuple[Component, Component]] = {
     "resid_post": ("resid_post", "resid_post"), "res": ("resid_post", "resid_post"),
@@ -55,11 +56,12 @@ GEMMA_SCOPE_GROUPS: dict[str, tuple[Component, Component]] = {
 
 class Hook(NamedTuple):
     """Where a hook name reads, as our site, and how (``Dictionary.unit_norm``,
-    ``Dictionary.raw_mlp``)."""
+    ``Dictionary.raw_mlp``, ``Dictionary.mlp_branch``)."""
 
     site: Site
     unit_norm: bool = False
     raw_mlp: bool = False
+    mlp_branch: bool = False
 
 
 def hook_of(hook: str, name: str) -> Hook:
@@ -70,7 +72,7 @@ def hook_of(hook: str, name: str) -> Hook:
         if found and found.group(2) in points:
             point = found.group(2)
             return Hook(Site(int(found.group(1)), points[point]), point in UNIT_NORM,
-                        point in RAW_MLP)
+                        point in RAW_MLP, point in MLP_BRANCH)
     known = ", ".join(f"blocks.L.{p}" for p in TL_POINTS)
     raise InterpError(f"sae {name!r} reads {hook!r}, a hook we do not read: pytest-interp reads "
                       f"{known} (and the Hugging Face paths layers.L, layers.L.mlp)")
@@ -84,8 +86,13 @@ def placed(hook_in: Hook, hook_out: Hook, name: str) -> dict[str, Any]:
                           "without its weight, which no module outputs: pytest-interp cannot "
                           "splice its reconstruction in (it reads transcoders from there to "
                           "the MLP's output)")
+    if hook_out.mlp_branch:
+        raise InterpError(f"sae {name!r} writes hook_mlp_in, the MLP's own copy of the "
+                          "residual stream, where pytest-interp splices no reconstruction (it "
+                          "reads transcoders from there to the MLP's output); an SAE of that "
+                          "residual, spliced into it, is one of hook_resid_mid")
     return {"site": hook_in.site, "out_site": hook_out.site, "unit_norm": hook_in.unit_norm,
-            "raw_mlp": hook_out.raw_mlp}
+            "raw_mlp": hook_out.raw_mlp, "mlp_branch": hook_in.mlp_branch}
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +68,7 @@ def group_of(item: pytest.Item) -> str:
 
 
 NOTE_KEY = pytest.StashKey[str]()  # what this shard runs, for the terminal
+WORKER_OUTPUT = "interp_shard"  # an xdist worker's [note, empty] for the controller
 EMPTY_KEY = pytest.StashKey[bool]()  # this shard has no tests
 ORDER_KEY = pytest.StashKey[dict[str, int]]()
 """Each test's place in the whole session's order (before shards deselect): a merge of the
@@ -100,7 +102,7 @@ class Shards:
         mine, n = shard
         costs: dict[str, float] = {}
         series = any(series_spec(item) is not None for item in items)
-        durations = past_durations(report_path(config, "shard_durations"))
+        durations = past_durations(report_path(config, "shard_durations"))  # read at configure
         for item in items:
             if series and series_spec(item) is None:
                 continue  # tests that use no model of the series: the first shard runs them
@@ -125,12 +127,33 @@ class Shards:
             f"interp: shard {mine}/{n} has no tests: the suite splits into {len(shards)} "
             f"group{'s' if len(shards) != 1 else ''} (whole models of a series, else whole "
             f"test files), fewer than {n}; an empty shard passes")
+        worker = getattr(config, "workeroutput", None)  # an xdist worker: tell the controller
+        if worker is not None:
+            worker[WORKER_OUTPUT] = [config.stash[NOTE_KEY], not keep]
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
 
+    def pytest_configure(self, config: pytest.Config) -> None:
+        """A bad durations file is one usage error, once, before any worker starts."""
+        if config.stash[CONFIG_KEY].shard is not None:
+            past_durations(report_path(config, "shard_durations"))
+
     def pytest_report_collectionfinish(self, config: pytest.Config) -> str | None:
         return config.stash.get(NOTE_KEY, None)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """Under xdist the workers chose the tests: the controller learns what they said."""
+        said = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT)
+        if said and NOTE_KEY not in node.config.stash:
+            node.config.stash[NOTE_KEY], node.config.stash[EMPTY_KEY] = said
+
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        if hasattr(config, "workerinput") or not hasattr(config.option, "numprocesses"):
+            return
+        if config.option.numprocesses and NOTE_KEY in config.stash:  # not shown at collection
+            terminalreporter.write_line(config.stash[NOTE_KEY])
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
