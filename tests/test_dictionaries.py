@@ -291,25 +291,23 @@ def test_hook_names_read_what_transformer_lens_and_hugging_face_mean_by_them():
     }
 
 
-def test_an_sae_on_the_mlps_own_input_is_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize(("hook", "why"), [
+    ("blocks.2.ln2.hook_normalized",
+     "writes ln2.hook_normalized, the norm before the MLP without its weight, which no module "
+     "outputs: pytest-interp cannot splice its reconstruction in (it reads transcoders from "
+     "there to the MLP's output)"),
+    ("blocks.2.hook_mlp_in",
+     "writes hook_mlp_in, the MLP's own copy of the residual stream, where pytest-interp "
+     "splices no reconstruction (it reads transcoders from there to the MLP's output); an SAE "
+     "of that residual, spliced into it, is one of hook_resid_mid"),
+])
+def test_an_sae_on_the_mlps_own_input_is_refused_in_one_line(hook, why, tmp_path):
     """Its reconstruction could be spliced into no module's output (ln2.hook_normalized), or
     into the MLP's branch alone (hook_mlp_in), where pytest-interp splices none."""
-    folder = _saelens(tmp_path / "n", "standard", _random(9, STANDARD),
-                      hook="blocks.2.ln2.hook_normalized")
+    folder = _saelens(tmp_path / "n", "standard", _random(9, STANDARD), hook=hook)
     with pytest.raises(InterpError) as err:
         load_dictionary(str(folder))
-    assert str(err.value) == (
-        f"sae '{folder}' writes ln2.hook_normalized, the norm before the MLP without its "
-        "weight, which no module outputs: pytest-interp cannot splice its reconstruction in "
-        "(it reads transcoders from there to the MLP's output)")
-    folder = _saelens(tmp_path / "m", "standard", _random(9, STANDARD),
-                      hook="blocks.2.hook_mlp_in")
-    with pytest.raises(InterpError) as err:
-        load_dictionary(str(folder))
-    assert str(err.value) == (
-        f"sae '{folder}' writes hook_mlp_in, the MLP's own copy of the residual stream, where "
-        "pytest-interp splices no reconstruction (it reads transcoders from there to the "
-        "MLP's output); an SAE of that residual, spliced into it, is one of hook_resid_mid")
+    assert str(err.value) == f"sae '{folder}' {why}"
 
 
 def test_unknown_hooks_missing_files_and_bad_labels_are_one_line_each(tmp_path):
