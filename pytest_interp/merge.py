@@ -84,8 +84,9 @@ def read(paths: list[Path]) -> Merged:
                 seen[row["nodeid"]] = path
             merged.rows.append(row)
     merged.problems += _shard_problems(merged.sessions)
-    if merged.problems and merged.absent():
-        merged.problems.append(f"no test has a result on {', '.join(merged.absent())}")
+    absent = merged.absent() if merged.problems else []
+    if absent:
+        merged.problems.append(f"no test has a result on {', '.join(absent)}")
     if merged.rows and all("order" in row for row in merged.rows):
         merged.rows.sort(key=lambda row: row["order"])  # the whole session's order
     return merged

@@ -70,6 +70,7 @@ def group_of(item: pytest.Item) -> str:
 NOTE_KEY = pytest.StashKey[str]()  # what this shard runs, for the terminal
 WORKER_OUTPUT = "interp_shard"  # an xdist worker's [note, empty] for the controller
 EMPTY_KEY = pytest.StashKey[bool]()  # this shard has no tests
+DURATIONS_KEY = pytest.StashKey[dict[str, float]]()  # --interp-shard-durations, read once
 ORDER_KEY = pytest.StashKey[dict[str, int]]()
 """Each test's place in the whole session's order (before shards deselect): a merge of the
 shards' results files puts the tests back in it."""
@@ -102,7 +103,7 @@ class Shards:
         mine, n = shard
         costs: dict[str, float] = {}
         series = any(series_spec(item) is not None for item in items)
-        durations = past_durations(report_path(config, "shard_durations"))  # read at configure
+        durations = config.stash.get(DURATIONS_KEY, {})
         for item in items:
             if series and series_spec(item) is None:
                 continue  # tests that use no model of the series: the first shard runs them
@@ -135,9 +136,10 @@ class Shards:
             items[:] = keep
 
     def pytest_configure(self, config: pytest.Config) -> None:
-        """A bad durations file is one usage error, once, before any worker starts."""
+        """The durations file is read once here: a bad one is one usage error, before any
+        worker starts."""
         if config.stash[CONFIG_KEY].shard is not None:
-            past_durations(report_path(config, "shard_durations"))
+            config.stash[DURATIONS_KEY] = past_durations(report_path(config, "shard_durations"))
 
     def pytest_report_collectionfinish(self, config: pytest.Config) -> str | None:
         return config.stash.get(NOTE_KEY, None)
